@@ -51,6 +51,9 @@ int keel_thread_create(pthread_t *thread, const char *name,
 int64_t keel_monotonic_ns(void);
 int64_t keel_realtime_ns(void);
 
+/* The symbolic name of a positive errno value ("ENOSYS"), or "E<number>". */
+const char *keel_errno_name(int err);
+
 /* Log one line to stderr prefixed "keel: " (fallbacks, start-up lines). */
 void keel_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

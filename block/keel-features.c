@@ -1,0 +1,38 @@
+/*
+ * keel-features: print, for every seam of every layer, what was compiled in
+ * and what is in use on this machine now (see compat/features.h for the
+ * line format).  Exits 1 when KEEL_AVOID holds an unknown word.
+ */
+#include "config.h"
+
+#include "compat/avoid.h"
+#include "compat/features.h"
+#include "block/features-all.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    const char *error;
+
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: keel-features\n"
+               "Prints one line per portability seam:\n"
+               "  <seam> active=<path> compiled=<paths> reason=<why>\n"
+               "KEEL_AVOID=word,... forces fallbacks (see README).\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "keel-features: unknown argument '%s' (try --help)\n", argv[1]);
+        return 1;
+    }
+    if (keel_avoid_init(&error) < 0) {
+        fprintf(stderr, "keel-features: %s\n", error);
+        return 1;
+    }
+    keel_all_features_register();
+    printf("keel %s\n", PACKAGE_VERSION);
+    keel_features_print(stdout);
+    return 0;
+}
