@@ -1,0 +1,77 @@
+/*
+ * vmm/guest/blk.h — the guest's virtio-blk driver: device set-up, request
+ * slots, submission and completion.  Used by workload.c; runs at CPL3.
+ *
+ * Requests live in slots, each owning its descriptors (a fixed run of
+ * `stride` ring descriptors, or one ring descriptor plus an indirect table
+ * when the queue is too small for iodepth chains), its header and status
+ * byte, and a data buffer chosen by the caller.  A used element's id (the
+ * chain head) maps back to its slot, so nothing is allocated per request.
+ *
+ * Waiting: blk_wait() polls the used ring (mode poll: interrupts
+ * suppressed) or sleeps in the kernel until the device's INTx arrives
+ * (mode irq: a 100 Hz PIT tick bounds each sleep so timeouts still work).
+ */
+#ifndef KEEL_GUEST_BLK_H
+#define KEEL_GUEST_BLK_H
+
+#include "vmm/guest/virtio.h"
+
+#define BLK_MAX_SLOTS 256
+#define BLK_SECTOR 512
+
+struct blk_slot {
+    struct virtio_blk_outhdr *hdr;
+    volatile uint8_t *status;
+    struct vring_desc *table;        /* indirect table, or NULL */
+    void *data;
+    uint32_t len;
+    uint32_t type;
+    uint16_t head;
+    bool busy;
+    /* workload bookkeeping */
+    uint64_t block;
+    uint32_t gen;
+    bool verify;
+};
+
+struct blk_dev {
+    struct virtio_pci_dev pci;
+    struct virtqueue vq;
+    uint64_t wanted_features;
+    unsigned queue_size_max;
+    uint64_t capacity;               /* 512-byte sectors */
+    uint32_t blk_size, size_max, seg_max;
+    uint32_t max_discard_sectors, max_write_zeroes_sectors;
+    bool ro, indirect, irq_mode;
+    /* slots */
+    struct blk_slot slot[BLK_MAX_SLOTS];
+    unsigned nslots, stride, max_segs;
+    uint16_t head_to_slot[1024];
+    uint64_t irqs_at_start;
+};
+
+/* Finds device #index, negotiates (wanted features ∩ offered), reads the
+ * config and sets up queue 0 with room for `nslots` requests of up to
+ * `max_len` data bytes each.  irq_mode: route INTx through the PIC. */
+bool blk_init(struct blk_dev *b, unsigned index, uint64_t wanted_features,
+              unsigned nslots, uint32_t max_len, bool irq_mode);
+/* Device reset and the same set-up again (after NEEDS_RESET). */
+bool blk_reinit(struct blk_dev *b);
+void blk_print_info(struct blk_dev *b);
+
+/* Builds slot s's chain for one request and publishes it (no kick).
+ * data/len: the payload (NULL/0 for FLUSH). */
+void blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
+                void *data, uint32_t len);
+/* Pops one completion: the slot index, or -1 if none. */
+int blk_complete(struct blk_dev *b);
+/* Waits until a completion is ready or `deadline` (TSC) passes. */
+bool blk_wait(struct blk_dev *b, uint64_t deadline);
+/* One request start to finish on slot s; returns the status byte, or -1 on
+ * timeout. */
+int blk_sync(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
+             void *data, uint32_t len);
+uint64_t blk_device_irqs(struct blk_dev *b);
+
+#endif

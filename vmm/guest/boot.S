@@ -1,0 +1,224 @@
+/*
+ * vmm/guest/boot.S — multiboot v1 header, the 32-bit entry, long-mode
+ * switch, prebuilt identity page tables, GDT, and the trap stubs.
+ *
+ * Why the tables are data: on kvm_pvm hosts each CPL0 instruction costs
+ * ~2 us, so nothing here loops.  The identity map of the first 4 GiB (2 MiB
+ * pages, user-accessible so the CPL3 program can touch RAM, MMIO and even
+ * these tables) is assembled at link time; the last GiB (PCI hole, LAPIC,
+ * IOAPIC) is mapped uncached.
+ *
+ * Entry state (multiboot v1): 32-bit protected mode, paging off, EAX =
+ * 0x2BADB002, EBX = physical address of the multiboot info, CS/DS flat,
+ * interrupts off, no valid stack.
+ */
+#include "config.h"
+
+#define MB_MAGIC 0x1BADB002
+#define MB_FLAGS 0x00000003      /* bit 0: align modules, bit 1: memory map */
+
+#define CR0_PE   0x00000001
+#define CR0_PG   0x80000000
+#define CR4_PAE  0x00000020
+#define MSR_EFER 0xC0000080
+#define EFER_LME 0x00000100
+
+#define KERNEL_CS 0x08
+#define KERNEL_DS 0x10
+
+#define PTE_P    0x001
+#define PTE_RW   0x002
+#define PTE_US   0x004
+#define PTE_PWT  0x008
+#define PTE_PCD  0x010
+#define PTE_PS   0x080
+
+        .section .multiboot, "a"
+        .balign 4
+multiboot_header:
+        .long MB_MAGIC
+        .long MB_FLAGS
+        .long -(MB_MAGIC + MB_FLAGS)
+
+/* ---- 32-bit entry ---------------------------------------------------------- */
+        .section .text.boot, "ax"
+        .code32
+        .globl multiboot_entry
+multiboot_entry:
+        cli
+        cld
+        movl %eax, boot_state           /* boot_state.magic */
+        movl %ebx, boot_state + 4       /* boot_state.info */
+        lgdt gdt_pointer                /* reads limit + low 32 bits of base */
+        movl $KERNEL_DS, %ecx
+        movl %ecx, %ds
+        movl %ecx, %es
+        movl %ecx, %ss
+        movl $boot_stack_top, %esp
+        movl %cr4, %ecx
+        orl $CR4_PAE, %ecx
+        movl %ecx, %cr4
+        movl $pml4, %ecx
+        movl %ecx, %cr3
+        movl $MSR_EFER, %ecx
+        rdmsr
+        orl $EFER_LME, %eax
+        wrmsr
+        movl %cr0, %ecx
+        orl $(CR0_PG | CR0_PE), %ecx
+        movl %ecx, %cr0
+        ljmp $KERNEL_CS, $long_mode_entry
+
+        .code64
+long_mode_entry:
+        lgdt gdt_pointer                /* again, now with the 64-bit base */
+        movl $KERNEL_DS, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movl %eax, %ss
+        xorl %eax, %eax
+        movl %eax, %fs
+        movl %eax, %gs
+        movq $boot_stack_top, %rsp
+        xorl %ebp, %ebp
+        call kernel_main
+1:      hlt
+        jmp 1b
+
+/* void enter_user(void (*fn)(void), uint64_t stack_top, uint64_t rflags) */
+        .text
+        .globl enter_user
+enter_user:
+        pushq $(0x18 | 3)               /* SS: user data */
+        pushq %rsi                      /* RSP */
+        pushq %rdx                      /* RFLAGS */
+        pushq $(0x20 | 3)               /* CS: user code */
+        pushq %rdi                      /* RIP */
+        iretq
+
+/* ---- trap stubs -----------------------------------------------------------
+ * Every stub is 16 bytes so the IDT set-up computes isr_stubs + 16 * vector
+ * instead of reading a table.  Vectors whose exceptions push an error code
+ * skip the dummy push so the frame always reads: vector, error, iret frame. */
+#define ISR_NOERR(v) .balign 16; pushq $0; pushq $(v); jmp isr_common
+#define ISR_ERR(v)   .balign 16; pushq $(v); jmp isr_common
+
+        .balign 16
+        .globl isr_stubs
+isr_stubs:
+        ISR_NOERR(0);  ISR_NOERR(1);  ISR_NOERR(2);  ISR_NOERR(3)
+        ISR_NOERR(4);  ISR_NOERR(5);  ISR_NOERR(6);  ISR_NOERR(7)
+        ISR_ERR(8);    ISR_NOERR(9);  ISR_ERR(10);   ISR_ERR(11)
+        ISR_ERR(12);   ISR_ERR(13);   ISR_ERR(14);   ISR_NOERR(15)
+        ISR_NOERR(16); ISR_ERR(17);   ISR_NOERR(18); ISR_NOERR(19)
+        ISR_NOERR(20); ISR_ERR(21);   ISR_NOERR(22); ISR_NOERR(23)
+        ISR_NOERR(24); ISR_NOERR(25); ISR_NOERR(26); ISR_NOERR(27)
+        ISR_NOERR(28); ISR_ERR(29);   ISR_ERR(30);   ISR_NOERR(31)
+        ISR_NOERR(32); ISR_NOERR(33); ISR_NOERR(34); ISR_NOERR(35)
+        ISR_NOERR(36); ISR_NOERR(37); ISR_NOERR(38); ISR_NOERR(39)
+        ISR_NOERR(40); ISR_NOERR(41); ISR_NOERR(42); ISR_NOERR(43)
+        ISR_NOERR(44); ISR_NOERR(45); ISR_NOERR(46); ISR_NOERR(47)
+
+        .balign 16
+        .globl isr_syscall
+isr_syscall:
+        pushq $0
+        pushq $0x80
+        jmp isr_common
+
+/* LAPIC spurious interrupts need no EOI and change nothing. */
+        .balign 16
+        .globl isr_spurious
+isr_spurious:
+        iretq
+
+/* Saves the general registers (struct trap_frame in kernel.c), calls
+ * trap_dispatch(frame), restores and returns.  The interrupted context's
+ * RAX is in the frame, so a system call's result is written there. */
+isr_common:
+        pushq %rax
+        pushq %rbx
+        pushq %rcx
+        pushq %rdx
+        pushq %rsi
+        pushq %rdi
+        pushq %rbp
+        pushq %r8
+        pushq %r9
+        pushq %r10
+        pushq %r11
+        pushq %r12
+        pushq %r13
+        pushq %r14
+        pushq %r15
+        cld
+        movq %rsp, %rdi
+        call trap_dispatch
+        popq %r15
+        popq %r14
+        popq %r13
+        popq %r12
+        popq %r11
+        popq %r10
+        popq %r9
+        popq %r8
+        popq %rbp
+        popq %rdi
+        popq %rsi
+        popq %rdx
+        popq %rcx
+        popq %rbx
+        popq %rax
+        addq $16, %rsp                  /* vector and error code */
+        iretq
+
+/* ---- data: GDT and page tables ------------------------------------------- */
+        .data
+        .balign 16
+        .globl gdt
+gdt:
+        .quad 0                         /* 0x00 null */
+        .quad 0x00af9a000000ffff        /* 0x08 kernel code, 64-bit */
+        .quad 0x00cf92000000ffff        /* 0x10 kernel data */
+        .quad 0x00cff2000000ffff        /* 0x18 user data (DPL 3) */
+        .quad 0x00affa000000ffff        /* 0x20 user code, 64-bit (DPL 3) */
+        .quad 0, 0                      /* 0x28 TSS, filled by kernel_main */
+gdt_end:
+        .balign 8
+        .word 0                         /* so the base below is 8-aligned */
+gdt_pointer:
+        .word gdt_end - gdt - 1
+        .quad gdt
+
+        .section .data.pagetables, "aw"
+        .balign 4096
+        .globl pml4
+pml4:
+        .quad pdpt_low + (PTE_P | PTE_RW | PTE_US)
+        .fill 511, 8, 0
+        .globl pdpt_low
+pdpt_low:
+        .quad pd_identity + 0x0000 + (PTE_P | PTE_RW | PTE_US)
+        .quad pd_identity + 0x1000 + (PTE_P | PTE_RW | PTE_US)
+        .quad pd_identity + 0x2000 + (PTE_P | PTE_RW | PTE_US)
+        .quad pd_identity + 0x3000 + (PTE_P | PTE_RW | PTE_US)
+        .fill 508, 8, 0
+pd_identity:
+        i = 0
+        .rept 1536                      /* 0 .. 3 GiB: RAM, write-back */
+        .quad (i << 21) + (PTE_P | PTE_RW | PTE_US | PTE_PS)
+        i = i + 1
+        .endr
+        .rept 512                       /* 3 .. 4 GiB: PCI hole, uncached */
+        .quad (i << 21) + (PTE_P | PTE_RW | PTE_US | PTE_PS | PTE_PCD | PTE_PWT)
+        i = i + 1
+        .endr
+
+        .bss
+        .balign 4096
+boot_stack:
+        .skip 16384
+        .globl boot_stack_top           /* also the TSS's RSP0 */
+boot_stack_top:
+
+        .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,265 @@
+/*
+ * vmm/guest/virtio-blk.c — the virtio-blk driver (see blk.h).  Runs at
+ * CPL3: the hot path (build chain, publish, kick, reap) is native code plus
+ * one MMIO write per kick.
+ */
+#include "config.h"
+
+#include "vmm/guest/blk.h"
+
+#define QUEUE_SIZE_MAX 1024
+#define WATCHDOG_HZ 100
+
+static bool setup_device(struct blk_dev *b)
+{
+    struct virtio_pci_dev *d = &b->pci;
+
+    if (!virtio_reset(d) || !virtio_negotiate(d, b->wanted_features)) {
+        return false;
+    }
+    uint64_t f = d->features;
+    b->capacity = virtio_cfg64(d, VBLK_CFG_CAPACITY);
+    b->blk_size = (f & FEATURE(VIRTIO_BLK_F_BLK_SIZE)) ?
+                  virtio_cfg32(d, VBLK_CFG_BLK_SIZE) : BLK_SECTOR;
+    b->size_max = (f & FEATURE(VIRTIO_BLK_F_SIZE_MAX)) ?
+                  virtio_cfg32(d, VBLK_CFG_SIZE_MAX) : 0;
+    b->seg_max = (f & FEATURE(VIRTIO_BLK_F_SEG_MAX)) ?
+                 virtio_cfg32(d, VBLK_CFG_SEG_MAX) : 0;
+    b->max_discard_sectors = (f & FEATURE(VIRTIO_BLK_F_DISCARD)) ?
+                             virtio_cfg32(d, VBLK_CFG_MAX_DISCARD_SECTORS) : 0;
+    b->max_write_zeroes_sectors = (f & FEATURE(VIRTIO_BLK_F_WRITE_ZEROES)) ?
+                                  virtio_cfg32(d, VBLK_CFG_MAX_WRITE_ZEROES_SECTORS) : 0;
+    b->ro = !!(f & FEATURE(VIRTIO_BLK_F_RO));
+    if (!b->blk_size || b->blk_size % BLK_SECTOR) {
+        b->blk_size = BLK_SECTOR;
+    }
+    if (!vq_init(&b->vq, d, 0, QUEUE_SIZE_MAX)) {
+        virtio_set_status(d, VIRTIO_STATUS_FAILED);
+        return false;
+    }
+    virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                         VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    return true;
+}
+
+/* Descriptor layout for the slots: direct chains of `stride` descriptors
+ * when the ring has room for all of them, else one indirect descriptor per
+ * slot.  Data is cut into segments of at most size_max bytes. */
+static bool setup_slots(struct blk_dev *b, unsigned nslots, uint32_t max_len)
+{
+    uint32_t seg = b->size_max ? b->size_max : max_len;
+    unsigned qsize = b->vq.size;
+
+    if (!seg) {
+        seg = 4096;
+    }
+    b->max_segs = max_len ? (max_len + seg - 1) / seg : 1;
+    if (b->seg_max && b->max_segs > b->seg_max) {
+        kprintf("KEEL-GUEST: a %u-byte request needs %u segments; the device "
+                "takes %u\n", max_len, b->max_segs, b->seg_max);
+        return false;
+    }
+    b->stride = 2 + b->max_segs;
+    b->indirect = false;
+    if (nslots * b->stride > qsize) {
+        if ((b->pci.features & FEATURE(VIRTIO_F_INDIRECT_DESC)) && nslots <= qsize) {
+            b->indirect = true;
+        } else {
+            unsigned fit = qsize / b->stride;
+            kprintf("KEEL-GUEST: queue size %u fits %u requests of %u descriptors; "
+                    "iodepth lowered from %u\n", qsize, fit, b->stride, nslots);
+            nslots = fit;
+        }
+    }
+    if (!nslots || nslots > BLK_MAX_SLOTS) {
+        return false;
+    }
+    b->nslots = nslots;
+    /* Header (16 bytes) and status (1 byte) of every slot in one area. */
+    uint8_t *small = guest_alloc(32ull * nslots, 4096);
+    if (!small) {
+        return false;
+    }
+    memset(small, 0, 32ull * nslots);
+    for (unsigned s = 0; s < nslots; s++) {
+        struct blk_slot *sl = &b->slot[s];
+        memset(sl, 0, sizeof(*sl));
+        sl->hdr = (struct virtio_blk_outhdr *)(small + 32 * s);
+        sl->status = small + 32 * s + 16;
+        sl->head = b->indirect ? s : s * b->stride;
+        if (b->indirect) {
+            sl->table = guest_alloc(16ull * b->stride, 16);
+            if (!sl->table) {
+                return false;
+            }
+        }
+        b->head_to_slot[sl->head] = s;
+    }
+    return true;
+}
+
+static void setup_irq(struct blk_dev *b)
+{
+    unsigned irq = b->pci.irq;
+
+    pic_init();
+    syscall3(SYS_SET_IRQ_ACK, irq, (uint64_t)(uintptr_t)b->pci.isr, 0);
+    pic_unmask(irq, true);              /* PCI INTx is level-triggered */
+    pit_start_periodic(WATCHDOG_HZ);
+    pic_unmask(0, false);
+}
+
+bool blk_init(struct blk_dev *b, unsigned index, uint64_t wanted_features,
+              unsigned nslots, uint32_t max_len, bool irq_mode)
+{
+    memset(b, 0, sizeof(*b));
+    b->wanted_features = wanted_features;
+    b->irq_mode = irq_mode;
+    if (!virtio_pci_find(&b->pci, index) || !setup_device(b)) {
+        return false;
+    }
+    if (irq_mode) {
+        if (b->pci.irq == 0 || b->pci.irq >= 16) {
+            kprintf("KEEL-GUEST: mode=irq needs a legacy INTx line (got %u)\n",
+                    b->pci.irq);
+            return false;
+        }
+        setup_irq(b);
+    }
+    b->irqs_at_start = irq_mode ? irq_state.count[b->pci.irq] : 0;
+    return setup_slots(b, nslots, max_len);
+}
+
+bool blk_reinit(struct blk_dev *b)
+{
+    for (unsigned s = 0; s < b->nslots; s++) {
+        b->slot[s].busy = false;
+    }
+    return setup_device(b);
+}
+
+void blk_print_info(struct blk_dev *b)
+{
+    uint64_t f = b->pci.features;
+
+    kprintf("KEEL-GUEST: blk capacity=%lu sectors (%lu MiB) blk_size=%u size_max=%u "
+            "seg_max=%u queue=%u slots=%u%s features=0x%lx offered=0x%lx:%s%s%s%s%s%s%s\n",
+            b->capacity, b->capacity >> 11, b->blk_size, b->size_max, b->seg_max,
+            b->vq.size, b->nslots, b->indirect ? " (indirect)" : "", f,
+            b->pci.device_features,
+            (f & FEATURE(VIRTIO_BLK_F_FLUSH)) ? " flush" : "",
+            (f & FEATURE(VIRTIO_BLK_F_DISCARD)) ? " discard" : "",
+            (f & FEATURE(VIRTIO_BLK_F_WRITE_ZEROES)) ? " write-zeroes" : "",
+            (f & FEATURE(VIRTIO_BLK_F_RO)) ? " ro" : "",
+            (f & FEATURE(VIRTIO_F_EVENT_IDX)) ? " event-idx" : "",
+            (f & FEATURE(VIRTIO_F_INDIRECT_DESC)) ? " indirect-desc" : "",
+            b->irq_mode ? " mode=irq" : " mode=poll");
+}
+
+static void put_desc(struct vring_desc *d, uint64_t addr, uint32_t len,
+                     uint16_t flags, uint16_t next)
+{
+    d->addr = addr;
+    d->len = len;
+    d->flags = flags;
+    d->next = next;
+}
+
+void blk_submit(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
+                void *data, uint32_t len)
+{
+    struct blk_slot *sl = &b->slot[s];
+    /* Direct: the slot's run of ring descriptors, linked by index.
+     * Indirect: the slot's table, linked by table index. */
+    struct vring_desc *d = sl->table ? sl->table : &b->vq.desc[sl->head];
+    uint16_t base = sl->table ? 0 : sl->head;
+    uint32_t seg = b->size_max ? b->size_max : len;
+    uint16_t data_flags = type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_GET_ID ?
+                          VRING_DESC_F_WRITE : 0;
+    unsigned n = 0;
+
+    sl->hdr->type = type;
+    sl->hdr->reserved = 0;
+    sl->hdr->sector = sector;
+    *sl->status = 0xff;                  /* "untouched" until the device writes */
+    sl->type = type;
+    sl->data = data;
+    sl->len = len;
+    sl->busy = true;
+
+    put_desc(&d[n], (uint64_t)(uintptr_t)sl->hdr, sizeof(*sl->hdr),
+             VRING_DESC_F_NEXT, base + n + 1);
+    n++;
+    for (uint32_t done = 0; done < len; n++) {
+        uint32_t chunk = len - done < seg ? len - done : seg;
+        put_desc(&d[n], (uint64_t)(uintptr_t)data + done, chunk,
+                 data_flags | VRING_DESC_F_NEXT, base + n + 1);
+        done += chunk;
+    }
+    put_desc(&d[n], (uint64_t)(uintptr_t)sl->status, 1, VRING_DESC_F_WRITE, 0);
+    n++;
+    if (sl->table) {
+        put_desc(&b->vq.desc[sl->head], (uint64_t)(uintptr_t)sl->table,
+                 n * sizeof(struct vring_desc), VRING_DESC_F_INDIRECT, 0);
+    }
+    vq_add(&b->vq, sl->head);
+}
+
+int blk_complete(struct blk_dev *b)
+{
+    uint32_t id, len;
+
+    if (!vq_pop_used(&b->vq, &id, &len)) {
+        return -1;
+    }
+    if (id >= b->vq.size || id >= ARRAY_SIZE(b->head_to_slot)) {
+        kprintf("KEEL-GUEST: device returned a bad used id %u\n", id);
+        return -1;
+    }
+    unsigned s = b->head_to_slot[id];
+    b->slot[s].busy = false;
+    return (int)s;
+}
+
+bool blk_wait(struct blk_dev *b, uint64_t deadline)
+{
+    while (!vq_has_used(&b->vq)) {
+        if (rdtsc() > deadline) {
+            return false;
+        }
+        if (b->irq_mode) {
+            uint64_t seen = irq_state.total;
+            if (vq_enable_irq(&b->vq)) {
+                syscall3(SYS_WAIT_IRQ, seen, 0, 0);
+            }
+        } else {
+            cpu_relax();
+        }
+    }
+    if (!b->irq_mode) {
+        vq_disable_irq(&b->vq);
+    }
+    return true;
+}
+
+int blk_sync(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
+             void *data, uint32_t len)
+{
+    uint64_t deadline = rdtsc() + tsc_khz * 10000;      /* 10 s */
+
+    blk_submit(b, s, type, sector, data, len);
+    vq_kick(&b->vq);
+    while (b->slot[s].busy) {
+        if (!blk_wait(b, deadline)) {
+            return -1;
+        }
+        while (blk_complete(b) >= 0) {
+        }
+    }
+    return *b->slot[s].status;
+}
+
+uint64_t blk_device_irqs(struct blk_dev *b)
+{
+    return b->irq_mode ? irq_state.count[b->pci.irq] - b->irqs_at_start : 0;
+}

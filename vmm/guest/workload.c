@@ -1,0 +1,731 @@
+/*
+ * vmm/guest/workload.c — the block workload generator (test=blk) and the
+ * malformed-chain test (test=badchain).  Runs at CPL3.
+ *
+ * test=blk options (sizes take k/m/g suffixes):
+ *   rw=read|write|randread|randwrite|randrw   (default read)
+ *   bs=4096          request size, a multiple of 512
+ *   iodepth=1        requests in flight (1..256)
+ *   offset=0 size=S  the region used (default: the rest of the disk)
+ *   runtime=MS       run for MS milliseconds instead of one pass of size
+ *   verify=1         writes carry a pattern derived from (offset, generation,
+ *                    seed); reads check every byte; write workloads end with
+ *                    a read-back pass over every block they wrote
+ *   gen=1            the generation of a block's first write (and what
+ *                    read/randread verify against)
+ *   flush=1          FLUSH after the writes; discard=1 / write_zeroes=1:
+ *                    DISCARD / WRITE_ZEROES the region first (write_zeroes
+ *                    with verify=1 reads the zeroes back)
+ *   seed=1           PRNG and pattern seed
+ *   mode=poll|irq    poll the used ring, or sleep on the device's interrupt
+ *   dev=0            which virtio-blk function
+ * Pattern: the little-endian 32-bit word at disk byte offset o (o % 4 == 0)
+ *   is (o + gen * 0x9E3779B1 + seed * 0x85EBCA77) mod 2^32, so a host
+ *   script can check an image with plain integer arithmetic.
+ *
+ * Result: KEEL-GUEST: RESULT status=ok|fail test=blk ops= iops= mibps=
+ *   errors= verify_failures= elapsed_us= ... (elapsed covers the main
+ *   pass only; set-up, discard and the verify pass are reported apart).
+ */
+#include "config.h"
+
+#include "vmm/guest/blk.h"
+
+enum rw_mode { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW };
+static const char *const rw_names[] = {
+    "read", "write", "randread", "randwrite", "randrw",
+};
+
+struct workload {
+    enum rw_mode rw;
+    uint32_t bs;
+    unsigned iodepth;
+    uint64_t offset, size, runtime_ms;
+    bool verify, flush, discard, write_zeroes, irq_mode;
+    uint32_t gen, seed;
+    uint64_t rng;
+    uint64_t nblocks;
+    uint32_t *block_gen;             /* per block: 0 = content unknown */
+    uint8_t *block_busy;
+    void *buf[BLK_MAX_SLOTS];
+    /* results */
+    uint64_t ops, bytes, errors, verify_failures, verified_blocks;
+    uint64_t unverified_reads, elapsed_us;
+};
+
+static struct blk_dev blk;
+static struct workload wl;
+
+#define REPORT_LIMIT 5
+
+/* ---- pattern ------------------------------------------------------------ */
+static uint32_t pattern_word(uint64_t off, uint32_t gen, uint32_t seed)
+{
+    return (uint32_t)off + gen * 0x9E3779B1u + seed * 0x85EBCA77u;
+}
+
+static void pattern_fill(void *buf, uint64_t off, uint32_t len, uint32_t gen)
+{
+    uint32_t *p = buf, w = pattern_word(off, gen, wl.seed);
+
+    for (uint32_t i = 0; i < len / 4; i++, w += 4) {
+        p[i] = w;
+    }
+}
+
+/* Index of the first bad 32-bit word, or -1. */
+static long pattern_check(const void *buf, uint64_t off, uint32_t len, uint32_t gen)
+{
+    const uint32_t *p = buf;
+    uint32_t w = pattern_word(off, gen, wl.seed);
+
+    for (uint32_t i = 0; i < len / 4; i++, w += 4) {
+        if (p[i] != w) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static bool check_block(const void *buf, uint64_t block, uint32_t gen)
+{
+    uint64_t off = wl.offset + block * wl.bs;
+    long bad = pattern_check(buf, off, wl.bs, gen);
+
+    wl.verified_blocks++;
+    if (bad < 0) {
+        return true;
+    }
+    if (wl.verify_failures++ < REPORT_LIMIT) {
+        kprintf("KEEL-GUEST: verify failure at byte %lu (block %lu gen %u): "
+                "got 0x%08x want 0x%08x\n", off + 4 * (uint64_t)bad, block, gen,
+                ((const uint32_t *)buf)[bad],
+                pattern_word(off + 4 * (uint64_t)bad, gen, wl.seed));
+    }
+    return false;
+}
+
+static void request_error(unsigned s, int status)
+{
+    if (wl.errors++ < REPORT_LIMIT) {
+        kprintf("KEEL-GUEST: request type %u sector %lu failed: status %d\n",
+                blk.slot[s].type, blk.slot[s].hdr->sector, status);
+    }
+}
+
+static uint64_t deadline_after_ms(uint64_t ms)
+{
+    return rdtsc() + tsc_khz * ms;
+}
+
+/* ---- options ----------------------------------------------------------------- */
+static bool parse_options(void)
+{
+    const char *rw = cmdline_get("rw");
+    const char *mode = cmdline_get("mode");
+
+    wl.rw = RW_READ;
+    if (rw) {
+        unsigned i;
+        for (i = 0; i < ARRAY_SIZE(rw_names) && strcmp(rw, rw_names[i]); i++) {
+        }
+        if (i == ARRAY_SIZE(rw_names)) {
+            kprintf("KEEL-GUEST: bad value '%s' for rw\n", rw);
+            return false;
+        }
+        wl.rw = i;
+    }
+    if (mode && strcmp(mode, "poll") && strcmp(mode, "irq")) {
+        kprintf("KEEL-GUEST: bad value '%s' for mode (poll|irq)\n", mode);
+        return false;
+    }
+    wl.irq_mode = mode && !strcmp(mode, "irq");
+    uint64_t bs = cmdline_u64("bs", 4096);
+    uint64_t iodepth = cmdline_u64("iodepth", 1);
+    if (!bs || bs % BLK_SECTOR || bs > (4u << 20)) {
+        kprintf("KEEL-GUEST: bs must be a multiple of 512 up to 4 MiB\n");
+        return false;
+    }
+    if (!iodepth || iodepth > BLK_MAX_SLOTS) {
+        kprintf("KEEL-GUEST: iodepth must be 1..%u\n", BLK_MAX_SLOTS);
+        return false;
+    }
+    wl.bs = bs;
+    wl.iodepth = iodepth;
+    wl.offset = cmdline_u64("offset", 0);
+    wl.size = cmdline_u64("size", 0);
+    wl.runtime_ms = cmdline_u64("runtime", 0);
+    wl.verify = cmdline_u64("verify", 0) != 0;
+    wl.flush = cmdline_u64("flush", 0) != 0;
+    wl.discard = cmdline_u64("discard", 0) != 0;
+    wl.write_zeroes = cmdline_u64("write_zeroes", 0) != 0;
+    wl.gen = cmdline_u64("gen", 1);
+    wl.seed = cmdline_u64("seed", 1);
+    wl.rng = 0x9E3779B97F4A7C15ull ^ wl.seed;
+    if (!wl.gen) {
+        kprintf("KEEL-GUEST: gen must be >= 1\n");
+        return false;
+    }
+    if (wl.offset % wl.bs) {
+        kprintf("KEEL-GUEST: offset must be a multiple of bs\n");
+        return false;
+    }
+    return true;
+}
+
+static uint64_t wanted_features(void)
+{
+    return FEATURE(VIRTIO_BLK_F_SIZE_MAX) | FEATURE(VIRTIO_BLK_F_SEG_MAX) |
+           FEATURE(VIRTIO_BLK_F_RO) | FEATURE(VIRTIO_BLK_F_BLK_SIZE) |
+           FEATURE(VIRTIO_BLK_F_FLUSH) | FEATURE(VIRTIO_BLK_F_DISCARD) |
+           FEATURE(VIRTIO_BLK_F_WRITE_ZEROES) | FEATURE(VIRTIO_F_INDIRECT_DESC) |
+           (cmdline_u64("event_idx", 1) ? FEATURE(VIRTIO_F_EVENT_IDX) : 0) |
+           FEATURE(VIRTIO_F_VERSION_1);
+}
+
+static bool print_device_id(void)
+{
+    char *id = wl.buf[0];
+
+    memset(id, 0, VIRTIO_BLK_ID_BYTES + 1);
+    int st = blk_sync(&blk, 0, VIRTIO_BLK_T_GET_ID, 0, id, VIRTIO_BLK_ID_BYTES);
+    if (st < 0) {
+        kprintf("KEEL-GUEST: GET_ID timed out\n");
+        return false;
+    }
+    for (unsigned i = 0; i < VIRTIO_BLK_ID_BYTES; i++) {
+        if (id[i] && (id[i] < 0x20 || id[i] > 0x7e)) {
+            id[i] = '?';
+        }
+    }
+    kprintf("KEEL-GUEST: blk id status=%d serial='%s'\n", st, st == 0 ? id : "");
+    return true;
+}
+
+/* ---- region-wide commands (discard, write-zeroes) ---------------------------- */
+static bool region_command(uint32_t type, uint32_t max_sectors, const char *name)
+{
+    struct virtio_blk_discard_write_zeroes *seg = wl.buf[0];
+    uint64_t sector = wl.offset / BLK_SECTOR, end = (wl.offset + wl.size) / BLK_SECTOR;
+    uint64_t n = 0;
+
+    if (!max_sectors) {
+        max_sectors = 1u << 22;          /* 2 GiB when the device sets no limit */
+    }
+    for (; sector < end; n++) {
+        uint64_t count = end - sector < max_sectors ? end - sector : max_sectors;
+        seg->sector = sector;
+        seg->num_sectors = count;
+        seg->flags = 0;
+        int st = blk_sync(&blk, 0, type, 0, seg, sizeof(*seg));
+        if (st != VIRTIO_BLK_S_OK) {
+            kprintf("KEEL-GUEST: %s of sectors %lu+%lu failed: status %d\n", name,
+                    sector, count, st);
+            wl.errors++;
+            return false;
+        }
+        sector += count;
+    }
+    kprintf("KEEL-GUEST: %s ok (%lu requests over %lu bytes)\n", name, n, wl.size);
+    return true;
+}
+
+/* Reads every block whose content is known and checks it.  zeroes: expect
+ * zero bytes instead of the pattern. */
+static bool verify_pass(bool zeroes)
+{
+    uint64_t next = 0, inflight = 0;
+    uint64_t failures_before = wl.verify_failures, checked = 0;
+    uint64_t deadline = deadline_after_ms(10000);
+
+    for (;;) {
+        for (unsigned s = 0; s < blk.nslots && next < wl.nblocks; s++) {
+            if (blk.slot[s].busy) {
+                continue;
+            }
+            while (next < wl.nblocks && !zeroes && !wl.block_gen[next]) {
+                next++;
+            }
+            if (next == wl.nblocks) {
+                break;
+            }
+            blk.slot[s].block = next;
+            blk_submit(&blk, s, VIRTIO_BLK_T_IN,
+                       (wl.offset + next * wl.bs) / BLK_SECTOR, wl.buf[s], wl.bs);
+            next++;
+            inflight++;
+        }
+        vq_kick(&blk.vq);
+        if (!inflight) {
+            break;
+        }
+        if (!blk_wait(&blk, deadline)) {
+            kprintf("KEEL-GUEST: verify pass: device timeout (status 0x%x)\n",
+                    virtio_get_status(&blk.pci));
+            wl.errors++;
+            return false;
+        }
+        int s;
+        while ((s = blk_complete(&blk)) >= 0) {
+            struct blk_slot *sl = &blk.slot[s];
+            inflight--;
+            deadline = deadline_after_ms(10000);
+            if (*sl->status != VIRTIO_BLK_S_OK) {
+                request_error(s, *sl->status);
+                continue;
+            }
+            checked++;
+            if (zeroes) {
+                const uint8_t *p = wl.buf[s];
+                wl.verified_blocks++;
+                for (uint32_t i = 0; i < wl.bs; i++) {
+                    if (p[i]) {
+                        if (wl.verify_failures++ < REPORT_LIMIT) {
+                            kprintf("KEEL-GUEST: verify failure: byte %lu is 0x%02x "
+                                    "after write-zeroes\n",
+                                    wl.offset + sl->block * wl.bs + i, p[i]);
+                        }
+                        break;
+                    }
+                }
+            } else {
+                check_block(wl.buf[s], sl->block, wl.block_gen[sl->block]);
+            }
+        }
+    }
+    kprintf("KEEL-GUEST: verify pass%s: %lu blocks read back, %lu bad\n",
+            zeroes ? " (zeroes)" : "", checked, wl.verify_failures - failures_before);
+    return wl.verify_failures == failures_before;
+}
+
+/* ---- the main pass ------------------------------------------------------------ */
+static bool is_random(void)
+{
+    return wl.rw == RW_RANDREAD || wl.rw == RW_RANDWRITE || wl.rw == RW_RANDRW;
+}
+
+static bool does_writes(void)
+{
+    return wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE || wl.rw == RW_RANDRW;
+}
+
+/* Picks the next block; with verify, never one that is in flight (two
+ * writes racing to a block would leave it unpredictable). */
+static bool pick_block(uint64_t *seq_next, uint64_t *block)
+{
+    if (!is_random()) {
+        uint64_t b = (*seq_next)++ % wl.nblocks;
+        if (wl.block_busy && wl.block_busy[b]) {
+            (*seq_next)--;
+            return false;
+        }
+        *block = b;
+        return true;
+    }
+    for (unsigned tries = 0; tries < 8; tries++) {
+        uint64_t b = xorshift64(&wl.rng) % wl.nblocks;
+        if (!wl.block_busy || !wl.block_busy[b]) {
+            *block = b;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void finish_request(unsigned s)
+{
+    struct blk_slot *sl = &blk.slot[s];
+    uint8_t status = *sl->status;
+
+    if (wl.block_busy) {
+        wl.block_busy[sl->block] = 0;
+    }
+    if (status != VIRTIO_BLK_S_OK) {
+        request_error(s, status);
+        if (sl->type == VIRTIO_BLK_T_OUT && wl.block_gen) {
+            wl.block_gen[sl->block] = 0;         /* content now unknown */
+        }
+        return;
+    }
+    wl.ops++;
+    wl.bytes += sl->len;
+    if (sl->type == VIRTIO_BLK_T_OUT) {
+        if (wl.block_gen) {
+            wl.block_gen[sl->block] = sl->gen;
+        }
+    } else if (sl->verify) {
+        check_block(sl->data, sl->block, sl->gen);
+    } else if (wl.verify) {
+        wl.unverified_reads++;
+    }
+}
+
+static bool main_pass(void)
+{
+    uint64_t total_ops = wl.runtime_ms ? UINT64_MAX : wl.nblocks;
+    uint64_t issued = 0, inflight = 0, seq_next = 0;
+    uint64_t t0 = rdtsc();
+    uint64_t end = wl.runtime_ms ? t0 + tsc_khz * wl.runtime_ms : UINT64_MAX;
+    uint64_t deadline = deadline_after_ms(10000);
+    bool ok = true;
+
+    for (;;) {
+        bool stop = issued >= total_ops || (wl.runtime_ms && rdtsc() >= end);
+        for (unsigned s = 0; s < blk.nslots && !stop; s++) {
+            struct blk_slot *sl = &blk.slot[s];
+            uint64_t block;
+            if (sl->busy) {
+                continue;
+            }
+            if (!pick_block(&seq_next, &block)) {
+                break;                           /* retry after a completion */
+            }
+            bool write = wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE ||
+                         (wl.rw == RW_RANDRW && (xorshift64(&wl.rng) & 1));
+            sl->block = block;
+            sl->verify = false;
+            if (write) {
+                uint32_t prev = wl.block_gen ? wl.block_gen[block] : 0;
+                sl->gen = prev ? prev + 1 : wl.gen;
+                if (wl.verify) {
+                    pattern_fill(wl.buf[s], wl.offset + block * wl.bs, wl.bs, sl->gen);
+                }
+            } else if (wl.block_gen && wl.block_gen[block]) {
+                sl->gen = wl.block_gen[block];
+                sl->verify = true;
+            }
+            if (wl.block_busy) {
+                wl.block_busy[block] = 1;
+            }
+            blk_submit(&blk, s, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN,
+                       (wl.offset + block * wl.bs) / BLK_SECTOR, wl.buf[s], wl.bs);
+            issued++;
+            inflight++;
+            stop = issued >= total_ops;
+        }
+        vq_kick(&blk.vq);
+        if (!inflight) {
+            break;
+        }
+        int s;
+        bool progress = false;
+        while ((s = blk_complete(&blk)) >= 0) {
+            finish_request(s);
+            inflight--;
+            progress = true;
+        }
+        if (progress) {
+            deadline = deadline_after_ms(10000);
+            if (!wl.irq_mode) {
+                vq_disable_irq(&blk.vq);
+            }
+            continue;
+        }
+        if (!blk_wait(&blk, deadline)) {
+            kprintf("KEEL-GUEST: device timeout: %lu requests in flight, status "
+                    "0x%x\n", inflight, virtio_get_status(&blk.pci));
+            wl.errors++;
+            ok = false;
+            break;
+        }
+    }
+    wl.elapsed_us = (rdtsc() - t0) * 1000 / tsc_khz;
+    return ok;
+}
+
+static bool run_workload(void)
+{
+    uint64_t disk_bytes = blk.capacity * BLK_SECTOR;
+
+    if (wl.offset >= disk_bytes) {
+        kprintf("KEEL-GUEST: offset beyond the disk (%lu bytes)\n", disk_bytes);
+        return false;
+    }
+    if (!wl.size || wl.size > disk_bytes - wl.offset) {
+        wl.size = disk_bytes - wl.offset;
+    }
+    wl.nblocks = wl.size / wl.bs;
+    wl.size = wl.nblocks * wl.bs;
+    if (!wl.nblocks) {
+        kprintf("KEEL-GUEST: region smaller than bs\n");
+        return false;
+    }
+    if (does_writes() && blk.ro) {
+        kprintf("KEEL-GUEST: note: the device is read-only (VIRTIO_BLK_F_RO); "
+                "writes should fail\n");
+    }
+    if (wl.verify) {
+        /* Block state: what each block should hold, and which are in
+         * flight (two writes racing to one block would leave it
+         * unpredictable). */
+        if (wl.nblocks * 5 > guest_heap_free() / 2) {
+            kprintf("KEEL-GUEST: region too large to track %lu blocks\n", wl.nblocks);
+            return false;
+        }
+        wl.block_gen = guest_alloc(wl.nblocks * 4, 8);
+        wl.block_busy = guest_alloc(wl.nblocks, 8);
+        memset(wl.block_busy, 0, wl.nblocks);
+        for (uint64_t i = 0; i < wl.nblocks; i++) {
+            /* Reads of a read workload expect the first generation. */
+            wl.block_gen[i] = (wl.verify && !does_writes()) ? wl.gen : 0;
+        }
+    }
+
+    bool ok = true;
+    if (wl.discard) {
+        if (!(blk.pci.features & FEATURE(VIRTIO_BLK_F_DISCARD))) {
+            kprintf("KEEL-GUEST: discard=1 but the device lacks VIRTIO_BLK_F_DISCARD\n");
+            ok = false;
+        } else {
+            ok &= region_command(VIRTIO_BLK_T_DISCARD, blk.max_discard_sectors, "discard");
+        }
+    }
+    if (wl.write_zeroes) {
+        if (!(blk.pci.features & FEATURE(VIRTIO_BLK_F_WRITE_ZEROES))) {
+            kprintf("KEEL-GUEST: write_zeroes=1 but the device lacks "
+                    "VIRTIO_BLK_F_WRITE_ZEROES\n");
+            ok = false;
+        } else {
+            ok &= region_command(VIRTIO_BLK_T_WRITE_ZEROES,
+                                 blk.max_write_zeroes_sectors, "write-zeroes");
+            if (ok && wl.verify) {
+                ok &= verify_pass(true);
+            }
+        }
+    }
+
+    kprintf("KEEL-GUEST: workload rw=%s bs=%u iodepth=%u offset=%lu size=%lu%s "
+            "verify=%u mode=%s seed=%u gen=%u\n", rw_names[wl.rw], wl.bs, blk.nslots,
+            wl.offset, wl.size, wl.runtime_ms ? " (time-based)" : "", wl.verify,
+            wl.irq_mode ? "irq" : "poll", wl.seed, wl.gen);
+    ok &= main_pass();
+
+    if (does_writes() && wl.flush) {
+        if (!(blk.pci.features & FEATURE(VIRTIO_BLK_F_FLUSH))) {
+            kprintf("KEEL-GUEST: flush=1 but the device lacks VIRTIO_BLK_F_FLUSH\n");
+            ok = false;
+        } else {
+            int st = blk_sync(&blk, 0, VIRTIO_BLK_T_FLUSH, 0, NULL, 0);
+            kprintf("KEEL-GUEST: flush status=%d\n", st);
+            if (st != VIRTIO_BLK_S_OK) {
+                wl.errors++;
+                ok = false;
+            }
+        }
+    }
+    if (ok && does_writes() && wl.verify) {
+        ok &= verify_pass(false);
+    }
+    return ok;
+}
+
+/* ---- test=badchain ------------------------------------------------------------- */
+enum chain_fault {
+    FAULT_ADDRESS,          /* every buffer far outside guest RAM */
+    FAULT_LOOP,             /* the status descriptor links back to the data */
+    FAULT_OVERSIZED,        /* a 2 GiB data descriptor */
+    FAULT_HEADER_WRITABLE,  /* the request header marked device-writable */
+    FAULT_STATUS_READONLY,  /* the status byte marked device-readable */
+    FAULT_BEYOND_CAPACITY,  /* well-formed read past the end of the disk */
+};
+static const char *const fault_names[] = {
+    "out-of-range-address", "loop", "oversized", "header-writable",
+    "status-readonly", "beyond-capacity",
+};
+
+/* Builds a bad chain in slot 0's descriptors (direct layout). */
+static void submit_bad_chain(enum chain_fault fault)
+{
+    struct blk_slot *sl = &blk.slot[0];
+    struct vring_desc *d = &blk.vq.desc[sl->head];
+    uint16_t h = sl->head;
+    uint64_t hdr = (uint64_t)(uintptr_t)sl->hdr;
+    uint64_t data = (uint64_t)(uintptr_t)wl.buf[0];
+    uint64_t status = (uint64_t)(uintptr_t)sl->status;
+
+    sl->hdr->type = VIRTIO_BLK_T_IN;
+    sl->hdr->reserved = 0;
+    sl->hdr->sector = fault == FAULT_BEYOND_CAPACITY ? blk.capacity : 0;
+    *sl->status = 0xff;
+    sl->type = VIRTIO_BLK_T_IN;
+    sl->busy = true;
+    d[0] = (struct vring_desc){ hdr, 16, VRING_DESC_F_NEXT, (uint16_t)(h + 1) };
+    d[1] = (struct vring_desc){ data, 4096, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+                                (uint16_t)(h + 2) };
+    d[2] = (struct vring_desc){ status, 1, VRING_DESC_F_WRITE, 0 };
+    switch (fault) {
+    case FAULT_ADDRESS:
+        /* All three, not just one: QEMU bounces one non-RAM mapping at a
+         * time (reads as zeroes, writes dropped) and only fails the next. */
+        d[0].addr = 1ull << 46;
+        d[1].addr = (1ull << 46) + 0x1000;
+        d[2].addr = (1ull << 46) + 0x2000;
+        break;
+    case FAULT_LOOP:
+        d[2].flags |= VRING_DESC_F_NEXT;        /* both device-writable, so */
+        d[2].next = h + 1;                      /* only the cycle is wrong */
+        break;
+    case FAULT_OVERSIZED:
+        d[1].len = 0x80000000u;
+        break;
+    case FAULT_HEADER_WRITABLE:
+        d[0].flags |= VRING_DESC_F_WRITE;
+        break;
+    case FAULT_STATUS_READONLY:
+        d[2].flags &= ~VRING_DESC_F_WRITE;
+        break;
+    case FAULT_BEYOND_CAPACITY:
+        break;
+    }
+    vq_add(&blk.vq, h);
+    vq_kick(&blk.vq);
+}
+
+/* What the device did with a bad chain: "failed" (completed with an error
+ * status), "needs-reset", or the unacceptable "completed-ok"/"ignored". */
+static const char *await_verdict(bool *acceptable)
+{
+    uint64_t deadline = deadline_after_ms(3000);
+    uint64_t next_status_check = 0;
+
+    for (;;) {
+        int s = blk_complete(&blk);
+        if (s >= 0) {
+            uint8_t st = *blk.slot[s].status;
+            *acceptable = st == VIRTIO_BLK_S_IOERR || st == VIRTIO_BLK_S_UNSUPP;
+            return st == VIRTIO_BLK_S_IOERR ? "failed-ioerr" :
+                   st == VIRTIO_BLK_S_UNSUPP ? "failed-unsupp" :
+                   st == VIRTIO_BLK_S_OK ? "completed-ok" : "completed-bad-status";
+        }
+        uint64_t now = rdtsc();
+        if (now >= next_status_check) {       /* MMIO: not on every spin */
+            if (virtio_get_status(&blk.pci) & VIRTIO_STATUS_NEEDS_RESET) {
+                *acceptable = true;
+                return "needs-reset";
+            }
+            next_status_check = now + tsc_khz;      /* 1 ms */
+        }
+        if (now > deadline) {
+            *acceptable = false;
+            return "ignored";
+        }
+        cpu_relax();
+    }
+}
+
+static bool sanity_read(void)
+{
+    int st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
+
+    if (st != VIRTIO_BLK_S_OK) {
+        kprintf("KEEL-GUEST: badchain: a good read afterwards failed (status %d, "
+                "device status 0x%x)\n", st, virtio_get_status(&blk.pci));
+        return false;
+    }
+    return true;
+}
+
+static bool run_badchain(void)
+{
+    bool all_ok = true;
+    unsigned resets = 0;
+
+    if (blk.indirect || blk.stride < 3) {
+        kprintf("KEEL-GUEST: badchain needs direct descriptors\n");
+        return false;
+    }
+    if (!sanity_read()) {
+        return false;
+    }
+    for (unsigned f = 0; f < ARRAY_SIZE(fault_names); f++) {
+        bool acceptable = false;
+        submit_bad_chain(f);
+        const char *verdict = await_verdict(&acceptable);
+        uint8_t status = virtio_get_status(&blk.pci);
+        bool reset = !!(status & VIRTIO_STATUS_NEEDS_RESET) ||
+                     !strcmp(verdict, "ignored");
+        if (reset) {
+            resets++;
+            if (!blk_reinit(&blk)) {
+                kprintf("KEEL-GUEST: badchain: re-initialising the device failed\n");
+                return false;
+            }
+        }
+        bool still_works = sanity_read();
+        kprintf("KEEL-GUEST: badchain %s: %s (device status 0x%x)%s%s\n",
+                fault_names[f], verdict, status, reset ? ", reset" : "",
+                still_works ? ", device works afterwards" : ", DEVICE BROKEN");
+        all_ok &= acceptable && still_works;
+        if (!acceptable) {
+            wl.errors++;
+        }
+        if (!still_works) {
+            return false;
+        }
+    }
+    kprintf("KEEL-GUEST: badchain: %u cases, %u resets\n",
+            (unsigned)ARRAY_SIZE(fault_names), resets);
+    return all_ok;
+}
+
+/* ---- entry ------------------------------------------------------------------------ */
+static void print_result(const char *test, bool ok)
+{
+    uint64_t us = wl.elapsed_us ? wl.elapsed_us : 1;
+    uint64_t iops = wl.ops * 1000000 / us;
+    uint64_t bytes_per_s = wl.bytes * 1000000 / us;
+    uint64_t mibps_x100 = bytes_per_s * 100 >> 20;
+
+    kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
+            "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
+            "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
+            "tsc_khz=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
+            mibps_x100 / 100, mibps_x100 % 100, wl.errors, wl.verify_failures,
+            wl.elapsed_us, rw_names[wl.rw], wl.bs, blk.nslots,
+            wl.irq_mode ? "irq" : "poll", wl.verified_blocks, blk.vq.kicks,
+            blk.vq.kicks_suppressed, blk_device_irqs(&blk), tsc_khz);
+}
+
+int run_block_test(const char *test)
+{
+    bool badchain = !strcmp(test, "badchain");
+    bool ok = true;
+
+    if (!parse_options()) {
+        kprintf("KEEL-GUEST: RESULT status=fail test=%s reason=bad-cmdline\n", test);
+        guest_exit(EXIT_BAD_CMDLINE);
+    }
+    if (badchain) {
+        wl.bs = 4096;
+        wl.iodepth = 1;
+    }
+    if (ok) {
+        ok = blk_init(&blk, cmdline_u64("dev", 0), wanted_features(), wl.iodepth,
+                      wl.bs, wl.irq_mode);
+    }
+    if (ok) {
+        blk_print_info(&blk);
+        for (unsigned s = 0; s < blk.nslots && ok; s++) {
+            wl.buf[s] = guest_alloc(wl.bs, 4096);
+            ok = wl.buf[s] != NULL;
+        }
+        if (!ok) {
+            kprintf("KEEL-GUEST: out of memory for %u buffers of %u bytes\n",
+                    blk.nslots, wl.bs);
+        }
+    }
+    if (ok) {
+        ok = print_device_id();
+    }
+    if (ok) {
+        ok = badchain ? run_badchain() : run_workload();
+    }
+    ok &= !wl.errors && !wl.verify_failures;
+    if (ok && wl.irq_mode && wl.ops && !blk_device_irqs(&blk)) {
+        kprintf("KEEL-GUEST: mode=irq but no device interrupt arrived (only the "
+                "watchdog tick woke us)\n");
+        ok = false;
+    }
+    print_result(test, ok);
+    return ok ? 0 : -1;
+}
