@@ -24,6 +24,7 @@ static const char *const path_names[KEEL_PATH__MAX] = {
     [KEEL_PATH_IRQFD] = "irqfd",
     [KEEL_PATH_SIGNAL_MSI] = "signal-msi",
     [KEEL_PATH_MSIX] = "msix",
+    [KEEL_PATH_EPOLL] = "epoll",
 };
 
 /* Bit i set = path i avoided.  Written once under avoid_once (or by the

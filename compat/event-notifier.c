@@ -15,7 +15,9 @@
 #include <sys/eventfd.h>
 #endif
 
+#ifdef HAVE_EVENTFD
 static KeelSeam eventfd_seam = KEEL_SEAM_INIT(KEEL_PATH_EVENTFD, "eventfd", "pipe");
+#endif
 
 int keel_event_notifier_init(KeelEventNotifier *e, bool active)
 {

@@ -12,7 +12,9 @@
 #include <poll.h>
 #include <time.h>
 
+#ifdef HAVE_PPOLL
 static KeelSeam ppoll_seam = KEEL_SEAM_INIT(KEEL_PATH_PPOLL, "ppoll", "g_poll");
+#endif
 
 int keel_poll_timeout_ms(int64_t timeout_ns)
 {

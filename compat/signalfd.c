@@ -24,7 +24,9 @@ G_STATIC_ASSERT(offsetof(KeelSignalInfo, ssi_pid) == offsetof(struct signalfd_si
 G_STATIC_ASSERT(offsetof(KeelSignalInfo, ssi_addr) == offsetof(struct signalfd_siginfo, ssi_addr));
 #endif
 
+#ifdef HAVE_SIGNALFD
 static KeelSeam signalfd_seam = KEEL_SEAM_INIT(KEEL_PATH_SIGNALFD, "signalfd", "thread");
+#endif
 
 /* One per fd opened through the thread fallback. */
 typedef struct SignalThread {
