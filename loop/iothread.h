@@ -1,0 +1,41 @@
+/*
+ * loop/iothread.h — a thread that runs its own AioContext.
+ *
+ * keel_iothread_new() starts the thread (all async signals blocked, via
+ * keel_thread_create) and returns once its context exists; the context's
+ * home thread is the iothread, and adaptive polling is on (32 µs window
+ * limit, like QEMU's default).  The iothread owns its context; it lives until
+ * keel_iothread_free().
+ *
+ * keel_aio_run_in_context_wait() runs a function in a context's home thread
+ * and waits for it.  The caller runs it inline when it is that home thread.
+ * A caller that has a current context of its own keeps running it while it
+ * waits (so two threads waiting on each other do not deadlock); others block.
+ *
+ * Thread rules:
+ *   keel_iothread_new, keel_iothread_stop_join, keel_iothread_free
+ *                                          any thread but the iothread itself
+ *   keel_iothread_get_aio_context, keel_iothread_id   any thread
+ *   keel_aio_run_in_context_wait           any thread
+ * Work scheduled into an iothread after keel_iothread_stop_join() never runs.
+ */
+#ifndef KEEL_LOOP_IOTHREAD_H
+#define KEEL_LOOP_IOTHREAD_H
+
+#include "loop/aio.h"
+
+typedef struct KeelIOThread KeelIOThread;
+
+/* Returns NULL (and logs) when the thread cannot be created. */
+KeelIOThread *keel_iothread_new(const char *id);
+KeelAioContext *keel_iothread_get_aio_context(KeelIOThread *t);
+const char *keel_iothread_id(KeelIOThread *t);
+/* Stops the loop after the callback running now and joins the thread.
+ * Idempotent. */
+void keel_iothread_stop_join(KeelIOThread *t);
+/* Stops (if needed) and frees the thread and its context. */
+void keel_iothread_free(KeelIOThread *t);
+
+void keel_aio_run_in_context_wait(KeelAioContext *ctx, void (*fn)(void *), void *opaque);
+
+#endif
