@@ -7,10 +7,16 @@
 #define KEEL_BLOCK_FEATURES_ALL_H
 
 #include "compat/features.h"
+#include "loop/main-loop.h"
+#include "coroutine/coroutine.h"
+#include "block/block-backend.h"
 
 static inline void keel_all_features_register(void)
 {
     keel_compat_features_register();
+    keel_loop_features_register();
+    keel_coroutine_features_register();
+    keel_block_features_register();
 }
 
 #endif

@@ -1,0 +1,218 @@
+/*
+ * block/block-backend.h — a block device backed by a raw file (or block
+ * device), with a coroutine API and a callback API, QEMU's vocabulary for the
+ * options, and one of three I/O engines underneath.
+ *
+ * Options (keel_blk_options_parse() takes them as "key=value,key=value"; a
+ * literal comma in a value is written ",,"):
+ *   file=PATH                   the image (must exist; keel-img create makes one)
+ *   aio=io_uring|native|threads the engine (default io_uring).  io_uring
+ *                               refused by the kernel (ENOSYS, EPERM, a missing
+ *                               opcode…) or KEEL_AVOID=io_uring → linux-aio when
+ *                               O_DIRECT is on, else threads; linux-aio refused
+ *                               or KEEL_AVOID=linux-aio → threads.  native needs
+ *                               O_DIRECT (cache=none or directsync), as in QEMU.
+ *   cache=writeback|none|writethrough|directsync|unsafe   (default writeback)
+ *                               none/directsync open with O_DIRECT;
+ *                               writethrough/directsync complete a write only
+ *                               once it is stable (O_DSYNC); unsafe turns
+ *                               flush into a no-op.
+ *   readonly=on|off             writes, discards and write-zeroes fail -EPERM
+ *   discard=ignore|unmap        (default ignore, as QEMU) unmap punches holes
+ *   inject=RULE                 error injection, repeatable: see block/blkdebug.h
+ *
+ * Requests use byte offsets and iovecs.  Any offset/length/buffer alignment
+ * is accepted: with O_DIRECT unaligned requests are bounced through aligned
+ * buffers (unaligned writes become read-modify-writes of whole blocks,
+ * serialised against overlapping writes; a write that ends past EOF then
+ * extends the file to a block boundary).  Reads past the end of the file
+ * return zeros; writes past it extend the file.  Short transfers continue
+ * until done, EINTR/EAGAIN are retried.  Results are 0 or a negative errno.
+ * Requests in flight together should not overlap (as with a real disk, the
+ * result of overlapping writes is one of them, or a mix).
+ *
+ * Ownership: keel_blk_open() returns a backend owned by the caller until
+ * keel_blk_close().  Callers own the iovec arrays and buffers they pass;
+ * they must stay valid until the request completes.
+ *
+ * Threads.  A backend lives in one AioContext (its "home"; set at open, moved
+ * with keel_blk_set_aio_context()).  Its engine state, its completions and
+ * the coroutines that run its requests all belong to that context's home
+ * thread.  Per function:
+ *   keel_blk_options_*, keel_blk_*_name      any thread
+ *   keel_blk_open / keel_blk_open_str        any thread (the engine is set
+ *                                            up in @ctx's home thread)
+ *   keel_blk_close                           home thread (not from a callback
+ *                                            of that backend), or any other
+ *                                            thread while the home thread runs
+ *                                            its loop; never while plugged
+ *   keel_blk_co_*                            a coroutine in the home thread
+ *   keel_blk_aio_*                           any thread; the request runs and
+ *                                            the callback is called in the home
+ *                                            thread (forwarded by a BH when
+ *                                            called from elsewhere)
+ *   keel_blk_drain                           home thread (coroutine or not),
+ *                                            or any thread while the home
+ *                                            thread runs its loop
+ *   keel_blk_set_aio_context                 any thread, while the old and new
+ *                                            contexts' home threads run their
+ *                                            loops (or it is one of them) and
+ *                                            nobody submits to the backend
+ *   keel_blk_getlength, keel_blk_engine_name, keel_blk_get_*  any thread
+ *   keel_blk_io_plug / unplug                any thread (per-thread state)
+ */
+#ifndef KEEL_BLOCK_BLOCK_BACKEND_H
+#define KEEL_BLOCK_BLOCK_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "loop/aio.h"
+
+typedef enum KeelBlkAio {
+    KEEL_BLK_AIO_IO_URING,
+    KEEL_BLK_AIO_NATIVE,        /* linux-aio (libaio) */
+    KEEL_BLK_AIO_THREADS,
+} KeelBlkAio;
+
+typedef enum KeelBlkCache {
+    KEEL_BLK_CACHE_WRITEBACK,
+    KEEL_BLK_CACHE_NONE,
+    KEEL_BLK_CACHE_WRITETHROUGH,
+    KEEL_BLK_CACHE_DIRECTSYNC,
+    KEEL_BLK_CACHE_UNSAFE,
+} KeelBlkCache;
+
+typedef struct KeelBlkOptions {
+    char *filename;             /* owned (g_free) */
+    KeelBlkAio aio;
+    KeelBlkCache cache;
+    bool readonly;
+    bool discard_unmap;
+    char *inject;               /* owned; rules separated by ';' or NULL */
+} KeelBlkOptions;
+
+typedef struct KeelBlockBackend KeelBlockBackend;
+
+/* Completion callback of the keel_blk_aio_* calls: @ret is 0 or -errno. */
+typedef void KeelBlkCompletionFunc(void *opaque, int ret);
+
+/* ---- options --------------------------------------------------------- */
+
+/* Defaults: no file, aio=io_uring, cache=writeback, read-write, discard=ignore. */
+void keel_blk_options_init(KeelBlkOptions *opts);
+/* Parse "key=value,..." on top of @opts.  A first item without '=' is taken
+ * as file=.  Returns 0, or -1 with a one-line message in *@errmsg (g_free). */
+int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg);
+void keel_blk_options_clear(KeelBlkOptions *opts);
+
+const char *keel_blk_aio_name(KeelBlkAio aio);          /* "io_uring", "native", "threads" */
+const char *keel_blk_cache_name(KeelBlkCache cache);
+int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio);       /* 0 or -1 */
+int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache); /* 0 or -1 */
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+/* Open @opts->filename in @ctx (NULL: the caller's current context, which
+ * must exist).  Returns NULL with a one-line message in *@errmsg (g_free) on
+ * failure, e.g. QEMU's "aio=native was specified, but it requires
+ * cache.direct=on, which was not specified". */
+KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
+                                char **errmsg);
+KeelBlockBackend *keel_blk_open_str(const char *options, KeelAioContext *ctx,
+                                    char **errmsg);
+/* Drain, release the engine state in the home thread, close the file, free. */
+void keel_blk_close(KeelBlockBackend *blk);
+
+/* ---- properties -------------------------------------------------------- */
+
+/* Current size of the file in bytes, or -errno. */
+int64_t keel_blk_getlength(KeelBlockBackend *blk);
+/* The engine in use now: "io_uring", "linux-aio" or "threads". */
+const char *keel_blk_engine_name(KeelBlockBackend *blk);
+/* Alignment (bytes) at which requests avoid bouncing: the logical block
+ * size with O_DIRECT, 1 otherwise. */
+uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk);
+bool keel_blk_is_read_only(KeelBlockBackend *blk);
+KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk);
+const char *keel_blk_get_filename(KeelBlockBackend *blk);
+KeelAioContext *keel_blk_get_aio_context(KeelBlockBackend *blk);
+/* Requests started on this backend so far (each type counts). */
+uint64_t keel_blk_get_request_count(KeelBlockBackend *blk);
+
+/* ---- coroutine API (coroutine in the home thread) ----------------------- */
+int keel_blk_co_preadv(KeelBlockBackend *blk, int64_t offset,
+                       const struct iovec *iov, int iovcnt);
+int keel_blk_co_pwritev(KeelBlockBackend *blk, int64_t offset,
+                        const struct iovec *iov, int iovcnt);
+int keel_blk_co_pread(KeelBlockBackend *blk, int64_t offset, void *buf, size_t bytes);
+int keel_blk_co_pwrite(KeelBlockBackend *blk, int64_t offset, const void *buf,
+                       size_t bytes);
+int keel_blk_co_flush(KeelBlockBackend *blk);
+/* Advisory: 0 when ignored (discard=ignore, or unaligned parts with
+ * O_DIRECT); -ENOTSUP when the file system cannot punch holes. */
+int keel_blk_co_pdiscard(KeelBlockBackend *blk, int64_t offset, int64_t bytes);
+/* The range reads back as zeros afterwards (extends the file if needed). */
+int keel_blk_co_pwrite_zeroes(KeelBlockBackend *blk, int64_t offset, int64_t bytes);
+
+/* ---- callback API -------------------------------------------------------
+ * Each call starts a coroutine for the request; @cb(@opaque, ret) runs in the
+ * backend's home thread once it is done; when called from the home thread,
+ * never before the call returns (called from another thread, it may run in
+ * the home thread at any time after the call started).  The callback may start new requests (they are batched with the others of
+ * the same completion pass) but must not drain or close the backend. */
+void keel_blk_aio_preadv(KeelBlockBackend *blk, int64_t offset,
+                         const struct iovec *iov, int iovcnt,
+                         KeelBlkCompletionFunc *cb, void *opaque);
+void keel_blk_aio_pwritev(KeelBlockBackend *blk, int64_t offset,
+                          const struct iovec *iov, int iovcnt,
+                          KeelBlkCompletionFunc *cb, void *opaque);
+void keel_blk_aio_flush(KeelBlockBackend *blk, KeelBlkCompletionFunc *cb, void *opaque);
+void keel_blk_aio_pdiscard(KeelBlockBackend *blk, int64_t offset, int64_t bytes,
+                           KeelBlkCompletionFunc *cb, void *opaque);
+void keel_blk_aio_pwrite_zeroes(KeelBlockBackend *blk, int64_t offset, int64_t bytes,
+                                KeelBlkCompletionFunc *cb, void *opaque);
+
+/* ---- quiescing and moving ------------------------------------------------ */
+
+/* Wait until no request of @blk is in flight, callbacks of the callback API
+ * included (requests started meanwhile are waited for too).  In the home
+ * thread outside a coroutine it runs the loop (keel_aio_poll); in a
+ * coroutine it yields; from another thread it blocks until the home thread
+ * has finished them.  Never from a request's own callback (it would wait
+ * for itself) or while plugged. */
+void keel_blk_drain(KeelBlockBackend *blk);
+
+/* Move @blk to @ctx: drain, release the engine state in the old context's
+ * thread, set it up in the new one's.  The engine may change if the new
+ * context refuses the current one.  Returns 0 or -errno (+*@errmsg). */
+int keel_blk_set_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg);
+
+/* Add error-injection rules at run time (same syntax as inject=; several
+ * separated by ';').  Home thread, or any thread while no request is in
+ * flight.  Returns 0 or -1 with *@errmsg. */
+int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg);
+
+/* ---- batching -------------------------------------------------------------
+ * Between plug and unplug (nestable, per thread) the io_uring and linux-aio
+ * engines queue submissions and send them with one syscall at the last
+ * unplug.  Wrap the processing of a batch of guest requests in them.  Never
+ * yield (wait for a request) while plugged: the request may not be sent. */
+void keel_blk_io_plug(void);
+void keel_blk_io_unplug(void);
+
+/* ---- features report ---------------------------------------------------
+ * Registers "block-engine" (the engine the default configuration
+ * aio=io_uring cache=none gets here, probing the kernel) and "block-preadv"
+ * (preadv/pwritev or pread/pwrite loops in the thread-pool engine). */
+void keel_block_features_register(void);
+
+/* What a backend opened with @aio and O_DIRECT = @direct would use now
+ * ("io_uring", "linux-aio", "threads"), probing the kernel; @reason (may be
+ * NULL) says why the preferred engine is not used ("default", "KEEL_AVOID",
+ * "not-compiled", "eventfd-unavailable" or an errno name). */
+const char *keel_blk_probe_engine(KeelBlkAio aio, bool direct, const char **reason);
+
+#endif

@@ -1,0 +1,562 @@
+/*
+ * The raw file driver: opens the image with the flags the cache mode asks
+ * for, and turns each request into engine transfers — bouncing what O_DIRECT
+ * cannot take, continuing short transfers, zero-filling reads past EOF, and
+ * mapping flush / discard / write-zeroes onto fdatasync and fallocate.
+ */
+#include "config.h"
+
+#include "block/block-int.h"
+#include "compat/osdep.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <linux/fs.h>
+#ifndef FALLOC_FL_KEEP_SIZE
+#include <linux/falloc.h>
+#endif
+
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+
+/* Bounced requests are processed in pieces of at most this size, so an
+ * unaligned multi-gigabyte request does not allocate as much. */
+#define BOUNCE_MAX (1 << 20)
+/* Write-zeroes without fallocate writes zeros from a buffer this big. */
+#define ZERO_BUF_MAX (1 << 20)
+
+struct RawTrackedReq {
+    int64_t start, end;         /* aligned byte range [start, end) */
+    bool serialising;
+    RawTrackedReq *next, *prev;
+};
+
+static inline int64_t align_down(int64_t v, uint32_t a)
+{
+    return v - (v % a);
+}
+
+static inline int64_t align_up(int64_t v, uint32_t a)
+{
+    return align_down(v + a - 1, a);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+static uint32_t sysfs_logical_block_size(dev_t dev)
+{
+    /* A whole disk has queue/ itself; a partition has it in its parent. */
+    static const char *const paths[] = { "queue/logical_block_size",
+                                         "../queue/logical_block_size" };
+    for (size_t i = 0; i < G_N_ELEMENTS(paths); i++) {
+        char path[128];
+        char *contents = NULL;
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%s", major(dev), minor(dev), paths[i]);
+        if (g_file_get_contents(path, &contents, NULL, NULL)) {
+            unsigned long v = strtoul(contents, NULL, 10);
+            g_free(contents);
+            if (v >= 512 && v <= 65536 && !(v & (v - 1))) {
+                return (uint32_t)v;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The O_DIRECT alignment: what the kernel says (statx STATX_DIOALIGN, 6.1+),
+ * else the device's logical block size, else 4096 (a multiple of every
+ * common one: correct, at worst some needless bouncing).  Probing with
+ * reads is unreliable: holes and EOF skip the alignment check. */
+static void raw_probe_alignment(RawFile *raw)
+{
+    struct stat st;
+    uint32_t align = 0;
+
+    raw->req_align = raw->mem_align = 1;
+    if (!raw->direct) {
+        return;
+    }
+#ifdef STATX_DIOALIGN
+    {
+        struct statx stx;
+        if (statx(raw->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+            (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align) {
+            align = stx.stx_dio_offset_align;
+        }
+    }
+#endif
+    if (!align && fstat(raw->fd, &st) == 0) {
+        if (S_ISBLK(st.st_mode)) {
+#ifdef BLKSSZGET
+            int size = 0;
+            if (ioctl(raw->fd, BLKSSZGET, &size) == 0 && size > 0) {
+                align = (uint32_t)size;
+            }
+#endif
+        } else {
+            align = sysfs_logical_block_size(st.st_dev);
+        }
+    }
+    if (!align || (align & (align - 1)) || align > 65536) {
+        align = 4096;
+    }
+    raw->req_align = align;
+    /* Buffers are checked at the same alignment (base and length of every
+     * iovec), which satisfies every kernel's O_DIRECT rules. */
+    raw->mem_align = align;
+}
+
+int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
+{
+    int flags = O_CLOEXEC | (opts->readonly ? O_RDONLY : O_RDWR);
+    int fd;
+
+    memset(raw, 0, sizeof(*raw));
+    raw->fd = -1;
+    switch (opts->cache) {
+    case KEEL_BLK_CACHE_NONE:
+        raw->direct = true;
+        break;
+    case KEEL_BLK_CACHE_DIRECTSYNC:
+        raw->direct = true;
+        flags |= O_DSYNC;
+        break;
+    case KEEL_BLK_CACHE_WRITETHROUGH:
+        flags |= O_DSYNC;
+        break;
+    case KEEL_BLK_CACHE_UNSAFE:
+        raw->no_flush = true;
+        break;
+    case KEEL_BLK_CACHE_WRITEBACK:
+        break;
+    }
+    if (raw->direct) {
+        flags |= O_DIRECT;
+    }
+    fd = KEEL_RETRY_EINTR(open(opts->filename, flags));
+    if (fd < 0) {
+        int err = errno;
+        if (err == EINVAL && raw->direct) {
+            *errmsg = g_strdup_printf("Could not open '%s': %s (the file system does not "
+                                      "support O_DIRECT; try cache=writeback)",
+                                      opts->filename, g_strerror(err));
+        } else {
+            *errmsg = g_strdup_printf("Could not open '%s': %s", opts->filename,
+                                      g_strerror(err));
+        }
+        return -err;
+    }
+    {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+            close(fd);
+            *errmsg = g_strdup_printf("Could not open '%s': Is a directory", opts->filename);
+            return -EISDIR;
+        }
+    }
+    raw->fd = fd;
+    raw->readonly = opts->readonly;
+    raw->discard_unmap = opts->discard_unmap;
+    raw->has_zero_range = true;
+    raw->has_punch_hole = true;
+    keel_co_queue_init(&raw->tracked_waiters);
+    raw_probe_alignment(raw);
+    return 0;
+}
+
+void raw_close(RawFile *raw)
+{
+    if (raw->fd >= 0) {
+        close(raw->fd);
+        raw->fd = -1;
+    }
+}
+
+int64_t raw_getlength(RawFile *raw)
+{
+    off_t end = lseek(raw->fd, 0, SEEK_END);
+
+    return end < 0 ? -errno : (int64_t)end;
+}
+
+/* ---- tracking for read-modify-write (O_DIRECT only) ------------------------
+ * A read-modify-write rewrites whole blocks, including bytes outside its own
+ * range, so it must not overlap any other write in flight.  Every write-like
+ * request registers its aligned range; an RMW ("serialising") waits until
+ * nothing overlapping is in flight, and a write waits while an overlapping
+ * RMW is.  Waiters are not registered, so two waiters never wait for each
+ * other.  All in the home thread: no locks. */
+static bool tracked_conflict(RawFile *raw, const RawTrackedReq *req)
+{
+    if (!req->serialising && raw->serialising_in_flight == 0) {
+        return false;
+    }
+    for (RawTrackedReq *r = raw->tracked; r; r = r->next) {
+        if ((req->serialising || r->serialising) &&
+            r->start < req->end && req->start < r->end) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void tracked_begin(RawFile *raw, RawTrackedReq *req, int64_t offset, int64_t bytes,
+                          bool serialising)
+{
+    req->start = align_down(offset, raw->req_align);
+    req->end = align_up(offset + bytes, raw->req_align);
+    req->serialising = serialising;
+    while (tracked_conflict(raw, req)) {
+        keel_co_queue_wait(&raw->tracked_waiters, NULL);
+    }
+    req->prev = NULL;
+    req->next = raw->tracked;
+    if (raw->tracked) {
+        raw->tracked->prev = req;
+    }
+    raw->tracked = req;
+    if (serialising) {
+        raw->serialising_in_flight++;
+    }
+}
+
+static void tracked_end(RawFile *raw, RawTrackedReq *req)
+{
+    if (req->prev) {
+        req->prev->next = req->next;
+    } else {
+        raw->tracked = req->next;
+    }
+    if (req->next) {
+        req->next->prev = req->prev;
+    }
+    if (req->serialising) {
+        raw->serialising_in_flight--;
+    }
+    if (!keel_co_queue_empty(&raw->tracked_waiters)) {
+        keel_co_queue_restart_all(&raw->tracked_waiters);
+    }
+}
+
+/* ---- transfers -------------------------------------------------------------- */
+
+/* Move @bytes between the file at @offset and @iov, through the engine,
+ * until done.  Reads that hit EOF zero-fill the rest.  With O_DIRECT,
+ * @offset, @bytes and @iov must be aligned. */
+static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t bytes,
+                           const struct iovec *iov, int iovcnt)
+{
+    struct iovec stack_slice[16];
+    struct iovec *slice = stack_slice;
+    int slice_max = G_N_ELEMENTS(stack_slice);
+    int64_t done = 0;
+    int ret = 0;
+
+    while (done < bytes) {
+        const struct iovec *v;
+        int64_t want;
+        int cnt, n;
+
+        if (done == 0 && iovcnt <= BLOCK_MAX_IOV && bytes <= BLOCK_MAX_OP_BYTES) {
+            /* The common case: one engine call on the caller's iovec. */
+            v = iov;
+            cnt = iovcnt;
+            want = bytes;
+        } else {
+            /* The rest after a short transfer, or a request too big for one
+             * call.  (With O_DIRECT every piece stays aligned: the iovecs
+             * are, and so are the limits.) */
+            if (slice == stack_slice && iovcnt > slice_max) {
+                slice_max = MIN(iovcnt, BLOCK_MAX_IOV);
+                slice = g_new(struct iovec, slice_max);
+            }
+            cnt = iov_slice(iov, iovcnt, done, MIN(bytes - done, (int64_t)BLOCK_MAX_OP_BYTES),
+                            slice, slice_max, &want);
+            v = slice;
+        }
+        do {
+            n = engine_co_rw(raw->engine, raw->fd, write, offset + done, v, cnt);
+        } while (n == -EINTR || n == -EAGAIN);
+        if (n < 0) {
+            ret = n;
+            break;
+        }
+        done += n;
+        if (n == want) {
+            continue;
+        }
+        /* A short transfer: go on from where it stopped, unless... */
+        if (!write && (n == 0 || (raw->direct && ((offset + done) % raw->req_align)))) {
+            /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here. */
+            iov_memset(iov, iovcnt, done, 0, bytes - done);
+            break;
+        }
+        if (write && n == 0) {
+            ret = -ENOSPC;          /* a write that moves nothing cannot progress */
+            break;
+        }
+        if (raw->direct && ((offset + done) % raw->req_align)) {
+            ret = -EIO;             /* the kernel cut an O_DIRECT write mid-block */
+            break;
+        }
+    }
+    if (slice != stack_slice) {
+        g_free(slice);
+    }
+    return ret;
+}
+
+static bool iov_is_aligned(const struct iovec *iov, int iovcnt, uint32_t align)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (align - 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One piece of a bounced read: [offset, offset+bytes) into @iov at @skip. */
+static int raw_co_bounce_read(RawFile *raw, int64_t offset, int64_t bytes,
+                              const struct iovec *iov, int iovcnt, int64_t skip)
+{
+    int64_t start = align_down(offset, raw->req_align);
+    int64_t len = align_up(offset + bytes, raw->req_align) - start;
+    char *buf = block_memalign(raw->mem_align, (size_t)len);
+    struct iovec b = { buf, (size_t)len };
+    int ret;
+
+    ret = raw_co_transfer(raw, false, start, len, &b, 1);
+    if (ret == 0) {
+        iov_from_buf(iov, iovcnt, skip, buf + (offset - start), bytes);
+    }
+    free(buf);
+    return ret;
+}
+
+/* One piece of a bounced write.  @iov NULL writes zeros. */
+static int raw_co_bounce_write(RawFile *raw, int64_t offset, int64_t bytes,
+                               const struct iovec *iov, int iovcnt, int64_t skip)
+{
+    uint32_t a = raw->req_align;
+    int64_t start = align_down(offset, a);
+    int64_t end = align_up(offset + bytes, a);
+    int64_t len = end - start;
+    bool rmw = start != offset || end != offset + bytes;
+    char *buf = block_memalign(raw->mem_align, (size_t)len);
+    RawTrackedReq tr;
+    int ret = 0;
+
+    tracked_begin(raw, &tr, offset, bytes, rmw);
+    if (start != offset) {
+        struct iovec head = { buf, a };
+        ret = raw_co_transfer(raw, false, start, a, &head, 1);
+    }
+    if (ret == 0 && end != offset + bytes && (end - a > start || start == offset)) {
+        struct iovec tail = { buf + len - a, a };
+        ret = raw_co_transfer(raw, false, end - a, a, &tail, 1);
+    }
+    if (ret == 0) {
+        if (iov) {
+            iov_to_buf(iov, iovcnt, skip, buf + (offset - start), bytes);
+        } else {
+            memset(buf + (offset - start), 0, (size_t)bytes);
+        }
+        struct iovec b = { buf, (size_t)len };
+        ret = raw_co_transfer(raw, true, start, len, &b, 1);
+    }
+    tracked_end(raw, &tr);
+    free(buf);
+    return ret;
+}
+
+/* Split a bounced request into pieces that end on aligned boundaries. */
+static int raw_co_bounced(RawFile *raw, bool write, int64_t offset, int64_t bytes,
+                          const struct iovec *iov, int iovcnt)
+{
+    int64_t done = 0;
+
+    while (done < bytes) {
+        int64_t pos = offset + done;
+        int64_t piece = MIN(bytes - done, align_down(pos + BOUNCE_MAX, raw->req_align) - pos);
+        int ret;
+
+        if (piece <= 0) {
+            piece = MIN(bytes - done, (int64_t)BOUNCE_MAX);
+        }
+        ret = write ? raw_co_bounce_write(raw, pos, piece, iov, iovcnt, done)
+                    : raw_co_bounce_read(raw, pos, piece, iov, iovcnt, done);
+        if (ret < 0) {
+            return ret;
+        }
+        done += piece;
+    }
+    return 0;
+}
+
+static bool raw_needs_bounce(RawFile *raw, int64_t offset, int64_t bytes,
+                             const struct iovec *iov, int iovcnt)
+{
+    return raw->req_align > 1 &&
+           (((offset | bytes) & (raw->req_align - 1)) ||
+            !iov_is_aligned(iov, iovcnt, raw->mem_align));
+}
+
+int raw_co_preadv(RawFile *raw, int64_t offset, int64_t bytes,
+                  const struct iovec *iov, int iovcnt)
+{
+    if (bytes == 0) {
+        return 0;
+    }
+    if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
+        return raw_co_bounced(raw, false, offset, bytes, iov, iovcnt);
+    }
+    return raw_co_transfer(raw, false, offset, bytes, iov, iovcnt);
+}
+
+int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
+                   const struct iovec *iov, int iovcnt)
+{
+    RawTrackedReq tr;
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
+        return raw_co_bounced(raw, true, offset, bytes, iov, iovcnt);
+    }
+    if (raw->req_align > 1) {
+        tracked_begin(raw, &tr, offset, bytes, false);
+    }
+    ret = raw_co_transfer(raw, true, offset, bytes, iov, iovcnt);
+    if (raw->req_align > 1) {
+        tracked_end(raw, &tr);
+    }
+    return ret;
+}
+
+int raw_co_flush(RawFile *raw)
+{
+    if (raw->no_flush) {
+        return 0;
+    }
+    return engine_co_fdatasync(raw->engine, raw->fd);
+}
+
+int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
+{
+    RawTrackedReq tr;
+    int64_t start = offset, end = offset + bytes;
+    int ret;
+
+    if (!raw->discard_unmap) {
+        return 0;
+    }
+    if (!raw->has_punch_hole) {
+        return -ENOTSUP;
+    }
+    if (raw->req_align > 1) {
+        /* Discard is advisory: drop the unaligned head and tail rather than
+         * touch the page cache of an O_DIRECT file. */
+        start = align_up(offset, raw->req_align);
+        end = align_down(offset + bytes, raw->req_align);
+        if (end <= start) {
+            return 0;
+        }
+        tracked_begin(raw, &tr, start, end - start, false);
+    }
+    ret = engine_co_fallocate(raw->engine, raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              start, end - start);
+    if (raw->req_align > 1) {
+        tracked_end(raw, &tr);
+    }
+    if (ret == -ENOTSUP) {
+        raw->has_punch_hole = false;
+    }
+    return ret;
+}
+
+/* Write-zeroes by writing a zero buffer: the fallback that always works. */
+static int raw_co_write_zero_buffer(RawFile *raw, int64_t offset, int64_t bytes)
+{
+    size_t buf_len = (size_t)MIN(bytes, (int64_t)ZERO_BUF_MAX);
+    char *zeros;
+    int ret = 0;
+
+    buf_len = (size_t)align_up((int64_t)buf_len, raw->req_align);
+    zeros = block_memalign(raw->mem_align > 1 ? raw->mem_align : 4096, buf_len);
+    memset(zeros, 0, buf_len);
+    for (int64_t done = 0; done < bytes && ret == 0;) {
+        int64_t n = MIN(bytes - done, (int64_t)buf_len);
+        struct iovec v = { zeros, (size_t)n };
+        ret = raw_co_pwritev(raw, offset + done, n, &v, 1);
+        done += n;
+    }
+    free(zeros);
+    return ret;
+}
+
+int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes)
+{
+    uint32_t a = raw->req_align;
+    int64_t start = offset, end = offset + bytes;
+    RawTrackedReq tr;
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (a > 1) {
+        /* Unaligned head and tail through read-modify-write. */
+        int64_t astart = align_up(offset, a), aend = align_down(offset + bytes, a);
+        if (aend <= astart) {
+            return raw_co_bounced(raw, true, offset, bytes, NULL, 0);
+        }
+        if (astart != offset) {
+            ret = raw_co_bounced(raw, true, offset, astart - offset, NULL, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        if (aend != end) {
+            ret = raw_co_bounced(raw, true, aend, end - aend, NULL, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        start = astart;
+        end = aend;
+    }
+    if (!raw->has_zero_range) {
+        return raw_co_write_zero_buffer(raw, start, end - start);
+    }
+    if (a > 1) {
+        tracked_begin(raw, &tr, start, end - start, false);
+    }
+    ret = engine_co_fallocate(raw->engine, raw->fd, FALLOC_FL_ZERO_RANGE, start, end - start);
+    if (a > 1) {
+        tracked_end(raw, &tr);
+    }
+    if (ret == -ENOTSUP || ret == -EINVAL) {
+        raw->has_zero_range = false;
+        return raw_co_write_zero_buffer(raw, start, end - start);
+    }
+    return ret;
+}
