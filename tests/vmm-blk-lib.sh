@@ -1,0 +1,77 @@
+# tests/vmm-blk-lib.sh — shell helpers shared by tests/vmm-blk-test.sh,
+# tests/demo.sh and tests/bench-vmm.sh (sourced, POSIX sh).
+#
+# Input: top_builddir (absolute, or relative to the caller's cwd), TMP (a
+# scratch directory the caller owns).  Sets VMM, GUEST, KEEL_IMG,
+# OLDKERNEL (paths in the build tree).
+#
+#   vmm_run NAME [ENV=VAL...] -- KEEL-VMM-ARGS...
+#       boots keel-vmm (with KEEL_VMM_STATS=1) under a timeout; stdout in
+#       $TMP/NAME.out, stderr in $TMP/NAME.err, exit status in $TMP/NAME.rc
+#   result_field NAME KEY   the value of KEY= in NAME's guest RESULT line
+#   stats_field NAME KEY    the value of KEY= in NAME's virtio-blk0 stats line
+#   vmm_rc NAME             NAME's exit status
+#   check_pattern IMAGE OFFSET BYTES GEN SEED
+#       true when the image holds the guest's write pattern there
+#       (vmm/guest/workload.c: the 32-bit word at byte offset o is
+#       (o + gen * 0x9E3779B1 + seed * 0x85EBCA77) mod 2^32)
+#   check_zero IMAGE OFFSET BYTES   true when that range is all zero bytes
+#   direct_io_ok DIR        true when O_DIRECT works for files in DIR
+
+# shellcheck disable=SC2034,SC2154  # used by the scripts that source this
+VMM=$top_builddir/vmm/keel-vmm
+GUEST=$top_builddir/vmm/guest/keel-guest
+KEEL_IMG=$top_builddir/keel-img
+OLDKERNEL=$top_builddir/tests/keel-oldkernel
+: "${KEEL_VMM_TIMEOUT:=60}"
+
+vmm_run() {
+    _name=$1
+    shift
+    _env="KEEL_VMM_STATS=1"
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        _env="$_env $1"
+        shift
+    done
+    [ "${1:-}" = "--" ] && shift
+    # shellcheck disable=SC2086
+    env $_env timeout "$KEEL_VMM_TIMEOUT" "$@" </dev/null >"$TMP/$_name.out" 2>"$TMP/$_name.err"
+    echo $? >"$TMP/$_name.rc"
+}
+
+vmm_rc() {
+    cat "$TMP/$1.rc" 2>/dev/null
+}
+
+result_field() {
+    tr -d '\r' <"$TMP/$1.out" | sed -n "s/^KEEL-GUEST: RESULT.* $2=\([^ ]*\).*/\1/p" | tail -n 1
+}
+
+stats_field() {
+    sed -n "s/^keel-vmm: virtio-blk0 stats: .*[ ]$2=\([^ ]*\).*/\1/p" "$TMP/$1.err" | tail -n 1
+}
+
+check_pattern() {
+    od -A n -t u4 -v -j "$2" -N "$3" "$1" | awk -v o="$2" -v g="$4" -v s="$5" '
+        { for (i = 1; i <= NF; i++) {
+              want = (o + g * 2654435761 + s * 2246822519) % 4294967296
+              if ($i != want) {
+                  if (bad < 3) printf "#   byte %.0f: %.0f, want %.0f\n", o, $i, want
+                  bad++
+              }
+              o += 4; n++
+          } }
+        END { exit !(n > 0 && bad == 0) }'
+}
+
+check_zero() {
+    [ "$3" -eq 0 ] && return 0
+    cmp -s -n "$3" -i "$2:0" "$1" /dev/zero
+}
+
+direct_io_ok() {
+    dd if=/dev/zero of="$1/.direct-probe" bs=4096 count=1 oflag=direct 2>/dev/null
+    _r=$?
+    rm -f "$1/.direct-probe"
+    return $_r
+}

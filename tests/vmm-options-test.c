@@ -1,0 +1,150 @@
+/*
+ * keel-vmm's command-line parser: good command lines fill VmmOptions as
+ * expected; each bad one fails with one line that names the option.
+ */
+#include "config.h"
+
+#include "tests/keel-test.h"
+#include "vmm/options.h"
+
+#include <glib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char kernel_path[] = "/tmp/keel-vmm-opt-XXXXXX";
+static char err[512];
+
+/* Parses a NULL-terminated list of arguments (argv[0] added). */
+static int parse(VmmOptions *o, const char *const *args)
+{
+    const char *argv[64] = { "keel-vmm" };
+    int argc = 1;
+
+    for (; args[argc - 1]; argc++) {
+        argv[argc] = args[argc - 1];
+    }
+    return vmm_options_parse(o, argc, (char **)argv, err, sizeof(err));
+}
+
+#define ARGS(...) ((const char *const[]) { __VA_ARGS__, NULL })
+
+/* Expect failure, with the message mentioning @needle and being one line. */
+static void bad(const char *const *args, const char *needle, const char *what)
+{
+    VmmOptions o;
+    int r = parse(&o, args);
+
+    KEEL_OK(r < 0 && strstr(err, needle) && !strchr(err, '\n'),
+            "%s → error naming '%s' (got '%s')", what, needle, r < 0 ? err : "success");
+    if (r == 0) {
+        vmm_options_free(&o);
+    }
+}
+
+int main(void)
+{
+    VmmOptions o;
+    int fd = mkstemp(kernel_path);
+
+    if (fd < 0) {
+        keel_test_skip_all("mkstemp failed");
+    }
+    close(fd);
+
+    /* Defaults. */
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path)), 0, "minimal command line parses");
+    KEEL_IS(o.ram_size, 128ull << 20, "default RAM is 128 MiB");
+    KEEL_IS(o.smp, 1, "one vCPU");
+    KEEL_OK(o.serial_stdio, "serial on stdio by default");
+    KEEL_IS(o.nr_drives, 0, "no drives");
+    vmm_options_free(&o);
+
+    /* Everything at once, QEMU spellings included. */
+    KEEL_IS(parse(&o, ARGS("--m", "2G", "-smp", "1", "-kernel", kernel_path,
+                           "-initrd", kernel_path, "-append", "console=ttyS0 quiet",
+                           "-object", "iothread,id=io0",
+                           "-drive", "file=/tmp/a,,b.img,format=raw,if=virtio,aio=native,"
+                           "cache=none,readonly=on,iothread=io0,serial=SN123",
+                           "-drive", "file=/tmp/c.img,if=none,id=d1,aio=io_uring,cache=unsafe",
+                           "-device", "virtio-blk-pci,drive=d1",
+                           "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                           "-serial", "stdio", "-nographic", "-enable-kvm", "-nodefaults",
+                           "-no-reboot", "-display", "none", "-machine", "accel=kvm")),
+            0, "a full QEMU-style command line parses (%s)", err);
+    KEEL_IS(o.ram_size, 2ull << 30, "-m 2G");
+    KEEL_OK(o.append && !strcmp(o.append, "console=ttyS0 quiet"), "-append kept");
+    KEEL_IS(o.nr_iothreads, 1, "one iothread object");
+    KEEL_IS(o.nr_drives, 2, "two drives");
+    KEEL_OK(!strcmp(o.drives[0].file, "/tmp/a,b.img"), "',,' is a literal comma in file=");
+    KEEL_IS(o.drives[0].aio, VMM_AIO_NATIVE, "aio=native");
+    KEEL_IS(o.drives[0].cache, VMM_CACHE_NONE, "cache=none");
+    KEEL_OK(o.drives[0].readonly, "readonly=on");
+    KEEL_OK(o.drives[0].iothread && !strcmp(o.drives[0].iothread, "io0"), "iothread=io0");
+    KEEL_OK(o.drives[0].serial && !strcmp(o.drives[0].serial, "SN123"), "serial=SN123");
+    KEEL_OK(o.drives[1].if_none && o.drives[1].attached, "if=none drive attached by -device");
+    KEEL_IS(o.drives[1].aio, VMM_AIO_IO_URING, "aio=io_uring");
+    KEEL_IS(o.drives[1].cache, VMM_CACHE_UNSAFE, "cache=unsafe");
+    vmm_options_free(&o);
+
+    {
+        uint64_t b;
+        KEEL_OK(vmm_parse_size_mib("512", &b) == 0 && b == 512ull << 20, "bare number = MiB");
+        KEEL_OK(vmm_parse_size_mib("1048576K", &b) == 0 && b == 1ull << 30, "K suffix");
+        KEEL_OK(vmm_parse_size_mib("3GiB", &b) == 0 && b == 3ull << 30, "GiB suffix");
+        KEEL_OK(vmm_parse_size_mib("12Q", &b) < 0 && vmm_parse_size_mib("-5", &b) < 0 &&
+                vmm_parse_size_mib("", &b) < 0, "junk sizes refused");
+    }
+
+    KEEL_IS(parse(&o, ARGS("--help")), 0, "--help needs no -kernel");
+    KEEL_OK(o.want_help, "want_help set");
+    vmm_options_free(&o);
+    KEEL_IS(parse(&o, ARGS("-features")), 0, "--features needs no -kernel (single dash too)");
+    vmm_options_free(&o);
+
+    /* Bad command lines, each naming the option. */
+    bad(ARGS("-kernel", kernel_path, "-bogus"), "-bogus", "unknown option");
+    bad(ARGS("-kernel", kernel_path, "stray"), "stray", "stray argument");
+    bad(ARGS("-kernel"), "-kernel", "missing argument");
+    bad(ARGS("-m", "1G"), "-kernel", "no -kernel");
+    bad(ARGS("-kernel", "/nonexistent/kernel"), "-kernel /nonexistent/kernel", "missing file");
+    bad(ARGS("-kernel", kernel_path, "-m", "lots"), "-m lots", "-m junk");
+    bad(ARGS("-kernel", kernel_path, "-m", "1"), "-m 1", "-m too small");
+    bad(ARGS("-kernel", kernel_path, "-m", "4096G"), "-m 4096G", "-m too large");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2"), "-smp 2", "-smp 2");
+    bad(ARGS("-kernel", kernel_path, "-smp", "cpus=4"), "only 1 vCPU", "-smp cpus=4");
+    bad(ARGS("-kernel", kernel_path, "-drive", "format=raw"), "file= is required", "-drive no file");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,format=qcow2"), "format=qcow2",
+        "-drive format=qcow2");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,aio=posix"), "aio=posix", "-drive aio=posix");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,cache=sometimes"), "cache=sometimes",
+        "-drive cache=sometimes");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,aio=native"), "aio=native needs",
+        "aio=native without O_DIRECT");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,readonly=maybe"), "readonly=maybe",
+        "-drive readonly=maybe");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,if=ide"), "if=ide", "-drive if=ide");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,colour=blue"), "'colour'",
+        "-drive unknown key");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,serial=123456789012345678901"),
+        "serial=", "-drive serial too long");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,iothread=io9"), "iothread=io9",
+        "-drive iothread naming no object");
+    bad(ARGS("-kernel", kernel_path, "-drive", "file=x,if=none,id=d0"), "d0",
+        "if=none drive never attached");
+    bad(ARGS("-kernel", kernel_path, "-device", "virtio-blk-pci,drive=nope"), "drive=nope",
+        "-device naming no drive");
+    bad(ARGS("-kernel", kernel_path, "-device", "e1000"), "-device e1000", "-device e1000");
+    bad(ARGS("-kernel", kernel_path, "-device", "isa-debug-exit,iobase=0x501"), "iobase=0x501",
+        "-device isa-debug-exit elsewhere");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-ram,id=m"), "-object",
+        "-object other than iothread");
+    bad(ARGS("-kernel", kernel_path, "-object", "iothread"), "-object iothread",
+        "-object iothread without id");
+    bad(ARGS("-kernel", kernel_path, "-object", "iothread,id=a", "-object", "iothread,id=a"),
+        "duplicate", "duplicate iothread id");
+    bad(ARGS("-kernel", kernel_path, "-serial", "pty"), "-serial pty", "-serial pty");
+    bad(ARGS("-kernel", kernel_path, "-display", "gtk"), "-display gtk", "-display gtk");
+
+    unlink(kernel_path);
+    return keel_test_done();
+}

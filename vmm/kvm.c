@@ -1,0 +1,1081 @@
+/*
+ * The KVM virtual machine: capability probing with fallbacks, guest RAM,
+ * irqchip/PIT, vCPUs and their exit loop.
+ */
+#include "config.h"
+
+#include "vmm/kvm.h"
+#include "compat/avoid.h"
+#include "compat/event-notifier.h"
+#include "compat/features.h"
+#include "compat/osdep.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define KVM_DEVICE "/dev/kvm"
+
+/* ---- capabilities -------------------------------------------------------- */
+
+static KvmCaps caps;
+static bool immediate_exit_forced_off;
+static pthread_once_t caps_once = PTHREAD_ONCE_INIT;
+static char open_reason[48];
+
+static int kvm_check(int fd, long cap)
+{
+    int r = ioctl(fd, KVM_CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+}
+
+/*
+ * kvm_pvm is KVM's "pvm" backend (paravirtualised hardware virtualisation
+ * for hosts that are themselves VMs without nested VMX/SVM).  Guest code at
+ * CPL0 runs through KVM's instruction emulator there, which matters for
+ * CPUID quirks and error messages.  The module shows up in sysfs.
+ */
+static bool detect_pvm_host(void)
+{
+    struct stat st;
+    return stat("/sys/module/kvm_pvm", &st) == 0;
+}
+
+static void caps_probe_once(void)
+{
+    int fd = open(KVM_DEVICE, O_RDWR | O_CLOEXEC);
+
+    caps.pvm_host = detect_pvm_host();
+    if (fd < 0) {
+        caps.open_errno = errno;
+        snprintf(open_reason, sizeof(open_reason), "dev-kvm-%s", keel_errno_name(errno));
+        return;
+    }
+    caps.api_version = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (caps.api_version != KVM_API_VERSION) {
+        caps.open_errno = ENOTSUP;
+        snprintf(open_reason, sizeof(open_reason), "kvm-api-%d", caps.api_version);
+        close(fd);
+        return;
+    }
+    caps.ioeventfd = kvm_check(fd, KVM_CAP_IOEVENTFD) > 0;
+    caps.irqfd = kvm_check(fd, KVM_CAP_IRQFD) > 0;
+    caps.signal_msi = kvm_check(fd, KVM_CAP_SIGNAL_MSI) > 0;
+    caps.irq_routing = kvm_check(fd, KVM_CAP_IRQ_ROUTING);
+    caps.immediate_exit = kvm_check(fd, KVM_CAP_IMMEDIATE_EXIT) > 0;
+    /* Tests force the KVM_SET_SIGNAL_MASK kick (the path kernels before
+     * 4.11 take) with this variable; KEEL_AVOID has no word for it. */
+    if (caps.immediate_exit && getenv("KEEL_VMM_NO_IMMEDIATE_EXIT")) {
+        caps.immediate_exit = false;
+        immediate_exit_forced_off = true;
+    }
+    caps.irqchip = kvm_check(fd, KVM_CAP_IRQCHIP) > 0;
+    caps.pit2 = kvm_check(fd, KVM_CAP_PIT2) > 0;
+    caps.tss_addr = kvm_check(fd, KVM_CAP_SET_TSS_ADDR) > 0;
+    caps.identity_map_addr = kvm_check(fd, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0;
+    caps.ext_cpuid = kvm_check(fd, KVM_CAP_EXT_CPUID) > 0;
+    caps.user_memory = kvm_check(fd, KVM_CAP_USER_MEMORY) > 0;
+    caps.nr_memslots = kvm_check(fd, KVM_CAP_NR_MEMSLOTS);
+    close(fd);
+}
+
+const KvmCaps *kvm_caps_probe(void)
+{
+    pthread_once(&caps_once, caps_probe_once);
+    return &caps;
+}
+
+/* The seams.  Each fallback is always compiled: it is plain KVM ioctls or
+ * exits that every KVM has. */
+static KeelSeam ioeventfd_seam = KEEL_SEAM_INIT(KEEL_PATH_IOEVENTFD, "ioeventfd", "exit-handler");
+static KeelSeam irqfd_seam = KEEL_SEAM_INIT(KEEL_PATH_IRQFD, "irqfd", "ioctl");
+static KeelSeam signal_msi_seam = KEEL_SEAM_INIT(KEEL_PATH_SIGNAL_MSI, "signal-msi", "intx");
+static int gsi_routing_errno;       /* KVM_SET_GSI_ROUTING refused at run time */
+static int memfd_errno;             /* memfd_create refused: anonymous RAM */
+
+/* Common shape of a cap-backed seam's report. */
+static const char *cap_seam_active(bool have_cap, const char *cap_reason, KeelSeam *seam,
+                                   const char **reason)
+{
+    const KvmCaps *c = kvm_caps_probe();
+
+    if (c->open_errno) {
+        *reason = open_reason;
+        return seam->fallback;
+    }
+    if (!have_cap) {
+        *reason = cap_reason;
+        return seam->fallback;
+    }
+    return keel_seam_active(seam, reason);
+}
+
+/* ioeventfd and irqfd hand KVM an eventfd: with the pipe notifier (no
+ * eventfd in this build or kernel, or KEEL_AVOID=eventfd) they cannot work. */
+static bool notifier_lacks_eventfd(const char **reason)
+{
+    const char *why;
+
+    if (!strcmp(keel_event_notifier_backend(&why), "eventfd")) {
+        return false;
+    }
+    *reason = "event-notifier=pipe";
+    return true;
+}
+
+static const char *ioeventfd_active(const char **reason)
+{
+    if (notifier_lacks_eventfd(reason)) {
+        return ioeventfd_seam.fallback;
+    }
+    return cap_seam_active(kvm_caps_probe()->ioeventfd, "KVM_CAP_IOEVENTFD=0",
+                           &ioeventfd_seam, reason);
+}
+
+static const char *irqfd_active(const char **reason)
+{
+    if (notifier_lacks_eventfd(reason)) {
+        return irqfd_seam.fallback;
+    }
+    return cap_seam_active(kvm_caps_probe()->irqfd, "KVM_CAP_IRQFD=0", &irqfd_seam, reason);
+}
+
+static const char *signal_msi_active(const char **reason)
+{
+    return cap_seam_active(kvm_caps_probe()->signal_msi, "KVM_CAP_SIGNAL_MSI=0",
+                           &signal_msi_seam, reason);
+}
+
+static const char *gsi_routing_active(const char **reason)
+{
+    const KvmCaps *c = kvm_caps_probe();
+
+    if (c->open_errno) {
+        *reason = open_reason;
+        return "none";
+    }
+    if (!c->irq_routing) {
+        *reason = "KVM_CAP_IRQ_ROUTING=0";
+        return "none";
+    }
+    if (gsi_routing_errno) {
+        *reason = keel_errno_name(gsi_routing_errno);
+        return "none";
+    }
+    *reason = "default";
+    return "gsi-routing";
+}
+
+static const char *immediate_exit_active(const char **reason)
+{
+    const KvmCaps *c = kvm_caps_probe();
+
+    if (c->open_errno) {
+        *reason = open_reason;
+        return "signal-mask";
+    }
+    if (!c->immediate_exit) {
+        *reason = immediate_exit_forced_off ? "KEEL_VMM_NO_IMMEDIATE_EXIT"
+                                            : "KVM_CAP_IMMEDIATE_EXIT=0";
+        return "signal-mask";
+    }
+    *reason = "default";
+    return "immediate-exit";
+}
+
+static const char *kvm_active(const char **reason)
+{
+    const KvmCaps *c = kvm_caps_probe();
+
+    if (c->open_errno) {
+        *reason = open_reason;
+        return "none";
+    }
+    *reason = c->pvm_host ? "kvm_pvm-host" : "default";
+    return "kvm-api-12";
+}
+
+static bool memfd_probe_usable(void);
+
+static const char *guest_ram_active(const char **reason)
+{
+    if (memfd_probe_usable()) {
+        *reason = "default";
+        return "memfd";
+    }
+    *reason = keel_errno_name(memfd_errno);
+    return "anonymous";
+}
+
+static const char *cpuid_quirks_active(const char **reason)
+{
+    if (kvm_caps_probe()->pvm_host) {
+        *reason = "kvm_pvm-host";
+        return "clear-cx16";
+    }
+    *reason = "default";
+    return "none";
+}
+
+static const KeelFeature kvm_feature = {
+    "kvm", "kvm-api-12", kvm_active,
+};
+static const KeelFeature kvm_ioeventfd_feature = {
+    "kvm-ioeventfd", "ioeventfd,exit-handler", ioeventfd_active,
+};
+static const KeelFeature kvm_irqfd_feature = {
+    "kvm-irqfd", "irqfd,ioctl", irqfd_active,
+};
+static const KeelFeature kvm_signal_msi_feature = {
+    "kvm-signal-msi", "signal-msi,intx", signal_msi_active,
+};
+static const KeelFeature kvm_gsi_routing_feature = {
+    "kvm-gsi-routing", "gsi-routing,none", gsi_routing_active,
+};
+static const KeelFeature kvm_immediate_exit_feature = {
+    "kvm-immediate-exit", "immediate-exit,signal-mask", immediate_exit_active,
+};
+static const KeelFeature guest_ram_feature = {
+    "guest-ram", "memfd,anonymous", guest_ram_active,
+};
+static const KeelFeature cpuid_quirks_feature = {
+    "kvm-cpuid-quirks", "none,clear-cx16", cpuid_quirks_active,
+};
+
+void kvm_features_register(void)
+{
+    keel_feature_register(&kvm_feature);
+    keel_feature_register(&kvm_ioeventfd_feature);
+    keel_feature_register(&kvm_irqfd_feature);
+    keel_feature_register(&kvm_signal_msi_feature);
+    keel_feature_register(&kvm_gsi_routing_feature);
+    keel_feature_register(&kvm_immediate_exit_feature);
+    keel_feature_register(&guest_ram_feature);
+    keel_feature_register(&cpuid_quirks_feature);
+}
+
+void kvm_describe_paths(char *buf, size_t len)
+{
+    const char *why;
+    const char *ioev = ioeventfd_active(&why);
+    const char *irqfd = irqfd_active(&why);
+    const char *msi = signal_msi_active(&why);
+    const char *gsi = gsi_routing_active(&why);
+    const char *ie = immediate_exit_active(&why);
+    const char *ram = guest_ram_active(&why);
+    const KvmCaps *c = kvm_caps_probe();
+
+    snprintf(buf, len,
+             "kvm ioeventfd=%s irqfd=%s signal-msi=%s gsi-routing=%s kick=%s ram=%s host=%s%s",
+             !strcmp(ioev, "ioeventfd") ? "yes" : "no(exit-handler)",
+             !strcmp(irqfd, "irqfd") ? "yes" : "no(ioctl)",
+             !strcmp(msi, "signal-msi") ? "yes" : "no(intx)",
+             !strcmp(gsi, "gsi-routing") ? "yes" : "no",
+             ie, ram, c->pvm_host ? "kvm_pvm" : "kvm",
+             c->pvm_host ? " cpuid=clear-cx16" : "");
+}
+
+bool vm_ioeventfd_usable(Vm *vm)
+{
+    return vm->caps->ioeventfd && keel_seam_use_primary(&ioeventfd_seam);
+}
+
+bool vm_irqfd_usable(Vm *vm)
+{
+    return vm->caps->irqfd && keel_seam_use_primary(&irqfd_seam);
+}
+
+bool vm_signal_msi_usable(Vm *vm)
+{
+    return vm->caps->signal_msi && keel_seam_use_primary(&signal_msi_seam);
+}
+
+bool vm_gsi_routing_usable(Vm *vm)
+{
+    return vm->caps->irq_routing > 0 &&
+           __atomic_load_n(&gsi_routing_errno, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* ---- guest RAM ------------------------------------------------------------ */
+
+static int memfd_open(const char *name)
+{
+#if defined(HAVE_MEMFD_CREATE)
+    return memfd_create(name, MFD_CLOEXEC);
+#elif defined(SYS_memfd_create)
+    return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */);
+#else
+    (void)name;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Whether memfd_create works here (probes once until it fails). */
+static bool memfd_probe_usable(void)
+{
+    if (!__atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE)) {
+        int fd = memfd_open("keel-probe");
+        if (fd >= 0) {
+            close(fd);
+        } else if (keel_errno_means_unsupported(errno)) {
+            int expected = 0;
+            __atomic_compare_exchange_n(&memfd_errno, &expected, errno, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        }
+    }
+    return __atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* Maps @size bytes of guest RAM: a memfd (so virtio-blk's iothreads, or a
+ * future vhost-user process, can share it) or, when the kernel or a seccomp
+ * filter refuses memfd_create, anonymous memory. */
+static int vm_alloc_ram(Vm *vm, uint64_t size)
+{
+    void *p;
+
+    vm->ram_fd = -1;
+    if (!__atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE)) {
+        int fd = memfd_open("keel-guest-ram");
+        if (fd < 0) {
+            if (!keel_errno_means_unsupported(errno)) {
+                fprintf(stderr, "keel-vmm: memfd_create: %s\n", strerror(errno));
+                return -1;
+            }
+            __atomic_store_n(&memfd_errno, errno, __ATOMIC_RELEASE);
+            keel_log("memfd_create unavailable (%s), guest RAM is anonymous memory",
+                     keel_errno_name(errno));
+        } else if (ftruncate(fd, (off_t)size) < 0) {
+            fprintf(stderr, "keel-vmm: cannot size guest RAM (%llu MiB): %s\n",
+                    (unsigned long long)(size >> 20), strerror(errno));
+            close(fd);
+            return -1;
+        } else {
+            vm->ram_fd = fd;
+        }
+    }
+    if (vm->ram_fd >= 0) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->ram_fd, 0);
+    } else {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+    }
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "keel-vmm: cannot map %llu MiB of guest RAM: %s\n",
+                (unsigned long long)(size >> 20), strerror(errno));
+        if (vm->ram_fd >= 0) {
+            close(vm->ram_fd);
+            vm->ram_fd = -1;
+        }
+        return -1;
+    }
+    vm->ram = p;
+    vm->ram_size = size;
+    return 0;
+}
+
+static int vm_add_slot(Vm *vm, uint64_t gpa, uint64_t size, uint8_t *hva)
+{
+    struct kvm_userspace_memory_region region = {
+        .slot = (uint32_t)vm->nr_slots,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)hva,
+    };
+
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        fprintf(stderr, "keel-vmm: KVM_SET_USER_MEMORY_REGION (slot %d, %llu MiB at 0x%llx): %s\n",
+                vm->nr_slots, (unsigned long long)(size >> 20), (unsigned long long)gpa,
+                strerror(errno));
+        return -1;
+    }
+    vm->slots[vm->nr_slots++] = (VmRamSlot) { .gpa = gpa, .size = size, .hva = hva };
+    return 0;
+}
+
+void *vm_gpa_to_hva(Vm *vm, uint64_t gpa, uint64_t len)
+{
+    for (int i = 0; i < vm->nr_slots; i++) {
+        VmRamSlot *s = &vm->slots[i];
+        if (gpa >= s->gpa && gpa - s->gpa <= s->size && len <= s->size - (gpa - s->gpa)) {
+            return s->hva + (gpa - s->gpa);
+        }
+    }
+    return NULL;
+}
+
+/* ---- the VM ---------------------------------------------------------------- */
+
+static int vm_ioctl_checked(Vm *vm, unsigned long req, void *arg, const char *name)
+{
+    if (ioctl(vm->vm_fd, req, arg) < 0) {
+        fprintf(stderr, "keel-vmm: %s: %s\n", name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int vm_create(Vm *vm, uint64_t ram_size)
+{
+    const KvmCaps *c = kvm_caps_probe();
+    uint64_t low, high;
+
+    memset(vm, 0, sizeof(*vm));
+    vm->kvm_fd = vm->vm_fd = vm->ram_fd = -1;
+    vm->caps = c;
+    vm->next_msi_gsi = 24;      /* after the IOAPIC's 24 pins */
+    bus_init(&vm->pio_bus, "pio");
+    bus_init(&vm->mmio_bus, "mmio");
+
+    if (c->open_errno) {
+        if (c->api_version > 0 && c->api_version != KVM_API_VERSION) {
+            fprintf(stderr, "keel-vmm: %s has API version %d, keel-vmm needs %d\n",
+                    KVM_DEVICE, c->api_version, KVM_API_VERSION);
+        } else {
+            fprintf(stderr, "keel-vmm: cannot open %s: %s\n", KVM_DEVICE,
+                    strerror(c->open_errno));
+        }
+        return -1;
+    }
+    if (!c->irqchip || !c->user_memory) {
+        fprintf(stderr, "keel-vmm: KVM lacks %s, which keel-vmm requires\n",
+                !c->irqchip ? "KVM_CAP_IRQCHIP" : "KVM_CAP_USER_MEMORY");
+        return -1;
+    }
+    vm->kvm_fd = open(KVM_DEVICE, O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        fprintf(stderr, "keel-vmm: cannot open %s: %s\n", KVM_DEVICE, strerror(errno));
+        return -1;
+    }
+    vm->vm_fd = KEEL_RETRY_EINTR(ioctl(vm->kvm_fd, KVM_CREATE_VM, 0));
+    if (vm->vm_fd < 0) {
+        fprintf(stderr, "keel-vmm: KVM_CREATE_VM: %s\n", strerror(errno));
+        goto fail;
+    }
+    vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (vm->vcpu_mmap_size < (int)sizeof(struct kvm_run)) {
+        fprintf(stderr, "keel-vmm: KVM_GET_VCPU_MMAP_SIZE: %s\n", strerror(errno));
+        goto fail;
+    }
+
+    /* VMX needs these in guest-physical space for real-mode emulation;
+     * both sit in the PCI hole, clear of RAM and BARs. */
+    if (c->tss_addr && ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)VM_TSS_ADDR) < 0) {
+        fprintf(stderr, "keel-vmm: KVM_SET_TSS_ADDR: %s\n", strerror(errno));
+        goto fail;
+    }
+    if (c->identity_map_addr) {
+        uint64_t addr = VM_IDENTITY_MAP_ADDR;
+        if (vm_ioctl_checked(vm, KVM_SET_IDENTITY_MAP_ADDR, &addr,
+                             "KVM_SET_IDENTITY_MAP_ADDR") < 0) {
+            goto fail;
+        }
+    }
+    if (vm_ioctl_checked(vm, KVM_CREATE_IRQCHIP, NULL, "KVM_CREATE_IRQCHIP") < 0) {
+        goto fail;
+    }
+    if (c->pit2) {
+        /* SPEAKER_DUMMY makes KVM emulate port 0x61 too (PIT channel 2's
+         * gate and output), which guests use to calibrate the TSC. */
+        struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+        if (vm_ioctl_checked(vm, KVM_CREATE_PIT2, &pit, "KVM_CREATE_PIT2") < 0) {
+            goto fail;
+        }
+    }
+
+    if (vm_alloc_ram(vm, ram_size) < 0) {
+        goto fail;
+    }
+    low = ram_size < VM_PCI_HOLE_START ? ram_size : VM_PCI_HOLE_START;
+    high = ram_size - low;
+    vm->low_ram_end = low;
+    if (vm_add_slot(vm, 0, low, vm->ram) < 0) {
+        goto fail;
+    }
+    if (high && vm_add_slot(vm, VM_HIGH_RAM_START, high, vm->ram + low) < 0) {
+        goto fail;
+    }
+    return 0;
+
+fail:
+    vm_destroy(vm);
+    return -1;
+}
+
+void vm_destroy(Vm *vm)
+{
+    if (vm->ram) {
+        munmap(vm->ram, vm->ram_size);
+        vm->ram = NULL;
+    }
+    if (vm->ram_fd >= 0) {
+        close(vm->ram_fd);
+    }
+    if (vm->vm_fd >= 0) {
+        close(vm->vm_fd);
+    }
+    if (vm->kvm_fd >= 0) {
+        close(vm->kvm_fd);
+    }
+    vm->ram_fd = vm->vm_fd = vm->kvm_fd = -1;
+    free(vm->msi_routes);
+    vm->msi_routes = NULL;
+    bus_destroy(&vm->pio_bus);
+    bus_destroy(&vm->mmio_bus);
+}
+
+void vm_request_stop(Vm *vm, VmStopReason reason, int exit_status)
+{
+    int expected = VM_STOP_NONE;
+
+    /* Only the first reason counts: a debug-exit write followed by the
+     * guest's next instruction faulting must still exit with the status. */
+    if (__atomic_compare_exchange_n(&vm->stop_reason, &expected, (int)reason, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        vm->exit_status = exit_status;
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        if (vm->on_stop) {
+            vm->on_stop(vm->on_stop_opaque);
+        }
+    }
+}
+
+VmStopReason vm_stop_reason(Vm *vm)
+{
+    return (VmStopReason)__atomic_load_n(&vm->stop_reason, __ATOMIC_ACQUIRE);
+}
+
+/* ---- interrupts and notifiers ---------------------------------------------- */
+
+int vm_set_irq_line(Vm *vm, uint32_t gsi, int level)
+{
+    struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
+
+    if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int vm_signal_msi(Vm *vm, uint64_t addr, uint32_t data)
+{
+    struct kvm_msi msi = {
+        .address_lo = (uint32_t)addr,
+        .address_hi = (uint32_t)(addr >> 32),
+        .data = data,
+    };
+    int r;
+
+    if (!vm_signal_msi_usable(vm)) {
+        return -ENOTSUP;
+    }
+    r = ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &msi);
+    if (r < 0) {
+        if (keel_errno_means_unsupported(errno)) {
+            keel_seam_primary_failed(&signal_msi_seam, errno);
+            return -ENOTSUP;
+        }
+        return -errno;
+    }
+    return 0;   /* r == 0 means the guest blocked it (masked): still delivered as far as we care */
+}
+
+int vm_set_ioeventfd(Vm *vm, uint64_t addr, unsigned len, bool is_pio,
+                     bool datamatch, uint64_t data, int fd, bool assign)
+{
+    struct kvm_ioeventfd ioev = {
+        .datamatch = data,
+        .addr = addr,
+        .len = len,
+        .fd = fd,
+        .flags = (is_pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+                 (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+                 (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+    };
+
+    if (assign && !vm_ioeventfd_usable(vm)) {
+        return -ENOTSUP;
+    }
+    if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &ioev) < 0) {
+        if (assign && keel_errno_means_unsupported(errno) && errno != EINVAL) {
+            keel_seam_primary_failed(&ioeventfd_seam, errno);
+            return -ENOTSUP;
+        }
+        return -errno;
+    }
+    return 0;
+}
+
+int vm_set_irqfd(Vm *vm, uint32_t gsi, int fd, int resample_fd, bool assign)
+{
+    struct kvm_irqfd irqfd = {
+        .fd = (uint32_t)fd,
+        .gsi = gsi,
+        .flags = (assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN) |
+                 (resample_fd >= 0 && assign ? KVM_IRQFD_FLAG_RESAMPLE : 0),
+        .resamplefd = resample_fd >= 0 ? (uint32_t)resample_fd : 0,
+    };
+
+    if (assign && !vm_irqfd_usable(vm)) {
+        return -ENOTSUP;
+    }
+    if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+        if (assign && keel_errno_means_unsupported(errno) && errno != EINVAL) {
+            keel_seam_primary_failed(&irqfd_seam, errno);
+            return -ENOTSUP;
+        }
+        return -errno;
+    }
+    return 0;
+}
+
+int vm_msi_route_add(Vm *vm, uint64_t addr, uint32_t data)
+{
+    struct kvm_irq_routing_entry *n;
+    int gsi;
+
+    if (!vm_gsi_routing_usable(vm)) {
+        return -ENOTSUP;
+    }
+    gsi = (int)vm->next_msi_gsi;
+    if (gsi >= vm->caps->irq_routing) {
+        return -ENOSPC;
+    }
+    n = realloc(vm->msi_routes, (vm->nr_msi_routes + 1) * sizeof(*n));
+    if (!n) {
+        return -ENOMEM;
+    }
+    vm->msi_routes = n;
+    n = &vm->msi_routes[vm->nr_msi_routes++];
+    memset(n, 0, sizeof(*n));
+    n->gsi = (uint32_t)gsi;
+    n->type = KVM_IRQ_ROUTING_MSI;
+    n->u.msi.address_lo = (uint32_t)addr;
+    n->u.msi.address_hi = (uint32_t)(addr >> 32);
+    n->u.msi.data = data;
+    vm->next_msi_gsi++;
+    return gsi;
+}
+
+int vm_msi_route_update(Vm *vm, int gsi, uint64_t addr, uint32_t data)
+{
+    for (int i = 0; i < vm->nr_msi_routes; i++) {
+        if (vm->msi_routes[i].gsi == (uint32_t)gsi) {
+            vm->msi_routes[i].u.msi.address_lo = (uint32_t)addr;
+            vm->msi_routes[i].u.msi.address_hi = (uint32_t)(addr >> 32);
+            vm->msi_routes[i].u.msi.data = data;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+int vm_msi_route_commit(Vm *vm)
+{
+    /* KVM_SET_GSI_ROUTING replaces the whole table, including the default
+     * irqchip routes: rebuild those as KVM sets them up (GSI 0-15 to both
+     * PICs and the IOAPIC, 16-23 to the IOAPIC only), then the MSIs. */
+    int max = 16 + 24 + vm->nr_msi_routes, n = 0, r;
+    struct kvm_irq_routing *table;
+
+    if (!vm_gsi_routing_usable(vm)) {
+        return -ENOTSUP;
+    }
+    table = calloc(1, sizeof(*table) + max * sizeof(table->entries[0]));
+    if (!table) {
+        return -ENOMEM;
+    }
+    for (uint32_t gsi = 0; gsi < 24; gsi++) {
+        if (gsi < 16) {
+            struct kvm_irq_routing_entry *e = &table->entries[n++];
+            e->gsi = gsi;
+            e->type = KVM_IRQ_ROUTING_IRQCHIP;
+            e->u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+            e->u.irqchip.pin = gsi % 8;
+        }
+        struct kvm_irq_routing_entry *e = &table->entries[n++];
+        e->gsi = gsi;
+        e->type = KVM_IRQ_ROUTING_IRQCHIP;
+        e->u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+        e->u.irqchip.pin = gsi;
+    }
+    for (int i = 0; i < vm->nr_msi_routes; i++) {
+        table->entries[n++] = vm->msi_routes[i];
+    }
+    table->nr = (uint32_t)n;
+    r = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, table);
+    free(table);
+    if (r < 0) {
+        int err = errno;
+        if (keel_errno_means_unsupported(err) && err != EINVAL) {
+            int expected = 0;
+            if (__atomic_compare_exchange_n(&gsi_routing_errno, &expected, err, false,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                keel_log("KVM_SET_GSI_ROUTING unavailable (%s): MSIs go through "
+                         "KVM_SIGNAL_MSI or INTx", keel_errno_name(err));
+            }
+            return -ENOTSUP;
+        }
+        return -err;
+    }
+    return 0;
+}
+
+/* ---- vCPUs ------------------------------------------------------------------ */
+
+/* The run area of the vCPU running in this thread, for the kick handler. */
+static __thread struct kvm_run *thread_run;
+
+static void kick_signal_handler(int signo)
+{
+    struct kvm_run *run = thread_run;
+    (void)signo;
+    if (run) {
+        run->immediate_exit = 1;
+    }
+}
+
+static bool vcpu_uses_immediate_exit(Vcpu *vcpu)
+{
+    return vcpu->vm->caps->immediate_exit;
+}
+
+int vcpu_create(Vm *vm, Vcpu *vcpu, int id)
+{
+    void *run;
+
+    memset(vcpu, 0, sizeof(*vcpu));
+    vcpu->vm = vm;
+    vcpu->id = id;
+    vcpu->fd = KEEL_RETRY_EINTR(ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id));
+    if (vcpu->fd < 0) {
+        fprintf(stderr, "keel-vmm: KVM_CREATE_VCPU: %s\n", strerror(errno));
+        return -1;
+    }
+    run = mmap(NULL, (size_t)vm->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+               vcpu->fd, 0);
+    if (run == MAP_FAILED) {
+        fprintf(stderr, "keel-vmm: mmap of the vCPU run area: %s\n", strerror(errno));
+        close(vcpu->fd);
+        vcpu->fd = -1;
+        return -1;
+    }
+    vcpu->run = run;
+    if (vcpu_setup_cpuid(vcpu) < 0) {
+        vcpu_destroy(vcpu);
+        return -1;
+    }
+    return 0;
+}
+
+void vcpu_destroy(Vcpu *vcpu)
+{
+    if (vcpu->run) {
+        munmap(vcpu->run, (size_t)vcpu->vm->vcpu_mmap_size);
+        vcpu->run = NULL;
+    }
+    if (vcpu->fd >= 0) {
+        close(vcpu->fd);
+        vcpu->fd = -1;
+    }
+}
+
+static void install_kick_handler(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kick_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: KVM_RUN must come back with EINTR. */
+    sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
+}
+
+void vcpu_thread_prepare(Vcpu *vcpu)
+{
+    sigset_t set;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, install_kick_handler);
+    thread_run = vcpu->run;
+    if (vcpu_uses_immediate_exit(vcpu)) {
+        /* Threads from keel_thread_create start with async signals blocked;
+         * the kick must reach this one.  The handler sets immediate_exit,
+         * so a kick between our stop check and KVM_RUN is not lost. */
+        sigemptyset(&set);
+        sigaddset(&set, VCPU_KICK_SIGNAL);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    } else {
+        /* Old kernels: keep the kick blocked in user space and let KVM
+         * unblock it only while the guest runs; a pending kick then makes
+         * the next KVM_RUN return EINTR at once. */
+        union {
+            struct kvm_signal_mask head;
+            uint8_t raw[sizeof(struct kvm_signal_mask) + 8];
+        } mask;
+        sigset_t cur;
+
+        pthread_sigmask(SIG_BLOCK, NULL, &cur);
+        sigdelset(&cur, VCPU_KICK_SIGNAL);
+        mask.head.len = 8;      /* the kernel's sigset size on x86-64 */
+        memcpy(mask.raw + sizeof(struct kvm_signal_mask), &cur, 8);
+        if (ioctl(vcpu->fd, KVM_SET_SIGNAL_MASK, &mask) < 0) {
+            fprintf(stderr, "keel-vmm: KVM_SET_SIGNAL_MASK: %s\n", strerror(errno));
+        }
+        sigemptyset(&set);
+        sigaddset(&set, VCPU_KICK_SIGNAL);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+    }
+}
+
+void vcpu_kick(Vcpu *vcpu)
+{
+    __atomic_store_n(&vcpu->stop, true, __ATOMIC_RELEASE);
+    if (vcpu->thread_started) {
+        pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+    }
+}
+
+/* Consume a pending kick (signal-mask mode), so the next KVM_RUN can run. */
+static void vcpu_eat_kick(void)
+{
+    sigset_t set;
+    struct timespec zero = { 0, 0 };
+
+    sigemptyset(&set);
+    sigaddset(&set, VCPU_KICK_SIGNAL);
+    while (sigtimedwait(&set, NULL, &zero) > 0) {
+    }
+}
+
+static uint64_t vcpu_rip(Vcpu *vcpu)
+{
+    struct kvm_regs regs;
+
+    if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) < 0) {
+        return ~0ull;
+    }
+    return regs.rip;
+}
+
+static void vcpu_handle_io(Vcpu *vcpu)
+{
+    struct kvm_run *run = vcpu->run;
+    uint8_t *p = (uint8_t *)run + run->io.data_offset;
+    unsigned size = run->io.size;
+
+    for (uint32_t i = 0; i < run->io.count; i++, p += size) {
+        uint64_t v = 0;
+        if (run->io.direction == KVM_EXIT_IO_OUT) {
+            memcpy(&v, p, size);
+            bus_write(&vcpu->vm->pio_bus, run->io.port, size, v);
+        } else {
+            bus_read(&vcpu->vm->pio_bus, run->io.port, size, &v);
+            memcpy(p, &v, size);
+        }
+    }
+}
+
+static void vcpu_handle_mmio(Vcpu *vcpu)
+{
+    struct kvm_run *run = vcpu->run;
+    unsigned len = run->mmio.len;
+    uint64_t v = 0;
+
+    if (len > 8) {
+        return;
+    }
+    if (run->mmio.is_write) {
+        memcpy(&v, run->mmio.data, len);
+        bus_write(&vcpu->vm->mmio_bus, run->mmio.phys_addr, len, v);
+    } else {
+        bus_read(&vcpu->vm->mmio_bus, run->mmio.phys_addr, len, &v);
+        memcpy(run->mmio.data, &v, len);
+    }
+}
+
+static const char *internal_suberror_name(uint32_t sub)
+{
+    switch (sub) {
+    case KVM_INTERNAL_ERROR_EMULATION: return "emulation failure";
+    case KVM_INTERNAL_ERROR_SIMUL_EX: return "exception during exception delivery";
+    case KVM_INTERNAL_ERROR_DELIVERY_EV: return "event delivery failed";
+#ifdef KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON
+    case KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: return "unexpected exit reason";
+#endif
+    }
+    return "unknown";
+}
+
+static void vcpu_report_internal_error(Vcpu *vcpu)
+{
+    struct kvm_run *run = vcpu->run;
+    uint32_t sub = run->internal.suberror;
+    uint32_t n = run->internal.ndata;
+
+    fprintf(stderr, "keel-vmm: KVM internal error: suberror %u (%s), guest rip=0x%llx",
+            sub, internal_suberror_name(sub), (unsigned long long)vcpu_rip(vcpu));
+    if (sub == KVM_INTERNAL_ERROR_EMULATION && n >= 3 && (run->internal.data[0] & 1)) {
+        /* data[0] = flags (bit 0: instruction bytes follow), then a length
+         * byte and up to 15 bytes of the instruction that failed. */
+        const uint8_t *bytes = (const uint8_t *)&run->internal.data[1];
+        unsigned len = bytes[0] < 15 ? bytes[0] : 15;
+        fprintf(stderr, ", instruction bytes:");
+        for (unsigned i = 0; i < len; i++) {
+            fprintf(stderr, " %02x", bytes[1 + i]);
+        }
+    } else {
+        if (n > 16) {
+            n = 16;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            fprintf(stderr, "%s0x%llx", i ? " " : ", data: ",
+                    (unsigned long long)run->internal.data[i]);
+        }
+    }
+    fputc('\n', stderr);
+    if (vcpu->vm->caps->pvm_host && sub == KVM_INTERNAL_ERROR_EMULATION) {
+        fprintf(stderr, "keel-vmm: this host (kvm_pvm) cannot emulate that instruction: guest "
+                "kernel-mode code runs in KVM's instruction emulator here, which does not "
+                "support it (a real KVM host runs it natively)\n");
+    }
+}
+
+static const char *exit_reason_name(uint32_t reason)
+{
+    switch (reason) {
+    case KVM_EXIT_UNKNOWN: return "KVM_EXIT_UNKNOWN";
+    case KVM_EXIT_EXCEPTION: return "KVM_EXIT_EXCEPTION";
+    case KVM_EXIT_HYPERCALL: return "KVM_EXIT_HYPERCALL";
+    case KVM_EXIT_DEBUG: return "KVM_EXIT_DEBUG";
+    case KVM_EXIT_HLT: return "KVM_EXIT_HLT";
+    case KVM_EXIT_FAIL_ENTRY: return "KVM_EXIT_FAIL_ENTRY";
+    case KVM_EXIT_INTERNAL_ERROR: return "KVM_EXIT_INTERNAL_ERROR";
+    case KVM_EXIT_SYSTEM_EVENT: return "KVM_EXIT_SYSTEM_EVENT";
+    }
+    return "?";
+}
+
+/* Handles one exit; returns false when the vCPU must stop. */
+static bool vcpu_handle_exit(Vcpu *vcpu)
+{
+    struct kvm_run *run = vcpu->run;
+    Vm *vm = vcpu->vm;
+
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        vcpu_handle_io(vcpu);
+        return true;
+    case KVM_EXIT_MMIO:
+        vcpu_handle_mmio(vcpu);
+        return true;
+    case KVM_EXIT_INTR:
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+        return true;
+    case KVM_EXIT_SHUTDOWN:
+        /* x86 shutdown = a triple fault (KVM does not emulate the reset that
+         * follows on real hardware). */
+        fprintf(stderr, "keel-vmm: guest triple-faulted (KVM_EXIT_SHUTDOWN) at rip=0x%llx\n",
+                (unsigned long long)vcpu_rip(vcpu));
+        vm_request_stop(vm, VM_STOP_TRIPLE_FAULT, 2);
+        return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+        if (run->system_event.type == KVM_SYSTEM_EVENT_RESET ||
+            run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
+            vm_request_stop(vm, VM_STOP_RESET, 0);
+        } else {
+            fprintf(stderr, "keel-vmm: guest crashed (KVM_EXIT_SYSTEM_EVENT type %u)\n",
+                    run->system_event.type);
+            vm_request_stop(vm, VM_STOP_ERROR, 2);
+        }
+        return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+        vcpu_report_internal_error(vcpu);
+        vm_request_stop(vm, VM_STOP_ERROR, 2);
+        return false;
+    case KVM_EXIT_FAIL_ENTRY:
+        fprintf(stderr, "keel-vmm: KVM_EXIT_FAIL_ENTRY: hardware entry failure reason 0x%llx, "
+                "guest rip=0x%llx\n",
+                (unsigned long long)run->fail_entry.hardware_entry_failure_reason,
+                (unsigned long long)vcpu_rip(vcpu));
+        vm_request_stop(vm, VM_STOP_ERROR, 2);
+        return false;
+    default:
+        fprintf(stderr, "keel-vmm: unexpected KVM exit %u (%s), guest rip=0x%llx\n",
+                run->exit_reason, exit_reason_name(run->exit_reason),
+                (unsigned long long)vcpu_rip(vcpu));
+        vm_request_stop(vm, VM_STOP_ERROR, 2);
+        return false;
+    }
+}
+
+void vcpu_run_loop(Vcpu *vcpu)
+{
+    bool immediate_exit = vcpu_uses_immediate_exit(vcpu);
+
+    for (;;) {
+        if (__atomic_load_n(&vcpu->stop, __ATOMIC_ACQUIRE) ||
+            vm_stop_reason(vcpu->vm) != VM_STOP_NONE) {
+            break;
+        }
+        if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                if (immediate_exit) {
+                    vcpu->run->immediate_exit = 0;
+                } else {
+                    vcpu_eat_kick();
+                }
+                continue;
+            }
+            fprintf(stderr, "keel-vmm: KVM_RUN: %s\n", strerror(errno));
+            vm_request_stop(vcpu->vm, VM_STOP_ERROR, 2);
+            break;
+        }
+        if (!vcpu_handle_exit(vcpu)) {
+            break;
+        }
+    }
+}
+
+static void *vcpu_thread_fn(void *opaque)
+{
+    Vcpu *vcpu = opaque;
+
+    vcpu_thread_prepare(vcpu);
+    vcpu_run_loop(vcpu);
+    thread_run = NULL;
+    return NULL;
+}
+
+int vcpu_start_thread(Vcpu *vcpu)
+{
+    char name[16];
+    int r;
+
+    snprintf(name, sizeof(name), "vcpu%d", vcpu->id);
+    r = keel_thread_create(&vcpu->thread, name, vcpu_thread_fn, vcpu);
+    if (r < 0) {
+        fprintf(stderr, "keel-vmm: cannot start the vCPU thread: %s\n", strerror(-r));
+        return -1;
+    }
+    vcpu->thread_started = true;
+    return 0;
+}
+
+void vcpu_stop_join(Vcpu *vcpu)
+{
+    if (!vcpu->thread_started) {
+        return;
+    }
+    vcpu_kick(vcpu);
+    pthread_join(vcpu->thread, NULL);
+    vcpu->thread_started = false;
+}

@@ -1,0 +1,187 @@
+/*
+ * vmm/kvm.h — the KVM virtual machine: /dev/kvm, capabilities with their
+ * fallbacks, guest RAM, the in-kernel irqchip and PIT, vCPUs, and the exit
+ * dispatch loop.
+ *
+ * Capabilities.  Every optional KVM feature is a seam (compat/avoid.h): it
+ * is used only when KVM_CHECK_EXTENSION reports it, KEEL_AVOID does not name
+ * it, and the ioctl has not failed before with an "unsupported" errno (an
+ * old kernel, or a launcher that filters KVM ioctls).  The wrappers below
+ * (vm_set_ioeventfd, vm_set_irqfd, vm_signal_msi, …) return -ENOTSUP when
+ * the caller must take the fallback, so each user has one code path per
+ * seam.  kvm_features_register() adds the seams to `--features`.
+ *
+ * Guest RAM is one host mapping (a memfd, so it can be shared later; an
+ * anonymous mapping when memfd_create is refused), split into two KVM slots
+ * around the PCI hole [3 GiB, 4 GiB) when it is larger than 3 GiB.
+ *
+ * Stopping.  vm_request_stop() records the first reason and exit status and
+ * calls the VM's on_stop hook (main() wakes its loop there).  vcpu_kick()
+ * makes a vCPU thread leave KVM_RUN promptly: SIGUSR1 by pthread_kill, with
+ * immediate_exit (or, on kernels without it, KVM_SET_SIGNAL_MASK so the
+ * signal is only deliverable inside KVM_RUN) closing the race between the
+ * stop check and the ioctl.
+ *
+ * Ownership: the Vm owns its fds, RAM and buses; vm_destroy() releases them
+ * after every vCPU thread has been joined.
+ *
+ * Thread rules: vm_create/vm_destroy/vcpu_create from the main thread before
+ * or after the vCPU threads run; vcpu_run_loop() in the vCPU's own thread;
+ * vm_request_stop, vcpu_kick, vm_set_irq_line, vm_signal_msi, vm_gpa_to_hva
+ * from any thread; vm_set_ioeventfd/vm_set_irqfd/vm_msi_route_* under the
+ * global mutex.
+ */
+#ifndef KEEL_VMM_KVM_H
+#define KEEL_VMM_KVM_H
+
+#include "vmm/bus.h"
+#include "compat/avoid.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+/* Guest-physical layout (the PC shape Linux and multiboot guests expect). */
+#define VM_PCI_HOLE_START   0xC0000000ull   /* 3 GiB: RAM above goes to 4 GiB+ */
+#define VM_PCI_MMIO_START   0xC0000000ull   /* BARs are assigned from here ... */
+#define VM_PCI_MMIO_END     0xFEC00000ull   /* ... up to the IOAPIC */
+#define VM_HIGH_RAM_START   0x100000000ull
+#define VM_IDENTITY_MAP_ADDR 0xFFFBC000ull  /* one page, for VMX real mode */
+#define VM_TSS_ADDR         0xFFFBD000ull   /* three pages */
+
+/* Why the VM stopped; the first request wins. */
+typedef enum VmStopReason {
+    VM_STOP_NONE,
+    VM_STOP_DEBUG_EXIT,     /* guest wrote port 0xf4 */
+    VM_STOP_RESET,          /* guest reset (i8042 0xFE, 0xCF9) */
+    VM_STOP_SIGNAL,         /* SIGTERM/SIGINT/SIGHUP */
+    VM_STOP_TRIPLE_FAULT,   /* KVM_EXIT_SHUTDOWN */
+    VM_STOP_ERROR,          /* internal error, failed entry, unexpected exit */
+} VmStopReason;
+
+/* Per-capability probe result, filled once by kvm_caps_probe(). */
+typedef struct KvmCaps {
+    int open_errno;         /* /dev/kvm could not be opened: positive errno */
+    int api_version;
+    bool ioeventfd;
+    bool irqfd;
+    bool signal_msi;
+    int irq_routing;        /* KVM_CAP_IRQ_ROUTING: number of GSIs, 0 = none */
+    bool immediate_exit;
+    bool irqchip, pit2, tss_addr, identity_map_addr, ext_cpuid, user_memory;
+    int nr_memslots;
+    bool pvm_host;          /* kvm_pvm: guest CPL0 code runs in the emulator */
+} KvmCaps;
+
+/* Probes /dev/kvm once per process (cached); thread-safe. */
+const KvmCaps *kvm_caps_probe(void);
+
+/* Adds the kvm-* seams to the features report. */
+void kvm_features_register(void);
+
+/* One line naming the paths in use, e.g. "kvm ioeventfd=yes irqfd=yes ...". */
+void kvm_describe_paths(char *buf, size_t len);
+
+typedef struct VmRamSlot {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t *hva;
+} VmRamSlot;
+
+typedef struct Vm {
+    int kvm_fd;
+    int vm_fd;
+    int vcpu_mmap_size;
+    const KvmCaps *caps;
+
+    /* Guest RAM: one host mapping, up to two slots. */
+    int ram_fd;             /* memfd, or -1 for anonymous memory */
+    uint8_t *ram;
+    uint64_t ram_size;
+    VmRamSlot slots[2];
+    int nr_slots;
+    uint64_t low_ram_end;   /* end of RAM below 4 GiB */
+
+    Bus pio_bus;
+    Bus mmio_bus;
+
+    /* Stop request: written once (the first caller wins), read anywhere. */
+    int stop_reason;        /* VmStopReason, atomic */
+    int exit_status;
+    void (*on_stop)(void *opaque);
+    void *on_stop_opaque;
+
+    /* MSI routes added by vm_msi_route_add (kept so the table can be rebuilt). */
+    struct kvm_irq_routing_entry *msi_routes;
+    int nr_msi_routes;
+    uint32_t next_msi_gsi;
+} Vm;
+
+typedef struct Vcpu {
+    Vm *vm;
+    int id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool thread_started;
+    bool stop;              /* atomic: leave the run loop */
+} Vcpu;
+
+/* Creates the VM (RAM of @ram_size bytes, irqchip, PIT, TSS, identity map).
+ * Prints one "keel-vmm: ..." line and returns -1 on failure. */
+int vm_create(Vm *vm, uint64_t ram_size);
+void vm_destroy(Vm *vm);
+
+/* Host pointer for [gpa, gpa+len) if it lies inside one RAM slot, else NULL. */
+void *vm_gpa_to_hva(Vm *vm, uint64_t gpa, uint64_t len);
+
+/* Records the stop (first caller wins) and calls on_stop.  Any thread. */
+void vm_request_stop(Vm *vm, VmStopReason reason, int exit_status);
+VmStopReason vm_stop_reason(Vm *vm);
+
+/* Interrupts: a GSI line level (in-kernel irqchip), one MSI. */
+int vm_set_irq_line(Vm *vm, uint32_t gsi, int level);
+int vm_signal_msi(Vm *vm, uint64_t addr, uint32_t data);    /* -ENOTSUP: fall back */
+
+/* ioeventfd / irqfd, each -ENOTSUP when the fallback applies. */
+int vm_set_ioeventfd(Vm *vm, uint64_t addr, unsigned len, bool is_pio,
+                     bool datamatch, uint64_t data, int fd, bool assign);
+int vm_set_irqfd(Vm *vm, uint32_t gsi, int fd, int resample_fd, bool assign);
+bool vm_ioeventfd_usable(Vm *vm);
+bool vm_irqfd_usable(Vm *vm);
+bool vm_signal_msi_usable(Vm *vm);
+bool vm_gsi_routing_usable(Vm *vm);
+
+/* MSI routes for irqfd: add returns a GSI (≥ 24) or -errno; update changes
+ * the message; commit installs irqchip routes + MSI routes (KVM replaces the
+ * whole table, so the default irqchip pins are re-added each time). */
+int vm_msi_route_add(Vm *vm, uint64_t addr, uint32_t data);
+int vm_msi_route_update(Vm *vm, int gsi, uint64_t addr, uint32_t data);
+int vm_msi_route_commit(Vm *vm);
+
+/* vCPU 0 with CPUID set up.  Prints and returns -1 on failure. */
+int vcpu_create(Vm *vm, Vcpu *vcpu, int id);
+void vcpu_destroy(Vcpu *vcpu);
+
+/* Runs the guest until a stop is requested; then returns.  Call from the
+ * vCPU's thread; vcpu_thread_prepare() first in that thread (unblocks the
+ * kick signal). */
+void vcpu_thread_prepare(Vcpu *vcpu);
+void vcpu_run_loop(Vcpu *vcpu);
+
+/* Make the vCPU leave KVM_RUN and see vcpu->stop (any thread). */
+void vcpu_kick(Vcpu *vcpu);
+
+/* Starts vcpu_run_loop in a new thread (keel_thread_create); join after a
+ * stop with vcpu_stop_join(). */
+int vcpu_start_thread(Vcpu *vcpu);
+void vcpu_stop_join(Vcpu *vcpu);
+
+/* CPUID set-up (vmm/cpuid.c). */
+int vcpu_setup_cpuid(Vcpu *vcpu);
+
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+#endif

@@ -1,0 +1,794 @@
+/*
+ * keel-vmm's command-line parser.  QEMU's spelling is kept on purpose (one
+ * or two leading dashes, "key=value,key=value" sub-options with ",," for a
+ * literal comma) so that a QEMU command line for the same guest mostly works
+ * unchanged; options that only make sense for QEMU's defaults (-enable-kvm,
+ * -nodefaults, -no-reboot, -display none) are accepted and ignored.
+ */
+#include "config.h"
+
+#include "vmm/options.h"
+
+#include <glib.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *vmm_drive_aio_name(VmmDriveAio aio)
+{
+    switch (aio) {
+    case VMM_AIO_THREADS: return "threads";
+    case VMM_AIO_NATIVE: return "native";
+    case VMM_AIO_IO_URING: return "io_uring";
+    }
+    return "?";
+}
+
+const char *vmm_drive_cache_name(VmmDriveCache cache)
+{
+    switch (cache) {
+    case VMM_CACHE_WRITEBACK: return "writeback";
+    case VMM_CACHE_NONE: return "none";
+    case VMM_CACHE_DIRECTSYNC: return "directsync";
+    case VMM_CACHE_UNSAFE: return "unsafe";
+    }
+    return "?";
+}
+
+int vmm_parse_size_mib(const char *s, uint64_t *bytes)
+{
+    char *end;
+    unsigned long long n;
+    unsigned shift = 20;
+
+    if (!s || !*s || *s == '-' || *s == '+') {
+        return -1;
+    }
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno || end == s) {
+        return -1;
+    }
+    switch (*end) {
+    case '\0': break;
+    case 'b': case 'B': shift = 0; end++; break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: return -1;
+    }
+    if (*end == 'i' || *end == 'B') {  /* "512MiB", "2GB" */
+        end += *end == 'i' ? 1 : 0;
+        if (*end == 'B') {
+            end++;
+        }
+    }
+    if (*end || n > (UINT64_MAX >> shift)) {
+        return -1;
+    }
+    *bytes = (uint64_t)n << shift;
+    return 0;
+}
+
+/*
+ * Splits QEMU sub-options: "a=1,b=x,,y,c" → (a,1) (b,"x,y") (c,NULL).  When
+ * @implied_key is set, a first element without '=' is its value (the
+ * "driver" of -device, the type of -object, the size of -m).  Returns a
+ * NULL-terminated array of alternating keys and values (values may be NULL).
+ */
+static char **split_suboptions(const char *arg, const char *implied_key)
+{
+    GPtrArray *out = g_ptr_array_new();
+    GString *cur = g_string_new(NULL);
+    const char *p = arg;
+    bool first = true;
+
+    for (;;) {
+        if (*p == ',' && p[1] == ',') {
+            g_string_append_c(cur, ',');
+            p += 2;
+            continue;
+        }
+        if (*p && *p != ',') {
+            g_string_append_c(cur, *p++);
+            continue;
+        }
+        /* End of one element. */
+        char *eq = strchr(cur->str, '=');
+        if (eq) {
+            g_ptr_array_add(out, g_strndup(cur->str, eq - cur->str));
+            g_ptr_array_add(out, g_strdup(eq + 1));
+        } else if (first && implied_key) {
+            g_ptr_array_add(out, g_strdup(implied_key));
+            g_ptr_array_add(out, g_strdup(cur->str));
+        } else {
+            g_ptr_array_add(out, g_strdup(cur->str));
+            g_ptr_array_add(out, NULL);
+        }
+        first = false;
+        g_string_truncate(cur, 0);
+        if (!*p) {
+            break;
+        }
+        p++;
+    }
+    g_string_free(cur, TRUE);
+    /* Terminator: a NULL key.  Values may be NULL, so walk in pairs. */
+    g_ptr_array_add(out, NULL);
+    g_ptr_array_add(out, NULL);
+    return (char **)g_ptr_array_free(out, FALSE);
+}
+
+static void free_suboptions(char **kv)
+{
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        g_free(kv[i]);
+        g_free(kv[i + 1]);
+    }
+    g_free(kv);
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    if (!v || !strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
+        *out = true;    /* a bare "readonly" means on, as in QEMU */
+        return 0;
+    }
+    if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false")) {
+        *out = false;
+        return 0;
+    }
+    return -1;
+}
+
+/* A QEMU id: a letter, then letters, digits, '-', '.', '_'. */
+static bool valid_id(const char *id)
+{
+    if (!id || !g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '-' && *p != '.' && *p != '_') {
+            return false;
+        }
+    }
+    return strlen(id) < 64;
+}
+
+static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+{
+    VmmDrive *d;
+    char **kv;
+    int ret = -1;
+
+    if (opts->nr_drives == VMM_MAX_DRIVES) {
+        return fail(err, errlen, "-drive: at most %d drives are supported", VMM_MAX_DRIVES);
+    }
+    d = &opts->drives[opts->nr_drives];
+    memset(d, 0, sizeof(*d));
+    d->aio = VMM_AIO_THREADS;
+    d->cache = VMM_CACHE_WRITEBACK;
+
+    kv = split_suboptions(arg, NULL);
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i], *v = kv[i + 1];
+
+        if (!k || !*k) {
+            fail(err, errlen, "-drive: empty parameter in '%s'", arg);
+            goto out;
+        }
+        if (!v && strcmp(k, "readonly") != 0) {
+            fail(err, errlen, "-drive: parameter '%s' needs a value (%s=...)", k, k);
+            goto out;
+        }
+        if (!strcmp(k, "file")) {
+            if (!*v) {
+                fail(err, errlen, "-drive: file= is empty");
+                goto out;
+            }
+            g_free(d->file);
+            d->file = g_strdup(v);
+        } else if (!strcmp(k, "format")) {
+            if (strcmp(v, "raw") != 0) {
+                fail(err, errlen, "-drive: format=%s: only format=raw is supported", v);
+                goto out;
+            }
+        } else if (!strcmp(k, "if")) {
+            if (!strcmp(v, "virtio")) {
+                d->if_none = false;
+            } else if (!strcmp(v, "none")) {
+                d->if_none = true;
+            } else {
+                fail(err, errlen, "-drive: if=%s: expected virtio or none", v);
+                goto out;
+            }
+        } else if (!strcmp(k, "aio")) {
+            if (!strcmp(v, "threads")) {
+                d->aio = VMM_AIO_THREADS;
+            } else if (!strcmp(v, "native")) {
+                d->aio = VMM_AIO_NATIVE;
+            } else if (!strcmp(v, "io_uring")) {
+                d->aio = VMM_AIO_IO_URING;
+            } else {
+                fail(err, errlen, "-drive: aio=%s: expected threads, native or io_uring", v);
+                goto out;
+            }
+        } else if (!strcmp(k, "cache")) {
+            if (!strcmp(v, "writeback")) {
+                d->cache = VMM_CACHE_WRITEBACK;
+            } else if (!strcmp(v, "none")) {
+                d->cache = VMM_CACHE_NONE;
+            } else if (!strcmp(v, "directsync")) {
+                d->cache = VMM_CACHE_DIRECTSYNC;
+            } else if (!strcmp(v, "unsafe")) {
+                d->cache = VMM_CACHE_UNSAFE;
+            } else {
+                fail(err, errlen,
+                     "-drive: cache=%s: expected none, writeback, directsync or unsafe", v);
+                goto out;
+            }
+        } else if (!strcmp(k, "readonly")) {
+            if (parse_bool(v, &d->readonly) < 0) {
+                fail(err, errlen, "-drive: readonly=%s: expected on or off", v);
+                goto out;
+            }
+        } else if (!strcmp(k, "iothread")) {
+            if (!valid_id(v)) {
+                fail(err, errlen, "-drive: iothread=%s: not a valid id", v);
+                goto out;
+            }
+            g_free(d->iothread);
+            d->iothread = g_strdup(v);
+        } else if (!strcmp(k, "serial")) {
+            /* virtio-blk's GET_ID answer is 20 bytes, not NUL-terminated. */
+            if (strlen(v) > 20) {
+                fail(err, errlen, "-drive: serial=%s: longer than 20 characters", v);
+                goto out;
+            }
+            g_free(d->serial);
+            d->serial = g_strdup(v);
+        } else if (!strcmp(k, "inject")) {
+            /* virtio-blk: block/blkdebug.h rules, checked when the drive
+             * opens; repeatable, joined with ';' (the block layer's form). */
+            char *joined = d->inject ? g_strconcat(d->inject, ";", v, NULL) : g_strdup(v);
+            g_free(d->inject);
+            d->inject = joined;
+        } else if (!strcmp(k, "id")) {
+            if (!valid_id(v)) {
+                fail(err, errlen, "-drive: id=%s: not a valid id", v);
+                goto out;
+            }
+            g_free(d->id);
+            d->id = g_strdup(v);
+        } else {
+            fail(err, errlen, "-drive: unknown parameter '%s'", k);
+            goto out;
+        }
+    }
+    if (!d->file) {
+        fail(err, errlen, "-drive: file= is required");
+        goto out;
+    }
+    if (d->aio == VMM_AIO_NATIVE &&
+        d->cache != VMM_CACHE_NONE && d->cache != VMM_CACHE_DIRECTSYNC) {
+        /* Same rule as QEMU: io_submit only runs asynchronously on O_DIRECT. */
+        fail(err, errlen, "-drive: aio=native needs cache=none or cache=directsync");
+        goto out;
+    }
+    if (d->if_none && !d->id) {
+        fail(err, errlen, "-drive: if=none needs id= (for -device virtio-blk-pci,drive=ID)");
+        goto out;
+    }
+    if (d->id) {
+        for (int j = 0; j < opts->nr_drives; j++) {
+            if (opts->drives[j].id && !strcmp(opts->drives[j].id, d->id)) {
+                fail(err, errlen, "-drive: id=%s: duplicate id", d->id);
+                goto out;
+            }
+        }
+    }
+    d->attached = !d->if_none;
+    opts->nr_drives++;
+    ret = 0;
+out:
+    if (ret < 0) {
+        g_free(d->file);
+        g_free(d->id);
+        g_free(d->iothread);
+        g_free(d->serial);
+        g_free(d->inject);
+        memset(d, 0, sizeof(*d));
+    }
+    free_suboptions(kv);
+    return ret;
+}
+
+static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+{
+    char **kv = split_suboptions(arg, "qom-type");
+    const char *type = NULL, *id = NULL;
+    int ret = -1;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        if (kv[i] && !strcmp(kv[i], "qom-type")) {
+            type = kv[i + 1];
+        } else if (kv[i] && !strcmp(kv[i], "id")) {
+            id = kv[i + 1];
+        } else if (kv[i] && (!strcmp(kv[i], "poll-max-ns") || !strcmp(kv[i], "poll-grow") ||
+                             !strcmp(kv[i], "poll-shrink"))) {
+            /* QEMU's iothread tuning knobs: accepted, the loop adapts itself. */
+        } else {
+            fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
+            goto out;
+        }
+    }
+    if (!type || strcmp(type, "iothread") != 0) {
+        fail(err, errlen, "-object %s: only -object iothread,id=ID is supported",
+             type ? type : "");
+        goto out;
+    }
+    if (!id || !valid_id(id)) {
+        fail(err, errlen, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
+        goto out;
+    }
+    for (int j = 0; j < opts->nr_iothreads; j++) {
+        if (!strcmp(opts->iothreads[j], id)) {
+            fail(err, errlen, "-object iothread: id=%s: duplicate id", id);
+            goto out;
+        }
+    }
+    if (opts->nr_iothreads == VMM_MAX_IOTHREADS) {
+        fail(err, errlen, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
+        goto out;
+    }
+    opts->iothreads[opts->nr_iothreads++] = g_strdup(id);
+    ret = 0;
+out:
+    free_suboptions(kv);
+    return ret;
+}
+
+static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id)
+{
+    for (int i = 0; i < opts->nr_drives; i++) {
+        if (opts->drives[i].id && !strcmp(opts->drives[i].id, id)) {
+            return &opts->drives[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * -device: the two devices keel-vmm has.  isa-debug-exit is always present
+ * at 0xf4 (so QEMU's usual spelling is accepted when it matches);
+ * virtio-blk-pci,drive=ID attaches an if=none drive.
+ */
+static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+{
+    char **kv = split_suboptions(arg, "driver");
+    const char *driver = NULL;
+    int ret = -1;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        if (kv[i] && !strcmp(kv[i], "driver")) {
+            driver = kv[i + 1];
+            break;
+        }
+    }
+    if (!driver) {
+        fail(err, errlen, "-device: missing device name");
+        goto out;
+    }
+    if (!strcmp(driver, "isa-debug-exit")) {
+        for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+            const char *k = kv[i], *v = kv[i + 1];
+            if (!strcmp(k, "driver")) {
+                continue;
+            } else if (!strcmp(k, "iobase") && v && strtoul(v, NULL, 0) == 0xf4) {
+                continue;
+            } else if (!strcmp(k, "iosize") && v &&
+                       (strtoul(v, NULL, 0) == 1 || strtoul(v, NULL, 0) == 2 ||
+                        strtoul(v, NULL, 0) == 4)) {
+                continue;
+            }
+            fail(err, errlen, "-device isa-debug-exit: %s%s%s: keel-vmm's debug-exit port is "
+                 "built in at iobase=0xf4", k, v ? "=" : "", v ? v : "");
+            goto out;
+        }
+    } else if (!strcmp(driver, "virtio-blk-pci") || !strcmp(driver, "virtio-blk")) {
+        VmmDrive *d = NULL;
+        const char *iothread = NULL;
+
+        for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+            const char *k = kv[i], *v = kv[i + 1];
+            if (!strcmp(k, "driver")) {
+                continue;
+            } else if (!strcmp(k, "drive") && v) {
+                d = find_drive_by_id(opts, v);
+                if (!d || !d->if_none) {
+                    fail(err, errlen, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
+                         "before it", v, v);
+                    goto out;
+                }
+                if (d->attached) {
+                    fail(err, errlen, "-device virtio-blk-pci: drive=%s: already attached", v);
+                    goto out;
+                }
+            } else if (!strcmp(k, "iothread") && v && valid_id(v)) {
+                iothread = v;
+            } else if (!strcmp(k, "id") && v && valid_id(v)) {
+                continue;
+            } else {
+                fail(err, errlen, "-device virtio-blk-pci: unknown parameter '%s'", k);
+                goto out;
+            }
+        }
+        if (!d) {
+            fail(err, errlen, "-device virtio-blk-pci: drive= is required");
+            goto out;
+        }
+        d->attached = true;
+        if (iothread) {
+            g_free(d->iothread);
+            d->iothread = g_strdup(iothread);
+        }
+    } else {
+        fail(err, errlen, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
+             "isa-debug-exit)", driver);
+        goto out;
+    }
+    ret = 0;
+out:
+    free_suboptions(kv);
+    return ret;
+}
+
+static int parse_memory(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+{
+    char **kv = split_suboptions(arg, "size");
+    const char *size = NULL;
+    int ret = -1;
+    uint64_t bytes;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        if (kv[i] && !strcmp(kv[i], "size")) {
+            size = kv[i + 1];
+        } else {
+            fail(err, errlen, "-m: unknown parameter '%s'", kv[i] ? kv[i] : "");
+            goto out;
+        }
+    }
+    if (vmm_parse_size_mib(size, &bytes) < 0) {
+        fail(err, errlen, "-m %s: not a size (e.g. 512, 512M, 2G)", arg);
+        goto out;
+    }
+    if (bytes < VMM_MIN_RAM_SIZE || bytes > VMM_MAX_RAM_SIZE) {
+        fail(err, errlen, "-m %s: guest RAM must be between %llu MiB and %llu GiB", arg,
+             VMM_MIN_RAM_SIZE >> 20, VMM_MAX_RAM_SIZE >> 30);
+        goto out;
+    }
+    if (bytes & 0xfff) {
+        fail(err, errlen, "-m %s: not a multiple of 4 KiB", arg);
+        goto out;
+    }
+    opts->ram_size = bytes;
+    ret = 0;
+out:
+    free_suboptions(kv);
+    return ret;
+}
+
+static int parse_smp(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+{
+    char **kv = split_suboptions(arg, "cpus");
+    int ret = -1;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i], *v = kv[i + 1];
+        char *end;
+        long n;
+
+        if (!v) {
+            fail(err, errlen, "-smp %s: expected a number of CPUs", arg);
+            goto out;
+        }
+        errno = 0;
+        n = strtol(v, &end, 10);
+        if (errno || end == v || *end || n < 1) {
+            fail(err, errlen, "-smp %s: '%s' is not a positive number", arg, v);
+            goto out;
+        }
+        if (!strcmp(k, "cpus") || !strcmp(k, "maxcpus") || !strcmp(k, "sockets") ||
+            !strcmp(k, "cores") || !strcmp(k, "threads")) {
+            if (n != 1) {
+                fail(err, errlen, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
+                goto out;
+            }
+        } else {
+            fail(err, errlen, "-smp: unknown parameter '%s'", k);
+            goto out;
+        }
+    }
+    opts->smp = 1;
+    ret = 0;
+out:
+    free_suboptions(kv);
+    return ret;
+}
+
+static int check_file(const char *opt, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        return fail(err, errlen, "%s %s: %s", opt, path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        return fail(err, errlen, "%s %s: is a directory", opt, path);
+    }
+    return 0;
+}
+
+/* The table of options: name, whether it takes an argument. */
+typedef enum {
+    OPT_M, OPT_SMP, OPT_KERNEL, OPT_INITRD, OPT_APPEND, OPT_DRIVE, OPT_OBJECT,
+    OPT_DEVICE, OPT_SERIAL, OPT_NOGRAPHIC, OPT_DISPLAY, OPT_IGNORED, OPT_MACHINE,
+    OPT_HELP, OPT_VERSION, OPT_FEATURES,
+} OptId;
+
+static const struct {
+    const char *name;
+    OptId id;
+    bool has_arg;
+} option_table[] = {
+    { "m", OPT_M, true },
+    { "smp", OPT_SMP, true },
+    { "kernel", OPT_KERNEL, true },
+    { "initrd", OPT_INITRD, true },
+    { "append", OPT_APPEND, true },
+    { "drive", OPT_DRIVE, true },
+    { "object", OPT_OBJECT, true },
+    { "device", OPT_DEVICE, true },
+    { "serial", OPT_SERIAL, true },
+    { "nographic", OPT_NOGRAPHIC, false },
+    { "display", OPT_DISPLAY, true },
+    { "machine", OPT_MACHINE, true },
+    { "M", OPT_MACHINE, true },
+    { "enable-kvm", OPT_IGNORED, false },
+    { "nodefaults", OPT_IGNORED, false },
+    { "no-reboot", OPT_IGNORED, false },
+    { "help", OPT_HELP, false },
+    { "h", OPT_HELP, false },
+    { "version", OPT_VERSION, false },
+    { "features", OPT_FEATURES, false },
+};
+
+int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->ram_size = VMM_DEFAULT_RAM_SIZE;
+    opts->smp = 1;
+    opts->serial_stdio = true;
+    if (errlen) {
+        err[0] = '\0';
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *name, *arg = NULL;
+        int found = -1;
+
+        if (a[0] != '-' || a[1] == '\0') {
+            return fail(err, errlen, "%s: unexpected argument (options start with '-')", a);
+        }
+        name = a + 1 + (a[1] == '-');   /* QEMU takes -opt and --opt alike */
+        for (size_t t = 0; t < G_N_ELEMENTS(option_table); t++) {
+            if (!strcmp(name, option_table[t].name)) {
+                found = (int)t;
+                break;
+            }
+        }
+        if (found < 0) {
+            return fail(err, errlen, "%s: unknown option (see --help)", a);
+        }
+        if (option_table[found].has_arg) {
+            if (i + 1 >= argc) {
+                return fail(err, errlen, "%s: requires an argument", a);
+            }
+            arg = argv[++i];
+        }
+
+        switch (option_table[found].id) {
+        case OPT_M:
+            if (parse_memory(opts, arg, err, errlen) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_SMP:
+            if (parse_smp(opts, arg, err, errlen) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_KERNEL:
+            if (check_file("-kernel", arg, err, errlen) < 0) {
+                return -1;
+            }
+            g_free(opts->kernel);
+            opts->kernel = g_strdup(arg);
+            break;
+        case OPT_INITRD:
+            if (check_file("-initrd", arg, err, errlen) < 0) {
+                return -1;
+            }
+            g_free(opts->initrd);
+            opts->initrd = g_strdup(arg);
+            break;
+        case OPT_APPEND:
+            g_free(opts->append);
+            opts->append = g_strdup(arg);
+            break;
+        case OPT_DRIVE:
+            if (parse_drive(opts, arg, err, errlen) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_OBJECT:
+            if (parse_object(opts, arg, err, errlen) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_DEVICE:
+            if (parse_device(opts, arg, err, errlen) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_SERIAL:
+            if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
+                opts->serial_stdio = true;
+            } else if (!strcmp(arg, "none") || !strcmp(arg, "null")) {
+                opts->serial_stdio = false;
+            } else {
+                return fail(err, errlen, "-serial %s: expected stdio or none", arg);
+            }
+            break;
+        case OPT_DISPLAY:
+            if (strcmp(arg, "none") != 0) {
+                return fail(err, errlen, "-display %s: keel-vmm has no display (use none)", arg);
+            }
+            break;
+        case OPT_MACHINE: {
+            /* Only accel=kvm makes sense; accept the spellings QEMU users type. */
+            char **kv = split_suboptions(arg, "type");
+            int bad = 0;
+            for (int k = 0; kv[k] || kv[k + 1]; k += 2) {
+                const char *v = kv[k + 1] ? kv[k + 1] : "";
+                if (!strcmp(kv[k], "accel") && !strcmp(v, "kvm")) {
+                    continue;
+                }
+                if (!strcmp(kv[k], "type") && (!strcmp(v, "pc") || !strcmp(v, "q35") ||
+                                              !strncmp(v, "pc-", 3))) {
+                    continue;
+                }
+                fail(err, errlen, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
+                bad = 1;
+                break;
+            }
+            free_suboptions(kv);
+            if (bad) {
+                return -1;
+            }
+            break;
+        }
+        case OPT_NOGRAPHIC:
+        case OPT_IGNORED:
+            break;
+        case OPT_HELP:
+            opts->want_help = true;
+            break;
+        case OPT_VERSION:
+            opts->want_version = true;
+            break;
+        case OPT_FEATURES:
+            opts->want_features = true;
+            break;
+        }
+    }
+
+    /* Whole-command-line checks. */
+    for (int i = 0; i < opts->nr_drives; i++) {
+        VmmDrive *d = &opts->drives[i];
+        bool known = !d->iothread;
+
+        for (int j = 0; j < opts->nr_iothreads && !known; j++) {
+            known = !strcmp(opts->iothreads[j], d->iothread);
+        }
+        if (!known) {
+            return fail(err, errlen, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
+                        d->file, d->iothread, d->iothread);
+        }
+        if (!d->attached) {
+            return fail(err, errlen, "-drive file=%s: if=none drive %s is not used by any "
+                        "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
+        }
+    }
+    if (opts->want_help || opts->want_version || opts->want_features) {
+        return 0;
+    }
+    if (!opts->kernel) {
+        return fail(err, errlen, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
+    }
+    if (opts->initrd && !opts->kernel) {
+        return fail(err, errlen, "-initrd: needs -kernel");
+    }
+    return 0;
+}
+
+void vmm_options_free(VmmOptions *opts)
+{
+    g_free(opts->kernel);
+    g_free(opts->initrd);
+    g_free(opts->append);
+    for (int i = 0; i < opts->nr_drives; i++) {
+        g_free(opts->drives[i].file);
+        g_free(opts->drives[i].id);
+        g_free(opts->drives[i].iothread);
+        g_free(opts->drives[i].serial);
+        g_free(opts->drives[i].inject);
+    }
+    for (int i = 0; i < opts->nr_iothreads; i++) {
+        g_free(opts->iothreads[i]);
+    }
+    memset(opts, 0, sizeof(*opts));
+}
+
+void vmm_options_print_help(FILE *out)
+{
+    fputs(
+"Usage: keel-vmm [options] -kernel FILE\n"
+"A small KVM virtual machine monitor (QEMU's option vocabulary).\n"
+"\n"
+"  -kernel FILE        multiboot v1 ELF, Linux bzImage, or vmlinux with a PVH entry\n"
+"  -initrd FILE        initramfs (Linux) or first module (multiboot)\n"
+"  -append STRING      kernel command line\n"
+"  -m SIZE             guest RAM (default 128M; 512, 512M, 2G)\n"
+"  -smp 1              number of vCPUs (only 1 for now)\n"
+"  -drive file=F[,format=raw][,if=virtio|none][,id=ID][,aio=threads|native|io_uring]\n"
+"         [,cache=none|writeback|directsync|unsafe][,readonly=on|off]\n"
+"         [,iothread=ID][,serial=STR][,inject=RULE]...\n"
+"                      a virtio-blk disk; inject= fails/delays chosen requests\n"
+"                      (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
+"  -device virtio-blk-pci,drive=ID[,iothread=ID]\n"
+"                      attach an if=none drive\n"
+"  -object iothread,id=ID\n"
+"                      an I/O thread that drives can be bound to\n"
+"  -serial stdio|none  COM1 (0x3f8, IRQ 4) on stdin/stdout (default stdio)\n"
+"  -nographic, -enable-kvm, -nodefaults, -no-reboot, -display none\n"
+"                      accepted for QEMU compatibility (no effect)\n"
+"  -device isa-debug-exit,iobase=0xf4\n"
+"                      always present: a guest write of V to port 0xf4 ends\n"
+"                      keel-vmm with exit status (V << 1) | 1\n"
+"  --features          print the portability seams and KVM capabilities in use\n"
+"  --version           print the version\n"
+"  --help              print this help\n"
+"\n"
+"Environment: KEEL_AVOID=ioeventfd,irqfd,signal-msi,... forces fallback paths.\n"
+"Exit status: 0 guest reset or signal, 1 bad usage or set-up failure,\n"
+"             2 guest crash (triple fault, KVM internal error), (V<<1)|1 debug-exit.\n",
+        out);
+}

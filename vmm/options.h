@@ -1,0 +1,90 @@
+/*
+ * vmm/options.h — keel-vmm's command line, in QEMU's vocabulary.
+ *
+ * vmm_options_parse() turns argv into a VmmOptions and validates it as a
+ * whole (sizes, enum values, -drive iothread= naming an -object iothread,
+ * -device virtio-blk-pci,drive= naming an if=none drive).  It never prints
+ * and never exits: on a bad command line it returns -1 with one line in the
+ * caller's buffer that names the offending option, so main() prints it and
+ * exits 1 (and tests can check the text).
+ *
+ * Ownership: the options own their strings (g_strdup); free them with
+ * vmm_options_free().  The struct is plain data: the virtio-blk work reads
+ * VmmDrive as it is.
+ *
+ * Thread rules: call from one thread (main() at start-up, or a test).
+ */
+#ifndef KEEL_VMM_OPTIONS_H
+#define KEEL_VMM_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define VMM_MAX_DRIVES 16
+#define VMM_MAX_IOTHREADS 16
+
+#define VMM_DEFAULT_RAM_SIZE (128ull << 20)  /* QEMU's default */
+#define VMM_MIN_RAM_SIZE (8ull << 20)        /* room for loader structures */
+#define VMM_MAX_RAM_SIZE (1ull << 40)
+
+typedef enum VmmDriveAio {
+    VMM_AIO_THREADS,        /* thread pool (QEMU's default) */
+    VMM_AIO_NATIVE,         /* linux-aio */
+    VMM_AIO_IO_URING,
+} VmmDriveAio;
+
+typedef enum VmmDriveCache {
+    VMM_CACHE_WRITEBACK,    /* page cache, flush honoured (default) */
+    VMM_CACHE_NONE,         /* O_DIRECT, flush honoured */
+    VMM_CACHE_DIRECTSYNC,   /* O_DIRECT + O_DSYNC */
+    VMM_CACHE_UNSAFE,       /* page cache, flush ignored */
+} VmmDriveCache;
+
+typedef struct VmmDrive {
+    char *file;             /* required */
+    char *id;               /* optional; required for if=none */
+    char *iothread;         /* an -object iothread id, or NULL (main loop) */
+    char *serial;           /* virtio-blk GET_ID string (≤ 20 bytes), or NULL */
+    char *inject;           /* error-injection rules (block/blkdebug.h), ';'-joined, or NULL */
+    VmmDriveAio aio;
+    VmmDriveCache cache;
+    bool readonly;
+    bool if_none;           /* if=none: attached by -device virtio-blk-pci */
+    bool attached;          /* if=virtio, or named by a -device (set by the parser) */
+} VmmDrive;
+
+typedef struct VmmOptions {
+    uint64_t ram_size;      /* bytes, a multiple of 4 KiB */
+    int smp;
+    char *kernel;
+    char *initrd;
+    char *append;
+    VmmDrive drives[VMM_MAX_DRIVES];
+    int nr_drives;
+    char *iothreads[VMM_MAX_IOTHREADS];     /* -object iothread,id=... */
+    int nr_iothreads;
+    bool serial_stdio;      /* -serial stdio (default) vs -serial none */
+    bool want_help;
+    bool want_version;
+    bool want_features;
+} VmmOptions;
+
+/* Parses argv[1..argc-1] into @opts (which it initialises).  Returns 0, or
+ * -1 with a one-line message (no trailing newline) in @err. */
+int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen);
+
+void vmm_options_free(VmmOptions *opts);
+
+/* Parses a QEMU size ("512", "512M", "2G", "1048576K"; a bare number means
+ * MiB like -m does).  Returns 0 or -1. */
+int vmm_parse_size_mib(const char *s, uint64_t *bytes);
+
+const char *vmm_drive_aio_name(VmmDriveAio aio);
+const char *vmm_drive_cache_name(VmmDriveCache cache);
+
+/* The usage text for --help. */
+void vmm_options_print_help(FILE *out);
+
+#endif

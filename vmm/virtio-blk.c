@@ -1,0 +1,893 @@
+/*
+ * virtio-blk: requests from a virtqueue to a Keel block backend.  See
+ * virtio-blk.h for the contract and the data path.
+ *
+ * Threads: the queue handler, the completion callbacks and the notify
+ * bottom half all run in the drive's AioContext home thread (main loop or
+ * iothread), so the queue state needs no lock.  The transport hooks
+ * (start/stop/get_config) run in the vCPU thread under the global mutex;
+ * start hands the queue to the home thread by attaching the handler, stop
+ * takes it back by running the teardown there.
+ */
+#include "config.h"
+
+#include "vmm/virtio-blk.h"
+#include "vmm/virtio-pci.h"
+#include "compat/features.h"
+#include "compat/osdep.h"
+#include "loop/iothread.h"
+#include "loop/main-loop.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Guest structures are little endian (virtio 1.x); so is every host this
+ * VMM runs on (x86-64), so they are read as they are. */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "virtio-blk assumes a little-endian host"
+#endif
+
+typedef struct VirtioBlkReq {
+    VirtQueueElement elem;          /* first: virtqueue_pop allocates us */
+    VirtioBlk *s;
+    uint8_t *status;                /* the last byte of the chain (guest RAM) */
+    uint32_t type;
+    uint32_t used_len;              /* bytes the device writes on success */
+    /* IN / OUT: the data, for merging */
+    uint64_t offset, bytes;
+    struct iovec *iov;
+    unsigned iovcnt;
+    unsigned order;                 /* arrival in the batch (stable sort) */
+} VirtioBlkReq;
+
+/* Adjacent reads (or writes) popped in one pass go to the backend as one
+ * request, like QEMU's virtio_blk_submit_multireq: up to this many guest
+ * requests, iovecs and bytes. */
+#define MERGE_MAX_REQS 32
+#define MERGE_MAX_IOV 1024
+#define MERGE_MAX_BYTES (64u << 20)
+
+typedef struct VirtioBlkMerged {
+    unsigned n;
+    struct iovec *iov;
+    VirtioBlkReq *reqs[];
+} VirtioBlkMerged;
+
+struct VirtioBlk {
+    VirtioPci *vp;
+    KeelBlockBackend *blk;
+    KeelAioContext *ctx;
+    char *name;
+    char *iothread_id;
+    char serial[VIRTIO_BLK_ID_BYTES];
+    bool readonly;
+    uint64_t capacity;              /* 512-byte sectors */
+    uint32_t blk_size;
+    uint32_t discard_alignment;     /* sectors */
+
+    /* Home thread of ctx (handed over by start/stop). */
+    KeelBH *notify_bh;
+    VirtioBlkReq *batch[MERGE_MAX_REQS];    /* reads or writes of this pass */
+    unsigned batch_n;
+    bool batch_write;
+    bool running;                   /* handler attached, queue ours */
+    bool broken;                    /* NEEDS_RESET: take no more requests */
+    unsigned inflight;
+    VirtioBlkStats stats;           /* written in the home thread; read at exit */
+};
+
+struct VirtioBlkOuthdr {
+    uint32_t type;
+    uint32_t reserved;
+    uint64_t sector;
+};
+
+struct VirtioBlkDiscardWz {
+    uint64_t sector;
+    uint32_t num_sectors;
+    uint32_t flags;
+};
+#define VIRTIO_BLK_WZ_F_UNMAP 1u
+
+#define compiler_barrier() __asm__ __volatile__("" ::: "memory")
+
+static VirtioPciQueue *blk_queue(VirtioBlk *s)
+{
+    return virtio_pci_queue(s->vp, 0);
+}
+
+/* ---- iovec helpers (guest buffers) ---------------------------------------------- */
+
+/* Copies up to @len bytes from the start of @iov; returns how many. */
+static size_t iov_copy_out(const struct iovec *iov, unsigned cnt, void *buf, size_t len)
+{
+    size_t done = 0;
+
+    for (unsigned i = 0; i < cnt && done < len; i++) {
+        size_t n = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+        memcpy((uint8_t *)buf + done, iov[i].iov_base, n);
+        done += n;
+    }
+    compiler_barrier();     /* use the copy, never re-read guest memory */
+    return done;
+}
+
+static size_t iov_copy_in(const struct iovec *iov, unsigned cnt, const void *buf, size_t len)
+{
+    size_t done = 0;
+
+    for (unsigned i = 0; i < cnt && done < len; i++) {
+        size_t n = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+        memcpy(iov[i].iov_base, (const uint8_t *)buf + done, n);
+        done += n;
+    }
+    return done;
+}
+
+/* Drops @bytes from the front of the array (moving *@iov on). */
+static void iov_drop_front(struct iovec **iov, unsigned *cnt, size_t bytes)
+{
+    while (*cnt && bytes) {
+        if ((*iov)->iov_len > bytes) {
+            (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + bytes;
+            (*iov)->iov_len -= bytes;
+            return;
+        }
+        bytes -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+}
+
+/* Drops the last byte (the status) from a non-empty array. */
+static void iov_drop_last_byte(struct iovec *iov, unsigned *cnt)
+{
+    iov[*cnt - 1].iov_len--;
+    if (!iov[*cnt - 1].iov_len) {
+        (*cnt)--;
+    }
+}
+
+/* ---- completion ---------------------------------------------------------------------- */
+
+static void notify_bh(void *opaque)
+{
+    VirtioBlk *s = opaque;
+
+    if (virtqueue_should_notify(&blk_queue(s)->vq)) {
+        s->stats.irqs++;
+        virtio_pci_notify_queue(s->vp, 0);
+    } else {
+        s->stats.irqs_suppressed++;
+    }
+}
+
+/* Writes the status and the used element; @publish: make it visible to the
+ * driver now (else the caller flushes a group at once). */
+static void req_finish(VirtioBlkReq *req, uint8_t status, bool publish)
+{
+    VirtioBlk *s = req->s;
+    VirtQueue *vq = &blk_queue(s)->vq;
+
+    *req->status = status;
+    if (status == VIRTIO_BLK_S_IOERR) {
+        s->stats.errors++;
+    }
+    /* The used length counts the status byte; a failed read wrote nothing
+     * the driver may rely on, but says the same as QEMU does. */
+    virtqueue_fill(vq, &req->elem, req->used_len);
+    if (publish) {
+        virtqueue_flush(vq);
+    }
+    s->inflight--;
+    keel_bh_schedule(s->notify_bh);
+    g_free(req);
+}
+
+static void req_complete(VirtioBlkReq *req, uint8_t status)
+{
+    req_finish(req, status, true);
+}
+
+static uint8_t status_of(VirtioBlkReq *req, int ret)
+{
+    if (ret == -ENOTSUP && req->type == VIRTIO_BLK_T_DISCARD) {
+        ret = 0;            /* discard is advisory */
+    }
+    return ret == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+}
+
+static void req_done(void *opaque, int ret)
+{
+    VirtioBlkReq *req = opaque;
+
+    req_complete(req, status_of(req, ret));
+}
+
+/* ---- merging adjacent reads / writes ------------------------------------------------------- */
+
+static void submit_one(VirtioBlk *s, VirtioBlkReq *req);
+
+/* A merged request's guest requests become visible together, so a polling
+ * driver resubmits them together and the next pass can merge them again.
+ * If it failed, each guest request is retried on its own, so only those
+ * that really fail report IOERR (QEMU fails them all). */
+static void merged_done(void *opaque, int ret)
+{
+    VirtioBlkMerged *m = opaque;
+    VirtioBlk *s = m->reqs[0]->s;
+
+    if (ret < 0) {
+        s->stats.merge_retries++;
+        for (unsigned i = 0; i < m->n; i++) {
+            submit_one(s, m->reqs[i]);
+        }
+    } else {
+        for (unsigned i = 0; i < m->n; i++) {
+            req_finish(m->reqs[i], VIRTIO_BLK_S_OK, false);
+        }
+        virtqueue_flush(&blk_queue(s)->vq);
+    }
+    g_free(m->iov);
+    g_free(m);
+}
+
+static void submit_one(VirtioBlk *s, VirtioBlkReq *req)
+{
+    if (req->type == VIRTIO_BLK_T_OUT) {
+        keel_blk_aio_pwritev(s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
+                             req_done, req);
+    } else {
+        keel_blk_aio_preadv(s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
+                            req_done, req);
+    }
+}
+
+static void submit_merged(VirtioBlk *s, VirtioBlkReq **reqs, unsigned n, unsigned iovcnt)
+{
+    VirtioBlkMerged *m = g_malloc(sizeof(*m) + n * sizeof(m->reqs[0]));
+    unsigned k = 0;
+
+    m->n = n;
+    m->iov = g_new(struct iovec, iovcnt);
+    for (unsigned i = 0; i < n; i++) {
+        m->reqs[i] = reqs[i];
+        memcpy(&m->iov[k], reqs[i]->iov, reqs[i]->iovcnt * sizeof(struct iovec));
+        k += reqs[i]->iovcnt;
+    }
+    s->stats.merged += n;
+    if (reqs[0]->type == VIRTIO_BLK_T_OUT) {
+        keel_blk_aio_pwritev(s->blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
+                             merged_done, m);
+    } else {
+        keel_blk_aio_preadv(s->blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
+                            merged_done, m);
+    }
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const VirtioBlkReq *x = *(VirtioBlkReq *const *)a, *y = *(VirtioBlkReq *const *)b;
+
+    if (x->offset != y->offset) {
+        return x->offset < y->offset ? -1 : 1;
+    }
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Submits the batch: sorted by offset, each run of contiguous requests as
+ * one backend request. */
+static void batch_flush(VirtioBlk *s)
+{
+    VirtioBlkReq *reqs[MERGE_MAX_REQS];
+    unsigned n = s->batch_n;
+
+    if (!n) {
+        return;
+    }
+    memcpy(reqs, s->batch, n * sizeof(reqs[0]));
+    s->batch_n = 0;
+    if (n > 1) {
+        qsort(reqs, n, sizeof(reqs[0]), by_offset);
+    }
+    for (unsigned i = 0; i < n;) {
+        unsigned j = i + 1, iovcnt = reqs[i]->iovcnt;
+        uint64_t bytes = reqs[i]->bytes;
+
+        while (j < n && reqs[j]->offset == reqs[j - 1]->offset + reqs[j - 1]->bytes &&
+               iovcnt + reqs[j]->iovcnt <= MERGE_MAX_IOV &&
+               bytes + reqs[j]->bytes <= MERGE_MAX_BYTES) {
+            iovcnt += reqs[j]->iovcnt;
+            bytes += reqs[j]->bytes;
+            j++;
+        }
+        if (j - i == 1) {
+            submit_one(s, reqs[i]);
+        } else {
+            submit_merged(s, &reqs[i], j - i, iovcnt);
+        }
+        i = j;
+    }
+}
+
+static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t sector,
+                      uint64_t bytes, struct iovec *iov, unsigned iovcnt)
+{
+    if (!bytes) {
+        req_complete(req, VIRTIO_BLK_S_OK);     /* nothing to move (and nothing to merge) */
+        return;
+    }
+    if (s->batch_n && (s->batch_write != write || s->batch_n == MERGE_MAX_REQS)) {
+        batch_flush(s);
+    }
+    req->offset = sector * VIRTIO_BLK_SECTOR;
+    req->bytes = bytes;
+    req->iov = iov;
+    req->iovcnt = iovcnt;
+    req->order = s->batch_n;
+    s->batch_write = write;
+    s->batch[s->batch_n++] = req;
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static bool sectors_ok(VirtioBlk *s, uint64_t sector, uint64_t bytes)
+{
+    return bytes % VIRTIO_BLK_SECTOR == 0 && sector <= s->capacity &&
+           bytes / VIRTIO_BLK_SECTOR <= s->capacity - sector;
+}
+
+static void handle_discard_wz(VirtioBlk *s, VirtioBlkReq *req, struct iovec *out,
+                              unsigned out_num, uint64_t out_bytes)
+{
+    struct VirtioBlkDiscardWz seg;
+    bool wz = req->type == VIRTIO_BLK_T_WRITE_ZEROES;
+    uint64_t offset, bytes;
+
+    /* max_discard_seg / max_write_zeroes_seg are 1: exactly one segment. */
+    if (out_bytes != sizeof(seg)) {
+        req_complete(req, out_bytes && out_bytes % sizeof(seg) == 0 ? VIRTIO_BLK_S_UNSUPP
+                                                                     : VIRTIO_BLK_S_IOERR);
+        return;
+    }
+    iov_copy_out(out, out_num, &seg, sizeof(seg));
+    if (seg.flags & ~(wz ? VIRTIO_BLK_WZ_F_UNMAP : 0u)) {
+        req_complete(req, VIRTIO_BLK_S_UNSUPP);
+        return;
+    }
+    bytes = (uint64_t)seg.num_sectors * VIRTIO_BLK_SECTOR;
+    if (s->readonly || seg.num_sectors > VIRTIO_BLK_MAX_DISCARD_SECTORS ||
+        !sectors_ok(s, seg.sector, bytes)) {
+        req_complete(req, VIRTIO_BLK_S_IOERR);
+        return;
+    }
+    offset = seg.sector * VIRTIO_BLK_SECTOR;
+    if (wz) {
+        s->stats.write_zeroes++;
+        keel_blk_aio_pwrite_zeroes(s->blk, (int64_t)offset, (int64_t)bytes, req_done, req);
+    } else {
+        s->stats.discards++;
+        keel_blk_aio_pdiscard(s->blk, (int64_t)offset, (int64_t)bytes, req_done, req);
+    }
+}
+
+/* Parses a valid chain and starts its request (or completes it at once).
+ * Returns false when the chain has no status byte: the queue is broken. */
+static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
+{
+    VirtQueueElement *e = &req->elem;
+    struct VirtioBlkOuthdr hdr;
+    struct iovec *out = e->out_sg, *in = e->in_sg;
+    unsigned out_num = e->out_num, in_num = e->in_num;
+    uint64_t out_bytes = e->out_bytes, in_bytes;
+
+    if (!in_num) {
+        return false;
+    }
+    req->s = s;
+    req->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
+    req->used_len = 1;
+    iov_drop_last_byte(in, &in_num);
+    in_bytes = e->in_bytes - 1;
+    s->inflight++;
+    s->stats.requests++;
+
+    if (out_bytes < sizeof(hdr)) {
+        req_complete(req, VIRTIO_BLK_S_IOERR);      /* no (readable) header */
+        return true;
+    }
+    iov_copy_out(out, out_num, &hdr, sizeof(hdr));
+    iov_drop_front(&out, &out_num, sizeof(hdr));
+    out_bytes -= sizeof(hdr);
+    req->type = hdr.type;
+
+    switch (hdr.type) {
+    case VIRTIO_BLK_T_IN:
+        s->stats.reads++;
+        if (!sectors_ok(s, hdr.sector, in_bytes)) {
+            req_complete(req, VIRTIO_BLK_S_IOERR);
+            return true;
+        }
+        req->used_len = (uint32_t)in_bytes + 1;
+        batch_add(s, req, false, hdr.sector, in_bytes, in, in_num);
+        return true;
+    case VIRTIO_BLK_T_OUT:
+        s->stats.writes++;
+        if (s->readonly || !sectors_ok(s, hdr.sector, out_bytes)) {
+            req_complete(req, VIRTIO_BLK_S_IOERR);
+            return true;
+        }
+        batch_add(s, req, true, hdr.sector, out_bytes, out, out_num);
+        return true;
+    case VIRTIO_BLK_T_FLUSH:
+        s->stats.flushes++;
+        batch_flush(s);             /* the writes before it go first */
+        keel_blk_aio_flush(s->blk, req_done, req);
+        return true;
+    case VIRTIO_BLK_T_GET_ID: {
+        size_t n;
+        s->stats.get_ids++;
+        n = iov_copy_in(in, in_num, s->serial, VIRTIO_BLK_ID_BYTES);
+        req->used_len = (uint32_t)n + 1;
+        req_complete(req, VIRTIO_BLK_S_OK);
+        return true;
+    }
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES:
+        batch_flush(s);
+        handle_discard_wz(s, req, out, out_num, out_bytes);
+        return true;
+    default:
+        s->stats.unsupported++;
+        req_complete(req, VIRTIO_BLK_S_UNSUPP);
+        return true;
+    }
+}
+
+/* A guest can break its queue at will: say so, but not endlessly. */
+#define BROKEN_LOG_LIMIT 10
+
+static void queue_broken(VirtioBlk *s, const char *why)
+{
+    s->broken = true;
+    s->stats.needs_reset++;
+    if (s->stats.needs_reset <= BROKEN_LOG_LIMIT) {
+        keel_log("%s: %s: device needs reset%s", s->name, why,
+                 s->stats.needs_reset == BROKEN_LOG_LIMIT ? " (further ones not logged)" : "");
+    }
+    virtio_pci_set_needs_reset(s->vp);
+}
+
+/* One pass: everything the driver made available, submitted as one batch. */
+static void handle_queue(VirtioBlk *s)
+{
+    VirtQueue *vq = &blk_queue(s)->vq;
+    uint64_t batch = 0;
+
+    if (!s->running || s->broken) {
+        return;
+    }
+    s->stats.handler_passes++;
+    keel_blk_io_plug();
+    do {
+        virtqueue_set_notification(vq, false);
+        for (;;) {
+            VirtioBlkReq *req;
+            VirtQueuePopResult r = virtqueue_pop(vq, sizeof(*req), (void **)&req);
+
+            if (r == VQ_POP_EMPTY) {
+                break;
+            }
+            if (r == VQ_POP_BROKEN) {
+                queue_broken(s, vq->last_error);
+                goto out;
+            }
+            if (r == VQ_POP_BAD_CHAIN) {
+                if (req->elem.in_num != 1) {
+                    g_free(req);
+                    queue_broken(s, vq->last_error);
+                    goto out;
+                }
+                /* Fail just this request: the status byte is usable. */
+                req->s = s;
+                req->status = req->elem.in_sg[0].iov_base;
+                req->used_len = 1;
+                s->inflight++;
+                s->stats.requests++;
+                s->stats.bad_chains++;
+                req_complete(req, VIRTIO_BLK_S_IOERR);
+                continue;
+            }
+            if (!handle_request(s, req)) {
+                g_free(req);
+                queue_broken(s, "request without a device-writable status byte");
+                goto out;
+            }
+            batch++;
+        }
+        virtqueue_set_notification(vq, true);
+        if (batch >= vq->size && virtqueue_avail_pending(vq)) {
+            /* A driver that keeps refilling the ring must not keep this
+             * thread to itself: finish the pass, come back next iteration. */
+            keel_event_notifier_set(&blk_queue(s)->host_notifier);
+            break;
+        }
+    } while (virtqueue_avail_pending(vq));
+out:
+    batch_flush(s);
+    keel_blk_io_unplug();
+    if (batch > s->stats.batches_max) {
+        s->stats.batches_max = batch;
+    }
+}
+
+static void on_kick(KeelEventNotifier *e)
+{
+    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
+
+    keel_event_notifier_test_and_clear(e);
+    handle_queue(pq->vp->opaque);
+}
+
+/* Adaptive polling: new requests without waiting for the kick. */
+static bool on_kick_poll(void *opaque)
+{
+    VirtioPciQueue *pq = KEEL_CONTAINER_OF(opaque, VirtioPciQueue, host_notifier);
+    VirtioBlk *s = pq->vp->opaque;
+
+    if (s->running && !s->broken && virtqueue_avail_pending(&pq->vq)) {
+        s->stats.poll_hits++;
+        return true;
+    }
+    return false;
+}
+
+/* ---- transport hooks --------------------------------------------------------------------------- */
+
+static void put_le(uint8_t *p, uint64_t v, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
+{
+    VirtioBlk *s = vp->opaque;
+    uint8_t cfg[VIRTIO_BLK_CONFIG_LEN] = { 0 };
+
+    put_le(cfg + 0, s->capacity, 8);
+    put_le(cfg + 8, VIRTIO_BLK_SIZE_MAX, 4);
+    put_le(cfg + 12, VIRTIO_BLK_SEG_MAX, 4);
+    /* geometry (16..19) left 0: guests compute their own */
+    put_le(cfg + 20, s->blk_size, 4);
+    put_le(cfg + 24, 0, 1);                         /* physical_block_exp */
+    put_le(cfg + 26, s->blk_size / VIRTIO_BLK_SECTOR, 2);     /* min_io_size */
+    put_le(cfg + 34, 1, 2);                         /* num_queues (no MQ) */
+    put_le(cfg + 36, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);
+    put_le(cfg + 40, 1, 4);                         /* max_discard_seg */
+    put_le(cfg + 44, s->discard_alignment, 4);
+    put_le(cfg + 48, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);     /* max_write_zeroes_sectors */
+    put_le(cfg + 52, 1, 4);                         /* max_write_zeroes_seg */
+    put_le(cfg + 56, 0, 1);                         /* write_zeroes_may_unmap */
+    memcpy(buf, cfg, len < sizeof(cfg) ? len : sizeof(cfg));
+}
+
+/* vCPU thread, global mutex: hand the started queue to the home thread. */
+static void blk_start(VirtioPci *vp)
+{
+    VirtioBlk *s = vp->opaque;
+    VirtioPciQueue *pq = blk_queue(s);
+
+    if (!virtqueue_started(&pq->vq)) {
+        return;
+    }
+    s->broken = false;
+    s->running = true;
+    keel_aio_set_event_notifier(s->ctx, &pq->host_notifier, on_kick, on_kick_poll);
+    /* Whatever the driver queued before DRIVER_OK. */
+    keel_event_notifier_set(&pq->host_notifier);
+}
+
+/* In the home thread: nothing of this queue runs after it returns. */
+static void blk_stop_in_home(void *opaque)
+{
+    VirtioBlk *s = opaque;
+
+    keel_aio_set_event_notifier(s->ctx, &blk_queue(s)->host_notifier, NULL, NULL);
+    s->running = false;
+    /* Requests in flight complete into the ring the driver still has (it
+     * waits for the reset to finish); then nothing is left to complete. */
+    keel_blk_drain(s->blk);
+    keel_bh_cancel(s->notify_bh);
+}
+
+/* Runs @fn in the drive's home thread.  A main-loop drive reset from a vCPU
+ * thread: the main loop needs the global mutex to dispatch, so release it
+ * while waiting (the vCPU is inside a device access; nothing else of this
+ * device runs meanwhile). */
+static void run_in_home(VirtioBlk *s, void (*fn)(void *), void *opaque)
+{
+    bool drop;
+
+    if (keel_aio_context_in_home_thread(s->ctx)) {
+        fn(opaque);
+        return;
+    }
+    drop = s->ctx == keel_main_aio_context() && keel_global_mutex_held();
+    if (drop) {
+        keel_global_mutex_unlock();
+    }
+    keel_aio_run_in_context_wait(s->ctx, fn, opaque);
+    if (drop) {
+        keel_global_mutex_lock();
+    }
+}
+
+static void blk_stop(VirtioPci *vp)
+{
+    VirtioBlk *s = vp->opaque;
+
+    run_in_home(s, blk_stop_in_home, s);
+}
+
+static const VirtioDeviceOps virtio_blk_ops = {
+    .get_config = blk_get_config,
+    .start = blk_start,
+    .stop = blk_stop,
+};
+
+/* ---- lifetime ---------------------------------------------------------------------------------- */
+
+VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char *err,
+                          size_t errlen)
+{
+    VirtioBlk *s = g_new0(VirtioBlk, 1);
+    char *msg = NULL;
+    uint64_t features;
+    uint32_t align;
+    int64_t len;
+
+    s->name = g_strdup(conf->name);
+    s->iothread_id = g_strdup(conf->iothread_id);
+    s->ctx = conf->ctx;
+    s->readonly = conf->blk.readonly;
+    if (conf->serial) {
+        /* 20 bytes, NUL-padded, not NUL-terminated when exactly 20 long. */
+        memcpy(s->serial, conf->serial, MIN(strlen(conf->serial), sizeof(s->serial)));
+    }
+    s->blk = keel_blk_open(&conf->blk, s->ctx, &msg);
+    if (!s->blk) {
+        snprintf(err, errlen, "%s: %s: %s", conf->name, conf->blk.filename, msg);
+        g_free(msg);
+        goto fail;
+    }
+    len = keel_blk_getlength(s->blk);
+    if (len < 0) {
+        snprintf(err, errlen, "%s: %s: cannot get its size: %s", conf->name,
+                 conf->blk.filename, strerror((int)-len));
+        goto fail;
+    }
+    s->capacity = (uint64_t)len / VIRTIO_BLK_SECTOR;
+    align = keel_blk_get_request_alignment(s->blk);
+    s->blk_size = align >= VIRTIO_BLK_SECTOR && align <= 4096 && !(align & (align - 1))
+                  ? align : VIRTIO_BLK_SECTOR;
+    s->discard_alignment = s->blk_size / VIRTIO_BLK_SECTOR;
+    s->notify_bh = keel_aio_bh_new(s->ctx, notify_bh, s);
+
+    features = (1ull << VIRTIO_BLK_F_SIZE_MAX) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
+               (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
+               (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |
+               (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX) |
+               (s->readonly ? 1ull << VIRTIO_BLK_F_RO : 0);
+    s->vp = virtio_pci_new(vm, host, s->name, VIRTIO_ID_BLOCK, 0x010000, features, 1,
+                           VIRTIO_BLK_QUEUE_SIZE, VIRTIO_BLK_CONFIG_LEN, conf->intx_irq,
+                           &virtio_blk_ops, s, err, errlen);
+    if (!s->vp) {
+        goto fail;
+    }
+    return s;
+
+fail:
+    if (s->notify_bh) {
+        keel_bh_delete(s->notify_bh);
+    }
+    keel_blk_close(s->blk);
+    g_free(s->name);
+    g_free(s->iothread_id);
+    g_free(s);
+    return NULL;
+}
+
+void virtio_blk_free(VirtioBlk *s)
+{
+    if (!s) {
+        return;
+    }
+    virtio_pci_free(s->vp);         /* stops (drains) the queue first */
+    keel_bh_delete(s->notify_bh);
+    keel_blk_close(s->blk);
+    g_free(s->name);
+    g_free(s->iothread_id);
+    g_free(s);
+}
+
+void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats)
+{
+    *stats = s->stats;
+}
+
+VirtioPci *virtio_blk_get_transport(VirtioBlk *s)
+{
+    return s->vp;
+}
+
+void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len)
+{
+    char paths[128];
+
+    virtio_pci_describe(s->vp, paths, sizeof(paths));
+    snprintf(buf, len, "%s pci=00:%02x.0 file=%s engine=%s cache=%s%s %s%s %s irq=%u "
+             "queue=%u capacity=%llu blk_size=%u",
+             s->name, s->vp->pci->slot, keel_blk_get_filename(s->blk),
+             keel_blk_engine_name(s->blk), keel_blk_cache_name(keel_blk_get_cache_mode(s->blk)),
+             s->readonly ? " readonly" : "", s->iothread_id ? "iothread=" : "main-loop",
+             s->iothread_id ? s->iothread_id : "", paths, s->vp->intx_irq,
+             VIRTIO_BLK_QUEUE_SIZE, (unsigned long long)s->capacity, s->blk_size);
+}
+
+/* ---- the drives of a command line ------------------------------------------------------------ */
+
+struct VmmBlockDevices {
+    KeelIOThread *iothreads[VMM_MAX_IOTHREADS];
+    int nr_iothreads;
+    VirtioBlk *drives[VMM_MAX_DRIVES];
+    int nr_drives;
+};
+
+static KeelBlkAio blk_aio_of(VmmDriveAio aio)
+{
+    switch (aio) {
+    case VMM_AIO_NATIVE: return KEEL_BLK_AIO_NATIVE;
+    case VMM_AIO_IO_URING: return KEEL_BLK_AIO_IO_URING;
+    case VMM_AIO_THREADS: break;
+    }
+    return KEEL_BLK_AIO_THREADS;
+}
+
+static KeelBlkCache blk_cache_of(VmmDriveCache cache)
+{
+    switch (cache) {
+    case VMM_CACHE_NONE: return KEEL_BLK_CACHE_NONE;
+    case VMM_CACHE_DIRECTSYNC: return KEEL_BLK_CACHE_DIRECTSYNC;
+    case VMM_CACHE_UNSAFE: return KEEL_BLK_CACHE_UNSAFE;
+    case VMM_CACHE_WRITEBACK: break;
+    }
+    return KEEL_BLK_CACHE_WRITEBACK;
+}
+
+VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
+                                       char *err, size_t errlen)
+{
+    /* Legacy IRQs for INTA#, like a PC's PCI interrupt routing would give. */
+    static const unsigned intx_irqs[] = { 10, 11, 9, 5 };
+    VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
+
+    for (int i = 0; i < opts->nr_iothreads; i++) {
+        KeelIOThread *t = keel_iothread_new(opts->iothreads[i]);
+        if (!t) {
+            snprintf(err, errlen, "-object iothread,id=%s: cannot start the thread",
+                     opts->iothreads[i]);
+            goto fail;
+        }
+        devs->iothreads[devs->nr_iothreads++] = t;
+    }
+    for (int i = 0; i < opts->nr_drives; i++) {
+        const VmmDrive *d = &opts->drives[i];
+        VirtioBlkConf conf;
+        char name[32];
+        VirtioBlk *s;
+
+        if (!d->attached) {
+            continue;
+        }
+        memset(&conf, 0, sizeof(conf));
+        snprintf(name, sizeof(name), "virtio-blk%d", devs->nr_drives);
+        conf.name = name;
+        keel_blk_options_init(&conf.blk);
+        conf.blk.filename = d->file;
+        conf.blk.aio = blk_aio_of(d->aio);
+        conf.blk.cache = blk_cache_of(d->cache);
+        conf.blk.readonly = d->readonly;
+        conf.blk.inject = d->inject;
+        conf.serial = d->serial;
+        conf.ctx = keel_main_aio_context();
+        conf.intx_irq = intx_irqs[devs->nr_drives % G_N_ELEMENTS(intx_irqs)];
+        if (d->iothread) {
+            for (int t = 0; t < devs->nr_iothreads; t++) {
+                if (!strcmp(keel_iothread_id(devs->iothreads[t]), d->iothread)) {
+                    conf.ctx = keel_iothread_get_aio_context(devs->iothreads[t]);
+                    conf.iothread_id = d->iothread;
+                }
+            }
+            if (!conf.iothread_id) {
+                snprintf(err, errlen, "-drive file=%s: iothread=%s: no such -object iothread",
+                         d->file, d->iothread);
+                goto fail;
+            }
+        }
+        s = virtio_blk_new(vm, host, &conf, err, errlen);
+        if (!s) {
+            goto fail;
+        }
+        devs->drives[devs->nr_drives++] = s;
+    }
+    return devs;
+
+fail:
+    vmm_block_devices_free(devs, NULL);
+    return NULL;
+}
+
+void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out)
+{
+    char line[512];
+
+    for (int i = 0; devs && i < devs->nr_drives; i++) {
+        virtio_blk_describe(devs->drives[i], line, sizeof(line));
+        fprintf(out, "keel-vmm: %s\n", line);
+    }
+}
+
+static void print_stats(VirtioBlk *s, FILE *out)
+{
+    const VirtioPciStats *p = &s->vp->stats;
+    const VirtioBlkStats *b = &s->stats;
+
+    fprintf(out, "keel-vmm: %s stats: requests=%llu reads=%llu writes=%llu flushes=%llu "
+            "discards=%llu write_zeroes=%llu get_ids=%llu unsupported=%llu errors=%llu "
+            "bad_chains=%llu needs_reset=%llu passes=%llu max_batch=%llu merged=%llu "
+            "merge_retries=%llu poll_hits=%llu exit_kicks=%llu "
+            "irqs=%llu suppressed=%llu intx_irqfd=%llu intx_ioctl=%llu msix_irqfd=%llu "
+            "msix_ioctl=%llu msix_masked=%llu config_irqs=%llu resets=%llu\n", s->name,
+            (unsigned long long)b->requests, (unsigned long long)b->reads,
+            (unsigned long long)b->writes, (unsigned long long)b->flushes,
+            (unsigned long long)b->discards, (unsigned long long)b->write_zeroes,
+            (unsigned long long)b->get_ids, (unsigned long long)b->unsupported,
+            (unsigned long long)b->errors, (unsigned long long)b->bad_chains,
+            (unsigned long long)b->needs_reset, (unsigned long long)b->handler_passes,
+            (unsigned long long)b->batches_max, (unsigned long long)b->merged,
+            (unsigned long long)b->merge_retries, (unsigned long long)b->poll_hits,
+            (unsigned long long)p->exit_kicks,
+            (unsigned long long)b->irqs, (unsigned long long)b->irqs_suppressed,
+            (unsigned long long)p->irqs_intx_irqfd, (unsigned long long)p->irqs_intx_ioctl,
+            (unsigned long long)p->irqs_msix_irqfd, (unsigned long long)p->irqs_msix_ioctl,
+            (unsigned long long)p->irqs_masked, (unsigned long long)p->config_irqs,
+            (unsigned long long)p->resets);
+}
+
+void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out)
+{
+    if (!devs) {
+        return;
+    }
+    for (int i = 0; stats_out && i < devs->nr_drives; i++) {
+        virtio_pci_stop(devs->drives[i]->vp);   /* counters final: nothing in flight */
+        print_stats(devs->drives[i], stats_out);
+    }
+    for (int i = devs->nr_drives - 1; i >= 0; i--) {
+        virtio_blk_free(devs->drives[i]);
+    }
+    for (int i = devs->nr_iothreads - 1; i >= 0; i--) {
+        keel_iothread_free(devs->iothreads[i]);
+    }
+    g_free(devs);
+}
+
+void vmm_block_features_register(void)
+{
+    keel_block_features_register();
+    virtio_pci_features_register();
+}

@@ -1,0 +1,140 @@
+/*
+ * vmm/virtio-blk.h — the virtio block device (virtio 1.x 5.2) on the
+ * virtio-pci transport, backed by a Keel block backend.
+ *
+ * Features offered: VERSION_1, SIZE_MAX, SEG_MAX, BLK_SIZE, FLUSH, DISCARD,
+ * WRITE_ZEROES, INDIRECT_DESC, EVENT_IDX, and RO for read-only drives.
+ * Requests: IN, OUT, FLUSH, GET_ID (the drive's serial=, NUL-padded to 20
+ * bytes), DISCARD, WRITE_ZEROES; any other type completes with
+ * VIRTIO_BLK_S_UNSUPP.  A request outside the disk, a malformed header or
+ * payload, a write to a read-only drive, or an error from the backend
+ * completes with VIRTIO_BLK_S_IOERR.  A malformed descriptor chain fails
+ * with IOERR when its status byte is usable, else the device sets
+ * NEEDS_RESET and stops taking requests from the queue (see virtqueue.h).
+ *
+ * The data path: the queue's host notifier (kicked by KVM's ioeventfd or by
+ * the vCPU exit handler) is watched in the drive's AioContext — the main
+ * loop's, or with -drive ...,iothread=ID that iothread's, where the block
+ * backend lives too.  One handler pass pops every available chain, checks
+ * it, and starts its request with keel_blk_aio_* between
+ * keel_blk_io_plug/unplug, so the pass is submitted as one batch; reads
+ * (or writes) of the pass that are adjacent on the disk are first merged
+ * into one backend request (sorted by offset; at most 32 requests, 1024
+ * iovecs, 64 MiB), as QEMU does, and complete together (a merged
+ * request that fails is retried request by request, so the error reaches
+ * only the guest requests it belongs to).  An
+ * io_poll function (avail ring index) lets adaptive polling find new
+ * requests without a kick.  Each completion writes the status byte and
+ * puts the chain on the used ring; one bottom half per pass then decides
+ * (EVENT_IDX / NO_INTERRUPT) whether the guest wants an interrupt, so
+ * interrupts are coalesced per completion pass.
+ *
+ * Reset and teardown: the queue is stopped in its own thread (handler
+ * removed, backend drained, pending interrupt decision cancelled) before
+ * the transport forgets the ring, so no request completes into a reset
+ * queue.  A vCPU thread that resets a main-loop drive releases the global
+ * mutex while the main loop drains it.
+ *
+ * Ownership: VmmBlockDevices owns the iothreads (-object iothread) and the
+ * drives (each a VirtioPci + KeelBlockBackend) it creates from the options.
+ *
+ * Thread rules: vmm_block_devices_new/_free/_print from the main thread
+ * (free after the vCPU threads stopped, with the global mutex held, before
+ * pci_host_free); vmm_block_features_register at start-up; everything else
+ * runs in the hooks described above.
+ */
+#ifndef KEEL_VMM_VIRTIO_BLK_H
+#define KEEL_VMM_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "block/block-backend.h"
+#include "loop/aio.h"
+#include "vmm/options.h"
+#include "vmm/pci.h"
+
+#define VIRTIO_ID_BLOCK 2
+
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_SECTOR 512
+
+/* Limits the device advertises. */
+#define VIRTIO_BLK_QUEUE_SIZE 256
+#define VIRTIO_BLK_SEG_MAX (VIRTIO_BLK_QUEUE_SIZE - 2)
+#define VIRTIO_BLK_SIZE_MAX (4u << 20)
+#define VIRTIO_BLK_MAX_DISCARD_SECTORS (1u << 22)   /* 2 GiB per request */
+#define VIRTIO_BLK_CONFIG_LEN 60
+
+typedef struct VirtioBlk VirtioBlk;
+
+typedef struct VirtioBlkConf {
+    const char *name;               /* "virtio-blk0" (kept by pointer) */
+    KeelBlkOptions blk;             /* file, aio, cache, readonly, inject */
+    const char *serial;             /* GET_ID, or NULL */
+    KeelAioContext *ctx;            /* where the queue and backend live */
+    const char *iothread_id;        /* for messages; NULL: main loop */
+    unsigned intx_irq;
+} VirtioBlkConf;
+
+typedef struct VirtioBlkStats {
+    uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_ids, unsupported;
+    uint64_t errors;                /* requests completed with IOERR */
+    uint64_t bad_chains;            /* malformed chains failed with IOERR */
+    uint64_t needs_reset;           /* times the queue was stopped as broken */
+    uint64_t handler_passes, batches_max;
+    uint64_t merged;                /* reads/writes sent as part of a merged request */
+    uint64_t merge_retries;         /* merged requests that failed and were split */
+    uint64_t poll_hits;             /* passes started by adaptive polling, not a kick */
+    uint64_t irqs, irqs_suppressed;
+} VirtioBlkStats;
+
+/* Opens the backend in @conf->ctx and creates the PCI function.  Main
+ * thread, before the vCPUs run.  NULL with a message in @err on failure. */
+VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char *err,
+                          size_t errlen);
+/* Stops the queue (drains), closes the backend, frees. */
+void virtio_blk_free(VirtioBlk *s);
+/* One start-up line: file, engine, cache, context, notification paths. */
+void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len);
+void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats);
+/* The transport (tests look at its registers and counters). */
+struct VirtioPci *virtio_blk_get_transport(VirtioBlk *s);
+
+/* ---- the drives of a command line ------------------------------------------- */
+typedef struct VmmBlockDevices VmmBlockDevices;
+
+/* Starts the -object iothreads and creates a virtio-blk-pci function for
+ * every attached -drive.  NULL with a message in @err on failure. */
+VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
+                                       char *err, size_t errlen);
+/* "keel-vmm: virtio-blk0 ..." start-up lines. */
+void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out);
+/* Stops every drive (draining it), prints its counters to @stats_out
+ * (NULL: don't; keel-vmm passes stderr when KEEL_VMM_STATS is set), and
+ * frees the drives and iothreads. */
+void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out);
+
+/* The block engine and virtio notification seams for `--features`. */
+void vmm_block_features_register(void);
+
+#endif
