@@ -133,7 +133,7 @@ static bool notifier_lacks_eventfd(const char **reason)
 
 static const char *ioeventfd_active(const char **reason)
 {
-    if (notifier_lacks_eventfd(reason)) {
+    if (!keel_avoid(KEEL_PATH_IOEVENTFD) && notifier_lacks_eventfd(reason)) {
         return ioeventfd_seam.fallback;
     }
     return cap_seam_active(kvm_caps_probe()->ioeventfd, "KVM_CAP_IOEVENTFD=0",
@@ -142,7 +142,7 @@ static const char *ioeventfd_active(const char **reason)
 
 static const char *irqfd_active(const char **reason)
 {
-    if (notifier_lacks_eventfd(reason)) {
+    if (!keel_avoid(KEEL_PATH_IRQFD) && notifier_lacks_eventfd(reason)) {
         return irqfd_seam.fallback;
     }
     return cap_seam_active(kvm_caps_probe()->irqfd, "KVM_CAP_IRQFD=0", &irqfd_seam, reason);
