@@ -49,6 +49,7 @@ struct blk_dev {
     unsigned nslots, stride, max_segs;
     uint16_t head_to_slot[1024];
     uint64_t irqs_at_start;
+    uint64_t irq_waits;             /* times blk_wait slept for an interrupt */
 };
 
 /* Finds device #index, negotiates (wanted features ∩ offered), reads the

@@ -230,6 +230,7 @@ bool blk_wait(struct blk_dev *b, uint64_t deadline)
         if (b->irq_mode) {
             uint64_t seen = irq_state.total;
             if (vq_enable_irq(&b->vq)) {
+                b->irq_waits++;
                 syscall3(SYS_WAIT_IRQ, seen, 0, 0);
             }
         } else {

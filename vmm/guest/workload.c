@@ -679,11 +679,11 @@ static void print_result(const char *test, bool ok)
     kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
             "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
             "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
-            "tsc_khz=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
+            "irq_waits=%lu tsc_khz=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
             mibps_x100 / 100, mibps_x100 % 100, wl.errors, wl.verify_failures,
             wl.elapsed_us, rw_names[wl.rw], wl.bs, blk.nslots,
             wl.irq_mode ? "irq" : "poll", wl.verified_blocks, blk.vq.kicks,
-            blk.vq.kicks_suppressed, blk_device_irqs(&blk), tsc_khz);
+            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz);
 }
 
 int run_block_test(const char *test)
@@ -721,9 +721,11 @@ int run_block_test(const char *test)
         ok = badchain ? run_badchain() : run_workload();
     }
     ok &= !wl.errors && !wl.verify_failures;
-    if (ok && wl.irq_mode && wl.ops && !blk_device_irqs(&blk)) {
-        kprintf("KEEL-GUEST: mode=irq but no device interrupt arrived (only the "
-                "watchdog tick woke us)\n");
+    /* Only a failure if we slept waiting for one: a device that is always
+     * ahead of the guest legitimately never needs to interrupt it. */
+    if (ok && wl.irq_mode && wl.ops && blk.irq_waits && !blk_device_irqs(&blk)) {
+        kprintf("KEEL-GUEST: mode=irq but no device interrupt arrived in %lu waits (only "
+                "the watchdog tick woke us)\n", (unsigned long)blk.irq_waits);
         ok = false;
     }
     print_result(test, ok);
