@@ -22,6 +22,7 @@
 #include "config.h"
 
 #include "vmm/loader.h"
+#include "vmm/options.h"
 
 #include <elf.h>
 #include <stdarg.h>
@@ -59,17 +60,6 @@
 #define PVH_MEMMAP_ADDR     (BOOT_PVH_INFO_ADDR + 0x40)
 #define PVH_MODLIST_ADDR    (BOOT_PVH_INFO_ADDR + 0x200)
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static uint16_t rd16(const uint8_t *p)
 {
@@ -106,7 +96,7 @@ static int copy_cmdline(Vm *vm, const LoaderConfig *cfg, uint64_t max, char *err
     size_t len = strlen(cmd);
 
     if (len + 1 > max || len + 1 > BOOT_CMDLINE_MAX) {
-        return fail(err, errlen, "-append: command line of %zu bytes exceeds the kernel's "
+        return vmm_fail(err, errlen, "-append: command line of %zu bytes exceeds the kernel's "
                     "limit (%llu)", len, (unsigned long long)(max - 1));
     }
     return loader_copy_to_guest(vm, BOOT_CMDLINE_ADDR, cmd, len + 1, "command line",
@@ -128,7 +118,7 @@ static int place_initrd(Vm *vm, const LoaderConfig *cfg, uint64_t floor, uint64_
     at = (top - f.size) & ~0xfffull;
     if (f.size > top || at < floor) {
         loader_free_file(&f);
-        return fail(err, errlen, "-initrd %s: %zu bytes do not fit between the kernel and "
+        return vmm_fail(err, errlen, "-initrd %s: %zu bytes do not fit between the kernel and "
                     "0x%llx (try a larger -m)", cfg->initrd, f.size, (unsigned long long)top);
     }
     if (loader_copy_to_guest(vm, at, f.data, f.size, cfg->initrd, err, errlen) < 0) {
@@ -156,14 +146,14 @@ int loader_load_bzimage(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
     bool has64;
 
     if (version < 0x206) {
-        return fail(err, errlen, "%s: Linux boot protocol %u.%02u is too old (need 2.06+)",
+        return vmm_fail(err, errlen, "%s: Linux boot protocol %u.%02u is too old (need 2.06+)",
                     f->path, version >> 8, version & 0xff);
     }
     if (!(d[HDR_LOADFLAGS] & LOADED_HIGH)) {
-        return fail(err, errlen, "%s: a zImage (loaded low); only bzImage is supported", f->path);
+        return vmm_fail(err, errlen, "%s: a zImage (loaded low); only bzImage is supported", f->path);
     }
     if (setup_size >= f->size || hdr_end > setup_size || hdr_end > 0x1000) {
-        return fail(err, errlen, "%s: truncated bzImage", f->path);
+        return vmm_fail(err, errlen, "%s: truncated bzImage", f->path);
     }
     kernel_size = f->size - setup_size;
     kernel_end = BOOT_KERNEL_ADDR + kernel_size;
@@ -304,10 +294,10 @@ int loader_load_pvh(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
     for (int i = 0; i < n; i++) {
         LoaderSegment *s = &segs[i];
         if (s->filesz > s->memsz || s->offset + s->filesz > f->size) {
-            return fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
+            return vmm_fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
         }
         if (s->paddr < BOOT_KERNEL_ADDR) {
-            return fail(err, errlen, "%s: segment at 0x%llx is below 1 MiB", f->path,
+            return vmm_fail(err, errlen, "%s: segment at 0x%llx is below 1 MiB", f->path,
                         (unsigned long long)s->paddr);
         }
         if (loader_copy_to_guest(vm, s->paddr, f->data + s->offset, s->filesz, f->path,

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include "vmm/loader.h"
+#include "vmm/options.h"
 
 #include <elf.h>
 #include <stdarg.h>
@@ -44,17 +45,6 @@
 #define MBI_CMDLINE_ADDR    (BOOT_MB_INFO_ADDR + 0x1000)
 #define MBI_CMDLINE_MAX     (BOOT_LOW_END - MBI_CMDLINE_ADDR)
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static uint32_t rd32(const uint8_t *p)
 {
@@ -112,7 +102,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
     size_t cmdlen = strlen(cfg->cmdline ? cfg->cmdline : "");
 
     if (flags & 0xffff & ~MB_FLAGS_KNOWN) {
-        return fail(err, errlen, "%s: the multiboot header requires features keel-vmm does "
+        return vmm_fail(err, errlen, "%s: the multiboot header requires features keel-vmm does "
                     "not have (flags 0x%x)", f->path, flags);
     }
 
@@ -123,26 +113,26 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         uint64_t file_off, load_len;
 
         if (!(flags & MB_FLAG_ADDRESSES)) {
-            return fail(err, errlen, "%s: multiboot header without address fields, and not "
+            return vmm_fail(err, errlen, "%s: multiboot header without address fields, and not "
                         "an ELF file", f->path);
         }
         if (header_addr < load_addr || header_addr - load_addr > (uint64_t)hoff) {
-            return fail(err, errlen, "%s: inconsistent multiboot load addresses", f->path);
+            return vmm_fail(err, errlen, "%s: inconsistent multiboot load addresses", f->path);
         }
         file_off = (uint64_t)hoff - (header_addr - load_addr);
         load_len = load_end ? (uint64_t)load_end - load_addr : f->size - file_off;
         if (load_end && load_end < load_addr) {
-            return fail(err, errlen, "%s: load_end_addr below load_addr", f->path);
+            return vmm_fail(err, errlen, "%s: load_end_addr below load_addr", f->path);
         }
         if (file_off + load_len > f->size) {
-            return fail(err, errlen, "%s: multiboot load range exceeds the file", f->path);
+            return vmm_fail(err, errlen, "%s: multiboot load range exceeds the file", f->path);
         }
         kernel_end = (uint64_t)load_addr + load_len;
         if (bss_end && bss_end > kernel_end) {
             kernel_end = bss_end;
         }
         if (!clear_of_boot_area(load_addr, kernel_end - load_addr)) {
-            return fail(err, errlen, "%s: loads at 0x%x, over keel-vmm's boot structures "
+            return vmm_fail(err, errlen, "%s: loads at 0x%x, over keel-vmm's boot structures "
                         "(0x%llx-0x%llx)", f->path, load_addr,
                         (unsigned long long)BOOT_GDT_ADDR, (unsigned long long)BOOT_LOW_END);
         }
@@ -166,14 +156,14 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         for (int i = 0; i < n; i++) {
             LoaderSegment *s = &segs[i];
             if (s->filesz > s->memsz || s->offset + s->filesz > f->size) {
-                return fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
+                return vmm_fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
             }
             if (s->paddr + s->memsz > 0x100000000ull) {
-                return fail(err, errlen, "%s: segment at 0x%llx is above 4 GiB, out of reach "
+                return vmm_fail(err, errlen, "%s: segment at 0x%llx is above 4 GiB, out of reach "
                             "of a 32-bit multiboot entry", f->path, (unsigned long long)s->paddr);
             }
             if (!clear_of_boot_area(s->paddr, s->memsz)) {
-                return fail(err, errlen, "%s: segment at 0x%llx overlaps keel-vmm's boot "
+                return vmm_fail(err, errlen, "%s: segment at 0x%llx overlaps keel-vmm's boot "
                             "structures (0x%llx-0x%llx)", f->path, (unsigned long long)s->paddr,
                             (unsigned long long)BOOT_GDT_ADDR, (unsigned long long)BOOT_LOW_END);
             }
@@ -195,7 +185,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         }
     }
     if (entry_addr >= 0x100000000ull) {
-        return fail(err, errlen, "%s: entry point 0x%llx is not reachable from 32-bit mode",
+        return vmm_fail(err, errlen, "%s: entry point 0x%llx is not reachable from 32-bit mode",
                     f->path, (unsigned long long)entry_addr);
     }
 
@@ -206,7 +196,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
     wr32(info + 8, (uint32_t)((vm->low_ram_end - BOOT_KERNEL_ADDR) >> 10)); /* mem_upper KiB */
 
     if (cmdlen >= MBI_CMDLINE_MAX) {
-        return fail(err, errlen, "-append: command line too long (%zu bytes)", cmdlen);
+        return vmm_fail(err, errlen, "-append: command line too long (%zu bytes)", cmdlen);
     }
     if (loader_copy_to_guest(vm, MBI_CMDLINE_ADDR, cfg->cmdline ? cfg->cmdline : "",
                              cmdlen + 1, "command line", err, errlen) < 0) {
@@ -240,7 +230,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         }
         if (mod_start + m.size > vm->low_ram_end) {
             loader_free_file(&m);
-            return fail(err, errlen, "-initrd %s: does not fit in guest RAM below %llu MiB "
+            return vmm_fail(err, errlen, "-initrd %s: does not fit in guest RAM below %llu MiB "
                         "(try a larger -m)", cfg->initrd,
                         (unsigned long long)(vm->low_ram_end >> 20));
         }

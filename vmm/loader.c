@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "vmm/loader.h"
+#include "vmm/options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,17 +19,6 @@
 #include <unistd.h>
 #include <elf.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
 {
@@ -39,22 +29,22 @@ int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
     memset(f, 0, sizeof(*f));
     f->path = path;
     if (fd < 0) {
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return vmm_fail(err, errlen, "%s: %s", path, strerror(errno));
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return vmm_fail(err, errlen, "%s: not a regular file", path);
     }
     /* A kernel or initrd larger than 1 GiB is a mistake, not a boot. */
     if (st.st_size > (1 << 30)) {
         close(fd);
-        return fail(err, errlen, "%s: too large (%lld bytes)", path, (long long)st.st_size);
+        return vmm_fail(err, errlen, "%s: too large (%lld bytes)", path, (long long)st.st_size);
     }
     f->size = (size_t)st.st_size;
     f->data = malloc(f->size ? f->size : 1);
     if (!f->data) {
         close(fd);
-        return fail(err, errlen, "%s: out of memory", path);
+        return vmm_fail(err, errlen, "%s: out of memory", path);
     }
     while (done < f->size) {
         ssize_t n = read(fd, f->data + done, f->size - done);
@@ -64,7 +54,7 @@ int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
         if (n <= 0) {
             close(fd);
             loader_free_file(f);
-            return fail(err, errlen, "%s: read error: %s", path, n < 0 ? strerror(errno) : "short");
+            return vmm_fail(err, errlen, "%s: read error: %s", path, n < 0 ? strerror(errno) : "short");
         }
         done += (size_t)n;
     }
@@ -85,7 +75,7 @@ int loader_copy_to_guest(Vm *vm, uint64_t gpa, const void *src, size_t len,
     void *dst = vm_gpa_to_hva(vm, gpa, len);
 
     if (!dst) {
-        return fail(err, errlen, "%s: [0x%llx, 0x%llx) is outside guest RAM (%llu MiB; try a "
+        return vmm_fail(err, errlen, "%s: [0x%llx, 0x%llx) is outside guest RAM (%llu MiB; try a "
                     "larger -m)", what, (unsigned long long)gpa,
                     (unsigned long long)(gpa + len), (unsigned long long)(vm->ram_size >> 20));
     }
@@ -212,7 +202,7 @@ int loader_elf_segments(const LoaderFile *f, LoaderSegment *segs, int max, uint6
     if (d[EI_CLASS] == ELFCLASS32) {
         Elf32_Ehdr eh;
         if (f->size < sizeof(eh)) {
-            return fail(err, errlen, "%s: truncated ELF header", f->path);
+            return vmm_fail(err, errlen, "%s: truncated ELF header", f->path);
         }
         memcpy(&eh, d, sizeof(eh));
         *entry = eh.e_entry;
@@ -220,21 +210,21 @@ int loader_elf_segments(const LoaderFile *f, LoaderSegment *segs, int max, uint6
             Elf32_Phdr ph;
             uint64_t off = eh.e_phoff + (uint64_t)i * eh.e_phentsize;
             if (eh.e_phentsize < sizeof(ph) || off + sizeof(ph) > f->size) {
-                return fail(err, errlen, "%s: program header %d outside the file", f->path, i);
+                return vmm_fail(err, errlen, "%s: program header %d outside the file", f->path, i);
             }
             memcpy(&ph, d + off, sizeof(ph));
             if (ph.p_type != PT_LOAD || !ph.p_memsz) {
                 continue;
             }
             if (n == max) {
-                return fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
+                return vmm_fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
             }
             segs[n++] = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
         }
     } else if (d[EI_CLASS] == ELFCLASS64) {
         Elf64_Ehdr eh;
         if (f->size < sizeof(eh)) {
-            return fail(err, errlen, "%s: truncated ELF header", f->path);
+            return vmm_fail(err, errlen, "%s: truncated ELF header", f->path);
         }
         memcpy(&eh, d, sizeof(eh));
         *entry = eh.e_entry;
@@ -242,22 +232,22 @@ int loader_elf_segments(const LoaderFile *f, LoaderSegment *segs, int max, uint6
             Elf64_Phdr ph;
             uint64_t off = eh.e_phoff + (uint64_t)i * eh.e_phentsize;
             if (eh.e_phentsize < sizeof(ph) || off + sizeof(ph) > f->size) {
-                return fail(err, errlen, "%s: program header %d outside the file", f->path, i);
+                return vmm_fail(err, errlen, "%s: program header %d outside the file", f->path, i);
             }
             memcpy(&ph, d + off, sizeof(ph));
             if (ph.p_type != PT_LOAD || !ph.p_memsz) {
                 continue;
             }
             if (n == max) {
-                return fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
+                return vmm_fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
             }
             segs[n++] = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
         }
     } else {
-        return fail(err, errlen, "%s: unknown ELF class %d", f->path, d[EI_CLASS]);
+        return vmm_fail(err, errlen, "%s: unknown ELF class %d", f->path, d[EI_CLASS]);
     }
     if (!n) {
-        return fail(err, errlen, "%s: no loadable segments", f->path);
+        return vmm_fail(err, errlen, "%s: no loadable segments", f->path);
     }
     return n;
 }
@@ -288,10 +278,10 @@ int loader_probe_kernel(const char *path, const char **kind, char *err, size_t e
     } else if (loader_is_elf(&f) && loader_find_pvh_entry(&f)) {
         *kind = "linux-pvh";
     } else if (loader_is_elf(&f)) {
-        r = fail(err, errlen, "%s: an ELF file without a multiboot header or a PVH entry "
+        r = vmm_fail(err, errlen, "%s: an ELF file without a multiboot header or a PVH entry "
                  "note (XEN_ELFNOTE_PHYS32_ENTRY): cannot boot it", path);
     } else {
-        r = fail(err, errlen, "%s: unknown kernel format (expected a multiboot ELF, a Linux "
+        r = vmm_fail(err, errlen, "%s: unknown kernel format (expected a multiboot ELF, a Linux "
                  "bzImage, or a vmlinux with a PVH entry)", path);
     }
     loader_free_file(&f);
@@ -315,13 +305,13 @@ int loader_load_kernel(Vm *vm, const LoaderConfig *cfg, BootEntry *entry,
     } else if (loader_is_elf(&f)) {
         r = loader_load_pvh(vm, &f, cfg, entry, err, errlen);
         if (r == 0) {
-            r = fail(err, errlen, "%s: an ELF file without a multiboot header or a PVH entry "
+            r = vmm_fail(err, errlen, "%s: an ELF file without a multiboot header or a PVH entry "
                      "note (XEN_ELFNOTE_PHYS32_ENTRY): cannot boot it", cfg->kernel);
         } else if (r > 0) {
             r = 0;
         }
     } else {
-        r = fail(err, errlen, "%s: unknown kernel format (expected a multiboot ELF, a Linux "
+        r = vmm_fail(err, errlen, "%s: unknown kernel format (expected a multiboot ELF, a Linux "
                  "bzImage, or a vmlinux with a PVH entry)", cfg->kernel);
     }
     loader_free_file(&f);

@@ -17,9 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+/* Writes the message for the caller to print; always returns -1. */
+int vmm_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -178,7 +177,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
     int ret = -1;
 
     if (opts->nr_drives == VMM_MAX_DRIVES) {
-        return fail(err, errlen, "-drive: at most %d drives are supported", VMM_MAX_DRIVES);
+        return vmm_fail(err, errlen, "-drive: at most %d drives are supported", VMM_MAX_DRIVES);
     }
     d = &opts->drives[opts->nr_drives];
     memset(d, 0, sizeof(*d));
@@ -190,23 +189,23 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
         const char *k = kv[i], *v = kv[i + 1];
 
         if (!k || !*k) {
-            fail(err, errlen, "-drive: empty parameter in '%s'", arg);
+            vmm_fail(err, errlen, "-drive: empty parameter in '%s'", arg);
             goto out;
         }
         if (!v && strcmp(k, "readonly") != 0) {
-            fail(err, errlen, "-drive: parameter '%s' needs a value (%s=...)", k, k);
+            vmm_fail(err, errlen, "-drive: parameter '%s' needs a value (%s=...)", k, k);
             goto out;
         }
         if (!strcmp(k, "file")) {
             if (!*v) {
-                fail(err, errlen, "-drive: file= is empty");
+                vmm_fail(err, errlen, "-drive: file= is empty");
                 goto out;
             }
             g_free(d->file);
             d->file = g_strdup(v);
         } else if (!strcmp(k, "format")) {
             if (strcmp(v, "raw") != 0) {
-                fail(err, errlen, "-drive: format=%s: only format=raw is supported", v);
+                vmm_fail(err, errlen, "-drive: format=%s: only format=raw is supported", v);
                 goto out;
             }
         } else if (!strcmp(k, "if")) {
@@ -215,7 +214,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "none")) {
                 d->if_none = true;
             } else {
-                fail(err, errlen, "-drive: if=%s: expected virtio or none", v);
+                vmm_fail(err, errlen, "-drive: if=%s: expected virtio or none", v);
                 goto out;
             }
         } else if (!strcmp(k, "aio")) {
@@ -226,7 +225,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "io_uring")) {
                 d->aio = VMM_AIO_IO_URING;
             } else {
-                fail(err, errlen, "-drive: aio=%s: expected threads, native or io_uring", v);
+                vmm_fail(err, errlen, "-drive: aio=%s: expected threads, native or io_uring", v);
                 goto out;
             }
         } else if (!strcmp(k, "cache")) {
@@ -239,18 +238,18 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "unsafe")) {
                 d->cache = VMM_CACHE_UNSAFE;
             } else {
-                fail(err, errlen,
+                vmm_fail(err, errlen,
                      "-drive: cache=%s: expected none, writeback, directsync or unsafe", v);
                 goto out;
             }
         } else if (!strcmp(k, "readonly")) {
             if (parse_bool(v, &d->readonly) < 0) {
-                fail(err, errlen, "-drive: readonly=%s: expected on or off", v);
+                vmm_fail(err, errlen, "-drive: readonly=%s: expected on or off", v);
                 goto out;
             }
         } else if (!strcmp(k, "iothread")) {
             if (!valid_id(v)) {
-                fail(err, errlen, "-drive: iothread=%s: not a valid id", v);
+                vmm_fail(err, errlen, "-drive: iothread=%s: not a valid id", v);
                 goto out;
             }
             g_free(d->iothread);
@@ -258,7 +257,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
         } else if (!strcmp(k, "serial")) {
             /* virtio-blk's GET_ID answer is 20 bytes, not NUL-terminated. */
             if (strlen(v) > 20) {
-                fail(err, errlen, "-drive: serial=%s: longer than 20 characters", v);
+                vmm_fail(err, errlen, "-drive: serial=%s: longer than 20 characters", v);
                 goto out;
             }
             g_free(d->serial);
@@ -271,34 +270,34 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             d->inject = joined;
         } else if (!strcmp(k, "id")) {
             if (!valid_id(v)) {
-                fail(err, errlen, "-drive: id=%s: not a valid id", v);
+                vmm_fail(err, errlen, "-drive: id=%s: not a valid id", v);
                 goto out;
             }
             g_free(d->id);
             d->id = g_strdup(v);
         } else {
-            fail(err, errlen, "-drive: unknown parameter '%s'", k);
+            vmm_fail(err, errlen, "-drive: unknown parameter '%s'", k);
             goto out;
         }
     }
     if (!d->file) {
-        fail(err, errlen, "-drive: file= is required");
+        vmm_fail(err, errlen, "-drive: file= is required");
         goto out;
     }
     if (d->aio == VMM_AIO_NATIVE &&
         d->cache != VMM_CACHE_NONE && d->cache != VMM_CACHE_DIRECTSYNC) {
         /* Same rule as QEMU: io_submit only runs asynchronously on O_DIRECT. */
-        fail(err, errlen, "-drive: aio=native needs cache=none or cache=directsync");
+        vmm_fail(err, errlen, "-drive: aio=native needs cache=none or cache=directsync");
         goto out;
     }
     if (d->if_none && !d->id) {
-        fail(err, errlen, "-drive: if=none needs id= (for -device virtio-blk-pci,drive=ID)");
+        vmm_fail(err, errlen, "-drive: if=none needs id= (for -device virtio-blk-pci,drive=ID)");
         goto out;
     }
     if (d->id) {
         for (int j = 0; j < opts->nr_drives; j++) {
             if (opts->drives[j].id && !strcmp(opts->drives[j].id, d->id)) {
-                fail(err, errlen, "-drive: id=%s: duplicate id", d->id);
+                vmm_fail(err, errlen, "-drive: id=%s: duplicate id", d->id);
                 goto out;
             }
         }
@@ -334,27 +333,27 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
                              !strcmp(kv[i], "poll-shrink"))) {
             /* QEMU's iothread tuning knobs: accepted, the loop adapts itself. */
         } else {
-            fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
+            vmm_fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
             goto out;
         }
     }
     if (!type || strcmp(type, "iothread") != 0) {
-        fail(err, errlen, "-object %s: only -object iothread,id=ID is supported",
+        vmm_fail(err, errlen, "-object %s: only -object iothread,id=ID is supported",
              type ? type : "");
         goto out;
     }
     if (!id || !valid_id(id)) {
-        fail(err, errlen, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
+        vmm_fail(err, errlen, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
         goto out;
     }
     for (int j = 0; j < opts->nr_iothreads; j++) {
         if (!strcmp(opts->iothreads[j], id)) {
-            fail(err, errlen, "-object iothread: id=%s: duplicate id", id);
+            vmm_fail(err, errlen, "-object iothread: id=%s: duplicate id", id);
             goto out;
         }
     }
     if (opts->nr_iothreads == VMM_MAX_IOTHREADS) {
-        fail(err, errlen, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
+        vmm_fail(err, errlen, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
         goto out;
     }
     opts->iothreads[opts->nr_iothreads++] = g_strdup(id);
@@ -392,7 +391,7 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
         }
     }
     if (!driver) {
-        fail(err, errlen, "-device: missing device name");
+        vmm_fail(err, errlen, "-device: missing device name");
         goto out;
     }
     if (!strcmp(driver, "isa-debug-exit")) {
@@ -407,7 +406,7 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
                         strtoul(v, NULL, 0) == 4)) {
                 continue;
             }
-            fail(err, errlen, "-device isa-debug-exit: %s%s%s: keel-vmm's debug-exit port is "
+            vmm_fail(err, errlen, "-device isa-debug-exit: %s%s%s: keel-vmm's debug-exit port is "
                  "built in at iobase=0xf4", k, v ? "=" : "", v ? v : "");
             goto out;
         }
@@ -422,12 +421,12 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
             } else if (!strcmp(k, "drive") && v) {
                 d = find_drive_by_id(opts, v);
                 if (!d || !d->if_none) {
-                    fail(err, errlen, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
+                    vmm_fail(err, errlen, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
                          "before it", v, v);
                     goto out;
                 }
                 if (d->attached) {
-                    fail(err, errlen, "-device virtio-blk-pci: drive=%s: already attached", v);
+                    vmm_fail(err, errlen, "-device virtio-blk-pci: drive=%s: already attached", v);
                     goto out;
                 }
             } else if (!strcmp(k, "iothread") && v && valid_id(v)) {
@@ -435,12 +434,12 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
             } else if (!strcmp(k, "id") && v && valid_id(v)) {
                 continue;
             } else {
-                fail(err, errlen, "-device virtio-blk-pci: unknown parameter '%s'", k);
+                vmm_fail(err, errlen, "-device virtio-blk-pci: unknown parameter '%s'", k);
                 goto out;
             }
         }
         if (!d) {
-            fail(err, errlen, "-device virtio-blk-pci: drive= is required");
+            vmm_fail(err, errlen, "-device virtio-blk-pci: drive= is required");
             goto out;
         }
         d->attached = true;
@@ -449,7 +448,7 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
             d->iothread = g_strdup(iothread);
         }
     } else {
-        fail(err, errlen, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
+        vmm_fail(err, errlen, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
              "isa-debug-exit)", driver);
         goto out;
     }
@@ -470,21 +469,21 @@ static int parse_memory(VmmOptions *opts, const char *arg, char *err, size_t err
         if (kv[i] && !strcmp(kv[i], "size")) {
             size = kv[i + 1];
         } else {
-            fail(err, errlen, "-m: unknown parameter '%s'", kv[i] ? kv[i] : "");
+            vmm_fail(err, errlen, "-m: unknown parameter '%s'", kv[i] ? kv[i] : "");
             goto out;
         }
     }
     if (vmm_parse_size_mib(size, &bytes) < 0) {
-        fail(err, errlen, "-m %s: not a size (e.g. 512, 512M, 2G)", arg);
+        vmm_fail(err, errlen, "-m %s: not a size (e.g. 512, 512M, 2G)", arg);
         goto out;
     }
     if (bytes < VMM_MIN_RAM_SIZE || bytes > VMM_MAX_RAM_SIZE) {
-        fail(err, errlen, "-m %s: guest RAM must be between %llu MiB and %llu GiB", arg,
+        vmm_fail(err, errlen, "-m %s: guest RAM must be between %llu MiB and %llu GiB", arg,
              VMM_MIN_RAM_SIZE >> 20, VMM_MAX_RAM_SIZE >> 30);
         goto out;
     }
     if (bytes & 0xfff) {
-        fail(err, errlen, "-m %s: not a multiple of 4 KiB", arg);
+        vmm_fail(err, errlen, "-m %s: not a multiple of 4 KiB", arg);
         goto out;
     }
     opts->ram_size = bytes;
@@ -505,23 +504,23 @@ static int parse_smp(VmmOptions *opts, const char *arg, char *err, size_t errlen
         long n;
 
         if (!v) {
-            fail(err, errlen, "-smp %s: expected a number of CPUs", arg);
+            vmm_fail(err, errlen, "-smp %s: expected a number of CPUs", arg);
             goto out;
         }
         errno = 0;
         n = strtol(v, &end, 10);
         if (errno || end == v || *end || n < 1) {
-            fail(err, errlen, "-smp %s: '%s' is not a positive number", arg, v);
+            vmm_fail(err, errlen, "-smp %s: '%s' is not a positive number", arg, v);
             goto out;
         }
         if (!strcmp(k, "cpus") || !strcmp(k, "maxcpus") || !strcmp(k, "sockets") ||
             !strcmp(k, "cores") || !strcmp(k, "threads")) {
             if (n != 1) {
-                fail(err, errlen, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
+                vmm_fail(err, errlen, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
                 goto out;
             }
         } else {
-            fail(err, errlen, "-smp: unknown parameter '%s'", k);
+            vmm_fail(err, errlen, "-smp: unknown parameter '%s'", k);
             goto out;
         }
     }
@@ -537,10 +536,10 @@ static int check_file(const char *opt, const char *path, char *err, size_t errle
     struct stat st;
 
     if (stat(path, &st) < 0) {
-        return fail(err, errlen, "%s %s: %s", opt, path, strerror(errno));
+        return vmm_fail(err, errlen, "%s %s: %s", opt, path, strerror(errno));
     }
     if (S_ISDIR(st.st_mode)) {
-        return fail(err, errlen, "%s %s: is a directory", opt, path);
+        return vmm_fail(err, errlen, "%s %s: is a directory", opt, path);
     }
     return 0;
 }
@@ -595,7 +594,7 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
         int found = -1;
 
         if (a[0] != '-' || a[1] == '\0') {
-            return fail(err, errlen, "%s: unexpected argument (options start with '-')", a);
+            return vmm_fail(err, errlen, "%s: unexpected argument (options start with '-')", a);
         }
         name = a + 1 + (a[1] == '-');   /* QEMU takes -opt and --opt alike */
         for (size_t t = 0; t < G_N_ELEMENTS(option_table); t++) {
@@ -605,11 +604,11 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
             }
         }
         if (found < 0) {
-            return fail(err, errlen, "%s: unknown option (see --help)", a);
+            return vmm_fail(err, errlen, "%s: unknown option (see --help)", a);
         }
         if (option_table[found].has_arg) {
             if (i + 1 >= argc) {
-                return fail(err, errlen, "%s: requires an argument", a);
+                return vmm_fail(err, errlen, "%s: requires an argument", a);
             }
             arg = argv[++i];
         }
@@ -664,12 +663,12 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
             } else if (!strcmp(arg, "none") || !strcmp(arg, "null")) {
                 opts->serial_stdio = false;
             } else {
-                return fail(err, errlen, "-serial %s: expected stdio or none", arg);
+                return vmm_fail(err, errlen, "-serial %s: expected stdio or none", arg);
             }
             break;
         case OPT_DISPLAY:
             if (strcmp(arg, "none") != 0) {
-                return fail(err, errlen, "-display %s: keel-vmm has no display (use none)", arg);
+                return vmm_fail(err, errlen, "-display %s: keel-vmm has no display (use none)", arg);
             }
             break;
         case OPT_MACHINE: {
@@ -685,7 +684,7 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
                                               !strncmp(v, "pc-", 3))) {
                     continue;
                 }
-                fail(err, errlen, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
+                vmm_fail(err, errlen, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
                 bad = 1;
                 break;
             }
@@ -719,11 +718,11 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
             known = !strcmp(opts->iothreads[j], d->iothread);
         }
         if (!known) {
-            return fail(err, errlen, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
+            return vmm_fail(err, errlen, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
                         d->file, d->iothread, d->iothread);
         }
         if (!d->attached) {
-            return fail(err, errlen, "-drive file=%s: if=none drive %s is not used by any "
+            return vmm_fail(err, errlen, "-drive file=%s: if=none drive %s is not used by any "
                         "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
         }
     }
@@ -731,10 +730,10 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
         return 0;
     }
     if (!opts->kernel) {
-        return fail(err, errlen, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
+        return vmm_fail(err, errlen, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
     }
     if (opts->initrd && !opts->kernel) {
-        return fail(err, errlen, "-initrd: needs -kernel");
+        return vmm_fail(err, errlen, "-initrd: needs -kernel");
     }
     return 0;
 }

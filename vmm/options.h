@@ -87,4 +87,9 @@ const char *vmm_drive_cache_name(VmmDriveCache cache);
 /* The usage text for --help. */
 void vmm_options_print_help(FILE *out);
 
+/* Formats an error message into @err (for the caller to print) and returns
+ * -1, so parsers and loaders can write `return vmm_fail(err, len, ...)`. */
+int vmm_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
