@@ -27,6 +27,11 @@ for backend in ucontext sigaltstack; do
     KEEL_AVOID=$avoid valgrind -q --error-exitcode=99 --leak-check=full \
         --errors-for-leak-kinds=definite "$test_bin" >"$tmp/out" 2>&1
     rc=$?
+    if grep -q "debuginfo reader: Possibly corrupted debuginfo" "$tmp/out"; then
+        # e.g. valgrind 3.19 with clang 14's DWARF 5: it cannot run the binary
+        echo "ok $n # SKIP $(valgrind --version) cannot read this compiler's debug info ($backend backend)"
+        continue
+    fi
     fails=$(grep -c '^not ok' "$tmp/out")
     if [ $rc -eq 0 ] && [ "$fails" -eq 0 ]; then
         echo "ok $n - coroutine-test under memcheck, $backend backend: no errors, no definite leaks"
