@@ -7,10 +7,10 @@
 #define KEEL_LOOP_AIO_INT_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include "loop/aio.h"
 #include "loop/timer.h"
+#include "compat/atomic.h"
 #include "compat/features.h"
 
 typedef struct AioHandler AioHandler;
@@ -21,15 +21,16 @@ typedef struct ThreadPool ThreadPool;
 typedef struct TimerList {
     pthread_mutex_t lock;
     KeelTimer *head;                /* under lock */
-    _Atomic int64_t earliest;       /* head's deadline or -1; written under lock,
-                                       read lock-free by the home thread */
+    int64_t earliest KEEL_ATOMIC_ALIGNED;  /* head's deadline or -1; written
+                                       (atomically) under lock, read lock-free
+                                       by the home thread */
 } TimerList;
 
 struct KeelAioContext {
     GSource source;                 /* first: the context is a GSource */
 
     /* An address unique to the home thread (its thread-local slot). */
-    _Atomic(uintptr_t) home_id;
+    uintptr_t home_id;              /* atomic */
 
     /* ---- fd handlers ----
      * The list is walked lock-free by the home thread only (aio_poll, the
@@ -38,11 +39,11 @@ struct KeelAioContext {
      * and only mark nodes deleted; the home thread unlinks and frees deleted
      * nodes when walkers is 0. */
     pthread_mutex_t list_lock;
-    _Atomic(AioHandler *) handlers;
+    AioHandler *handlers;           /* atomic */
     unsigned walkers;               /* home thread */
-    _Atomic unsigned deleted_pending;   /* nodes marked deleted, not yet freed */
-    _Atomic unsigned list_generation;   /* bumped on every change */
-    _Atomic unsigned poll_disable_cnt;  /* live handlers without io_poll */
+    unsigned deleted_pending;       /* atomic: nodes marked deleted, not yet freed */
+    unsigned list_generation;       /* atomic: bumped on every change */
+    unsigned poll_disable_cnt;      /* atomic: live handlers without io_poll */
 
     /* epoll mode: past epoll_threshold live handlers the context moves the
      * fds that epoll accepts into an epoll set (O(1) per wake-up instead of
@@ -50,7 +51,7 @@ struct KeelAioContext {
      * with the nanosecond timeout and by glib as one GPollFD.  Fds epoll
      * refuses (regular files, /dev/null) stay in the poll array.  epoll_fd
      * goes from -1 to an fd once, under list_lock, and never back. */
-    _Atomic int epoll_fd;
+    int epoll_fd;                   /* atomic */
     bool epoll_unavailable;         /* under list_lock: creation failed */
     unsigned live_handlers;         /* under list_lock */
     unsigned epoll_threshold;       /* under list_lock */
@@ -67,13 +68,13 @@ struct KeelAioContext {
      * bh_list is a lock-free LIFO push list; the home thread takes it whole
      * (atomic exchange) into a BHSlice, reverses it and runs it.  Slices are
      * queued so a nested aio_poll finishes the outer slice first. */
-    _Atomic(KeelBH *) bh_list;
+    KeelBH *bh_list;                /* atomic */
     BHSlice *slice_first, *slice_last;  /* home thread */
 
     /* ---- wake-up protocol (see keel_aio_notify in aio.c) ---- */
-    _Atomic unsigned notify_me;     /* 2 per sleeping aio_poll, bit 0: glib */
-    atomic_bool notified;           /* a wake-up was requested */
-    atomic_bool notify_explicit;    /* ... by keel_aio_notify() itself */
+    unsigned notify_me;             /* atomic: 2 per sleeping aio_poll, bit 0: glib */
+    bool notified;                  /* atomic: a wake-up was requested */
+    bool notify_explicit;           /* atomic: ... by keel_aio_notify() itself */
     KeelEventNotifier notifier;
     GPollFD notifier_pfd;           /* registered with the GSource */
 
@@ -81,7 +82,10 @@ struct KeelAioContext {
     TimerList timers[KEEL_CLOCK__MAX];
 
     /* ---- adaptive polling ---- */
-    _Atomic int64_t poll_max_ns, poll_grow, poll_shrink;
+    /* atomic: written by any thread, read by the home thread */
+    int64_t poll_max_ns KEEL_ATOMIC_ALIGNED;
+    int64_t poll_grow KEEL_ATOMIC_ALIGNED;
+    int64_t poll_shrink KEEL_ATOMIC_ALIGNED;
     int64_t poll_ns;                /* current window; home thread */
 
     /* ---- thread pool (created on first submit) ---- */

@@ -2,8 +2,11 @@
  * The AioContext: fd handlers, bottom halves, the wake-up protocol,
  * keel_aio_poll() with adaptive polling, and the GSource glue.
  *
- * Memory ordering.  Every cross-thread flag below is a C11 atomic; the
- * orderings that matter are named where they are used:
+ * Memory ordering.  Every cross-thread flag below (marked "atomic" where it
+ * is declared) is accessed only through the compat/atomic.h macros, whose
+ * names carry the memory order: keel_atomic_load_seq_cst/_store_seq_cst and
+ * every read-modify-write are seq_cst.  The orderings that matter are named
+ * where they are used:
  *
  *  (A) The wake-up protocol is a Dekker pair between the sleeper and a
  *      waker.  The home thread, before it sleeps, does
@@ -55,8 +58,9 @@ struct AioHandler {
     KeelAioPollFn *io_poll;
     void (*notifier_cb)(KeelEventNotifier *e);  /* event-notifier handlers */
     void *opaque;
-    atomic_bool deleted;
-    atomic_bool in_epoll;           /* in the epoll set, not in a GPollFD list */
+    bool deleted;                   /* atomic */
+    bool in_epoll;                  /* atomic: in the epoll set, not in a
+                                       GPollFD list */
     AioHandler *next;               /* see aio-int.h for who may touch it */
 };
 
@@ -71,7 +75,7 @@ struct KeelBH {
     KeelAioContext *ctx;
     KeelBHFunc *cb;
     void *opaque;
-    _Atomic unsigned flags;
+    unsigned flags;                 /* atomic: BH_* */
     KeelBH *next;                   /* written by whoever pushes (E) */
 };
 
@@ -130,13 +134,13 @@ void aio_context_foreach(void (*fn)(KeelAioContext *ctx))
 
 void keel_aio_context_set_home_thread(KeelAioContext *ctx)
 {
-    atomic_store(&ctx->home_id, self_id());
+    keel_atomic_store_seq_cst(&ctx->home_id, self_id());
     current_ctx = ctx;
 }
 
 bool keel_aio_context_in_home_thread(KeelAioContext *ctx)
 {
-    return atomic_load_explicit(&ctx->home_id, memory_order_relaxed) == self_id();
+    return keel_atomic_read(&ctx->home_id) == self_id();
 }
 
 KeelAioContext *keel_current_aio_context(void)
@@ -153,8 +157,8 @@ KeelAioContext *keel_current_aio_context(void)
 static void aio_notify_wake(KeelAioContext *ctx)
 {
     /* (A) waker side: publish "notified", then look for a sleeper. */
-    atomic_store(&ctx->notified, true);
-    if (atomic_load(&ctx->notify_me)) {
+    keel_atomic_store_seq_cst(&ctx->notified, true);
+    if (keel_atomic_load_seq_cst(&ctx->notify_me)) {
         keel_event_notifier_set(&ctx->notifier);
     }
 }
@@ -163,7 +167,7 @@ void keel_aio_notify(KeelAioContext *ctx)
 {
     /* Stored before notified, so whoever consumes notified (B) and then
      * reads notify_explicit sees it, or it stays for the next round. */
-    atomic_store(&ctx->notify_explicit, true);
+    keel_atomic_store_seq_cst(&ctx->notify_explicit, true);
     aio_notify_wake(ctx);
 }
 
@@ -183,11 +187,11 @@ static bool aio_notify_accept(KeelAioContext *ctx, bool notifier_readable)
         keel_event_notifier_test_and_clear(&ctx->notifier);
     }
     /* (B): clear before aio_bh_poll() reads bh_list. */
-    if (atomic_load(&ctx->notified)) {
-        atomic_exchange(&ctx->notified, false);
+    if (keel_atomic_load_seq_cst(&ctx->notified)) {
+        keel_atomic_xchg(&ctx->notified, false);
     }
-    if (atomic_load_explicit(&ctx->notify_explicit, memory_order_relaxed)) {
-        return atomic_exchange(&ctx->notify_explicit, false);
+    if (keel_atomic_read(&ctx->notify_explicit)) {
+        return keel_atomic_xchg(&ctx->notify_explicit, false);
     }
     return false;
 }
@@ -209,16 +213,21 @@ static void aio_bh_enqueue(KeelBH *bh, unsigned new_flags)
 {
     /* Read before publishing: once pushed, the home thread may free bh. */
     KeelAioContext *ctx = bh->ctx;
-    unsigned old = atomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
+    unsigned old = keel_atomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
 
     if (!(old & BH_PENDING)) {
-        KeelBH *head = atomic_load_explicit(&ctx->bh_list, memory_order_relaxed);
-        do {
+        KeelBH *head = keel_atomic_read(&ctx->bh_list);
+        for (;;) {
+            KeelBH *seen;
+
             bh->next = head;
             /* (C) release publishes bh->next; seq_cst for (A). */
-        } while (!atomic_compare_exchange_weak_explicit(&ctx->bh_list, &head, bh,
-                                                        memory_order_seq_cst,
-                                                        memory_order_relaxed));
+            seen = keel_atomic_cmpxchg(&ctx->bh_list, head, bh);
+            if (seen == head) {
+                break;
+            }
+            head = seen;
+        }
     }
     aio_notify_internal(ctx);
 }
@@ -230,7 +239,7 @@ void keel_bh_schedule(KeelBH *bh)
 
 void keel_bh_cancel(KeelBH *bh)
 {
-    atomic_fetch_and(&bh->flags, ~(unsigned)BH_SCHEDULED);
+    keel_atomic_fetch_and(&bh->flags, ~(unsigned)BH_SCHEDULED);
 }
 
 void keel_bh_delete(KeelBH *bh)
@@ -246,7 +255,7 @@ void keel_aio_bh_schedule_oneshot(KeelAioContext *ctx, KeelBHFunc *cb, void *opa
 
 static bool bh_runnable(KeelBH *bh)
 {
-    unsigned flags = atomic_load_explicit(&bh->flags, memory_order_acquire);
+    unsigned flags = keel_atomic_load_acquire(&bh->flags);
     return (flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED;
 }
 
@@ -254,7 +263,7 @@ static bool bh_runnable(KeelBH *bh)
 static bool aio_bhs_ready(KeelAioContext *ctx)
 {
     /* seq_cst load: second step of (A) on the sleeper side. */
-    for (KeelBH *bh = atomic_load(&ctx->bh_list); bh; bh = bh->next) {
+    for (KeelBH *bh = keel_atomic_load_seq_cst(&ctx->bh_list); bh; bh = bh->next) {
         if (bh_runnable(bh)) {
             return true;
         }
@@ -276,11 +285,11 @@ static bool aio_bh_poll(KeelAioContext *ctx)
     KeelBH *list, *reversed = NULL;
     bool progress = false;
 
-    if (!atomic_load_explicit(&ctx->bh_list, memory_order_relaxed) && !ctx->slice_first) {
+    if (!keel_atomic_read(&ctx->bh_list) && !ctx->slice_first) {
         return false;
     }
     /* (C) acquire: see the fields of every pushed BH. */
-    list = atomic_exchange(&ctx->bh_list, NULL);
+    list = keel_atomic_xchg(&ctx->bh_list, NULL);
     /* Pushes are LIFO; run in scheduling order. */
     while (list) {
         KeelBH *next = list->next;
@@ -324,7 +333,7 @@ static bool aio_bh_poll(KeelAioContext *ctx)
         }
         s->head = bh->next;
         /* (E): from here a new schedule pushes the BH again (next pass). */
-        flags = atomic_fetch_and(&bh->flags, ~(unsigned)(BH_PENDING | BH_SCHEDULED));
+        flags = keel_atomic_fetch_and(&bh->flags, ~(unsigned)(BH_PENDING | BH_SCHEDULED));
         if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
             progress = true;
             bh->cb(bh->opaque);
@@ -350,25 +359,25 @@ static void aio_free_deleted_handlers(KeelAioContext *ctx)
     AioHandler *dead = NULL;
 
     pthread_mutex_lock(&ctx->list_lock);
-    AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_relaxed);
+    AioHandler *node = keel_atomic_read(&ctx->handlers);
     AioHandler **pp = NULL;
     while (node) {
         AioHandler *next = node->next;
-        if (atomic_load_explicit(&node->deleted, memory_order_relaxed)) {
+        if (keel_atomic_read(&node->deleted)) {
             if (pp) {
                 *pp = next;
             } else {
-                atomic_store_explicit(&ctx->handlers, next, memory_order_release);
+                keel_atomic_store_release(&ctx->handlers, next);
             }
             node->next = dead;
             dead = node;
-            atomic_fetch_sub(&ctx->deleted_pending, 1);
+            keel_atomic_fetch_sub(&ctx->deleted_pending, 1);
         } else {
             pp = &node->next;
         }
         node = next;
     }
-    atomic_fetch_add(&ctx->list_generation, 1);
+    keel_atomic_fetch_add(&ctx->list_generation, 1);
     pthread_mutex_unlock(&ctx->list_lock);
 
     while (dead) {
@@ -381,7 +390,7 @@ static void aio_free_deleted_handlers(KeelAioContext *ctx)
 static void aio_walkers_exit(KeelAioContext *ctx)
 {
     assert(ctx->walkers > 0);
-    if (--ctx->walkers == 0 && atomic_load(&ctx->deleted_pending)) {
+    if (--ctx->walkers == 0 && keel_atomic_load_seq_cst(&ctx->deleted_pending)) {
         aio_free_deleted_handlers(ctx);
     }
 }
@@ -423,7 +432,7 @@ static int aio_epoll_create(void)
 
 static bool aio_in_epoll_mode(KeelAioContext *ctx)
 {
-    return atomic_load_explicit(&ctx->epoll_fd, memory_order_acquire) >= 0;
+    return keel_atomic_load_acquire(&ctx->epoll_fd) >= 0;
 }
 
 /* Under list_lock: put @node in the epoll set; false if epoll refuses its fd
@@ -438,14 +447,14 @@ static bool aio_epoll_add(int epfd, AioHandler *node)
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, node->pfd.fd, &ev) < 0) {
         return false;
     }
-    atomic_store(&node->in_epoll, true);
+    keel_atomic_store_seq_cst(&node->in_epoll, true);
     return true;
 }
 
 /* Under list_lock: switch to epoll mode when it pays off. */
 static void aio_epoll_maybe_enable(KeelAioContext *ctx)
 {
-    static atomic_bool logged;
+    static bool logged;             /* atomic */
     int epfd;
 
     if (aio_in_epoll_mode(ctx) || ctx->epoll_unavailable ||
@@ -454,7 +463,7 @@ static void aio_epoll_maybe_enable(KeelAioContext *ctx)
     }
     if (keel_avoid(KEEL_PATH_EPOLL)) {
         ctx->epoll_unavailable = true;
-        if (!atomic_exchange(&logged, true)) {
+        if (!keel_atomic_xchg(&logged, true)) {
             keel_log("epoll avoided (KEEL_AVOID): AioContexts poll every fd");
         }
         return;
@@ -464,7 +473,7 @@ static void aio_epoll_maybe_enable(KeelAioContext *ctx)
         /* ENOSYS/EINVAL (very old kernel, seccomp) or out of fds: the poll
          * array keeps working, only slower with many fds. */
         ctx->epoll_unavailable = true;
-        if (!atomic_exchange(&logged, true)) {
+        if (!keel_atomic_xchg(&logged, true)) {
             keel_log("epoll unavailable (%s): AioContexts poll every fd",
                      keel_errno_name(errno));
         }
@@ -479,9 +488,9 @@ static void aio_epoll_maybe_enable(KeelAioContext *ctx)
         ctx->epoll_unavailable = true;
         return;
     }
-    for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_relaxed);
+    for (AioHandler *node = keel_atomic_read(&ctx->handlers);
          node; node = node->next) {
-        if (!atomic_load_explicit(&node->deleted, memory_order_relaxed) &&
+        if (!keel_atomic_read(&node->deleted) &&
             node->pfd.events && aio_epoll_add(epfd, node)) {
             source_remove_poll(ctx, &node->pfd);
         }
@@ -491,7 +500,7 @@ static void aio_epoll_maybe_enable(KeelAioContext *ctx)
     source_add_poll(ctx, &ctx->epoll_pfd);
     /* Publish after every node's in_epoll (the home thread reads it when
      * it sees epoll_fd). */
-    atomic_store_explicit(&ctx->epoll_fd, epfd, memory_order_release);
+    keel_atomic_store_release(&ctx->epoll_fd, epfd);
 }
 
 /* Home thread, walker held: wait up to @timeout_ns (0 or -1) for epoll
@@ -510,7 +519,7 @@ static int aio_epoll_wait(KeelAioContext *ctx, int64_t timeout_ns, AioHandler **
     }
     events = ctx->epoll_events;
     do {
-        n = epoll_wait(atomic_load(&ctx->epoll_fd), events, EPOLL_BATCH,
+        n = epoll_wait(keel_atomic_load_seq_cst(&ctx->epoll_fd), events, EPOLL_BATCH,
                        timeout_ns < 0 ? -1 : 0);
         /* Only a zero-timeout wait is retried here (it cannot sleep). */
     } while (n < 0 && errno == EINTR && timeout_ns == 0);
@@ -571,7 +580,7 @@ void aio_context_set_epoll_threshold(KeelAioContext *ctx, unsigned n)
     pthread_mutex_lock(&ctx->list_lock);
     ctx->epoll_threshold = n;
     aio_epoll_maybe_enable(ctx);
-    atomic_fetch_add(&ctx->list_generation, 1);
+    keel_atomic_fetch_add(&ctx->list_generation, 1);
     pthread_mutex_unlock(&ctx->list_lock);
 }
 
@@ -601,10 +610,10 @@ static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
     }
 
     pthread_mutex_lock(&ctx->list_lock);
-    AioHandler *head = atomic_load_explicit(&ctx->handlers, memory_order_relaxed);
+    AioHandler *head = keel_atomic_read(&ctx->handlers);
     AioHandler **pp = NULL;
     for (AioHandler *n = head; n; pp = &n->next, n = n->next) {
-        if (n->pfd.fd == fd && !atomic_load_explicit(&n->deleted, memory_order_relaxed)) {
+        if (n->pfd.fd == fd && !keel_atomic_read(&n->deleted)) {
             old = n;
             old_pp = pp;
             break;
@@ -612,43 +621,43 @@ static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
     }
     if (old) {
         /* Nobody polls it from now on; the memory lives until no walker. */
-        if (atomic_load_explicit(&old->in_epoll, memory_order_relaxed)) {
+        if (keel_atomic_read(&old->in_epoll)) {
             /* EBADF/ENOENT if the fd was closed first: nothing to undo. */
-            epoll_ctl(atomic_load(&ctx->epoll_fd), EPOLL_CTL_DEL, fd, NULL);
+            epoll_ctl(keel_atomic_load_seq_cst(&ctx->epoll_fd), EPOLL_CTL_DEL, fd, NULL);
         } else {
             source_remove_poll(ctx, &old->pfd);
         }
         ctx->live_handlers--;
         if (!old->io_poll) {
-            atomic_fetch_sub(&ctx->poll_disable_cnt, 1);
+            keel_atomic_fetch_sub(&ctx->poll_disable_cnt, 1);
         }
         if (home && ctx->walkers == 0) {
             if (old_pp) {
                 *old_pp = old->next;
             } else {
-                atomic_store_explicit(&ctx->handlers, old->next, memory_order_release);
+                keel_atomic_store_release(&ctx->handlers, old->next);
             }
             to_free = old;
         } else {
-            atomic_store(&old->deleted, true);
-            atomic_fetch_add(&ctx->deleted_pending, 1);
+            keel_atomic_store_seq_cst(&old->deleted, true);
+            keel_atomic_fetch_add(&ctx->deleted_pending, 1);
         }
     }
     if (new_node) {
-        new_node->next = atomic_load_explicit(&ctx->handlers, memory_order_relaxed);
+        new_node->next = keel_atomic_read(&ctx->handlers);
         if (!aio_in_epoll_mode(ctx) || !new_node->pfd.events ||
-            !aio_epoll_add(atomic_load(&ctx->epoll_fd), new_node)) {
+            !aio_epoll_add(keel_atomic_load_seq_cst(&ctx->epoll_fd), new_node)) {
             source_add_poll(ctx, &new_node->pfd);
         }
         /* (D) publish the filled-in node. */
-        atomic_store_explicit(&ctx->handlers, new_node, memory_order_release);
+        keel_atomic_store_release(&ctx->handlers, new_node);
         ctx->live_handlers++;
         if (!io_poll) {
-            atomic_fetch_add(&ctx->poll_disable_cnt, 1);
+            keel_atomic_fetch_add(&ctx->poll_disable_cnt, 1);
         }
         aio_epoll_maybe_enable(ctx);
     }
-    atomic_fetch_add(&ctx->list_generation, 1);
+    keel_atomic_fetch_add(&ctx->list_generation, 1);
     pthread_mutex_unlock(&ctx->list_lock);
 
     g_free(to_free);
@@ -675,7 +684,7 @@ void keel_aio_set_event_notifier(KeelAioContext *ctx, KeelEventNotifier *e,
 
 static bool handler_deleted(AioHandler *node)
 {
-    return atomic_load_explicit(&node->deleted, memory_order_acquire);
+    return keel_atomic_load_acquire(&node->deleted);
 }
 
 static void handler_call_read(AioHandler *node)
@@ -715,7 +724,7 @@ static bool aio_dispatch_handlers(KeelAioContext *ctx)
     bool progress = false;
 
     aio_walkers_enter(ctx);
-    for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_acquire);
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
          node; node = node->next) {
         progress |= aio_dispatch_handler(node);
     }
@@ -728,14 +737,14 @@ static bool aio_dispatch_handlers(KeelAioContext *ctx)
  * without a handler have a NULL pollnodes entry.  Home thread, walker held. */
 static unsigned aio_build_pollfds(KeelAioContext *ctx)
 {
-    unsigned gen = atomic_load(&ctx->list_generation);
-    int epfd = atomic_load_explicit(&ctx->epoll_fd, memory_order_acquire);
+    unsigned gen = keel_atomic_load_seq_cst(&ctx->list_generation);
+    int epfd = keel_atomic_load_acquire(&ctx->epoll_fd);
     unsigned n = 2;
 
     if (ctx->poll_cache_valid && gen == ctx->poll_generation) {
         return ctx->npollfds;
     }
-    for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_acquire);
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
          node; node = node->next) {
         n++;
     }
@@ -756,10 +765,10 @@ static unsigned aio_build_pollfds(KeelAioContext *ctx)
     }
     /* Nodes inserted after we counted are at the head, before the ones we
      * counted, so at most the counted number is visited past this point. */
-    for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_acquire);
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
          node && n < ctx->pollcap; node = node->next) {
         if (handler_deleted(node) || !node->pfd.events ||
-            atomic_load_explicit(&node->in_epoll, memory_order_relaxed)) {
+            keel_atomic_read(&node->in_epoll)) {
             continue;
         }
         ctx->pollfds[n].fd = node->pfd.fd;
@@ -780,7 +789,7 @@ static unsigned aio_build_pollfds(KeelAioContext *ctx)
 
 static bool aio_can_poll(KeelAioContext *ctx)
 {
-    return atomic_load_explicit(&ctx->poll_disable_cnt, memory_order_relaxed) == 0;
+    return keel_atomic_read(&ctx->poll_disable_cnt) == 0;
 }
 
 typedef enum { POLL_NOTHING, POLL_PROGRESS, POLL_WOKEN } PollResult;
@@ -791,10 +800,10 @@ static PollResult aio_run_poll_handlers(KeelAioContext *ctx, int64_t until_ns)
     do {
         bool progress = false;
 
-        if (atomic_load_explicit(&ctx->notified, memory_order_acquire)) {
+        if (keel_atomic_load_acquire(&ctx->notified)) {
             return POLL_WOKEN;
         }
-        for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_acquire);
+        for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
              node; node = node->next) {
             if (node->io_poll && !handler_deleted(node) && node->io_poll(node->opaque) &&
                 !handler_deleted(node)) {
@@ -815,11 +824,11 @@ static void aio_adjust_poll_window(KeelAioContext *ctx, int64_t block_ns, int64_
         /* The window caught the event: keep it. */
     } else if (block_ns > max_ns) {
         /* Polling that long would not have helped: poll less. */
-        int64_t shrink = atomic_load_explicit(&ctx->poll_shrink, memory_order_relaxed);
+        int64_t shrink = keel_atomic_read(&ctx->poll_shrink);
         ctx->poll_ns = shrink > 0 ? ctx->poll_ns / shrink : 0;
     } else if (ctx->poll_ns < max_ns) {
         /* A longer window would have caught it: grow. */
-        int64_t grow = atomic_load_explicit(&ctx->poll_grow, memory_order_relaxed);
+        int64_t grow = keel_atomic_read(&ctx->poll_grow);
         if (grow <= 0) {
             grow = 2;
         }
@@ -833,9 +842,9 @@ static void aio_adjust_poll_window(KeelAioContext *ctx, int64_t block_ns, int64_
 void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
                                       int64_t grow, int64_t shrink)
 {
-    atomic_store(&ctx->poll_grow, grow);
-    atomic_store(&ctx->poll_shrink, shrink);
-    atomic_store(&ctx->poll_max_ns, max_ns < 0 ? 0 : max_ns);
+    keel_atomic_store_seq_cst(&ctx->poll_grow, grow);
+    keel_atomic_store_seq_cst(&ctx->poll_shrink, shrink);
+    keel_atomic_store_seq_cst(&ctx->poll_max_ns, max_ns < 0 ? 0 : max_ns);
     aio_notify_internal(ctx);
 }
 
@@ -847,7 +856,7 @@ void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
 static int64_t aio_compute_timeout(KeelAioContext *ctx)
 {
     /* (A) sleeper side, after notify_me was raised by the caller. */
-    if (atomic_load(&ctx->notified) || aio_bhs_ready(ctx)) {
+    if (keel_atomic_load_seq_cst(&ctx->notified) || aio_bhs_ready(ctx)) {
         return 0;
     }
     return aio_timers_deadline_ns(ctx);
@@ -872,7 +881,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
         int ret;
 
         if (blocking) {
-            max_ns = atomic_load_explicit(&ctx->poll_max_ns, memory_order_relaxed);
+            max_ns = keel_atomic_read(&ctx->poll_max_ns);
             timeout = aio_compute_timeout(ctx);
             if (timeout != 0 && max_ns > 0 && aio_can_poll(ctx)) {
                 int64_t window = MIN(ctx->poll_ns, max_ns);
@@ -893,7 +902,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
             }
             if (timeout != 0) {
                 /* (A) sleeper side: announce, then look again. */
-                atomic_fetch_add(&ctx->notify_me, 2);
+                keel_atomic_fetch_add(&ctx->notify_me, 2);
                 sleeping = true;
                 timeout = aio_compute_timeout(ctx);
             }
@@ -935,7 +944,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
             }
         }
         if (sleeping) {
-            atomic_fetch_sub(&ctx->notify_me, 2);
+            keel_atomic_fetch_sub(&ctx->notify_me, 2);
         }
         explicit_notify = aio_notify_accept(ctx, notifier_readable);
 
@@ -970,7 +979,7 @@ static gboolean aio_ctx_prepare(GSource *source, gint *timeout)
     int64_t deadline;
 
     /* (A) sleeper side: glib may sleep after this; bit 0 is glib's. */
-    atomic_fetch_or(&ctx->notify_me, 1);
+    keel_atomic_fetch_or(&ctx->notify_me, 1);
     if (aio_bhs_ready(ctx)) {
         *timeout = 0;
         return TRUE;
@@ -981,7 +990,7 @@ static gboolean aio_ctx_prepare(GSource *source, gint *timeout)
         return TRUE;
     }
     /* A pending wake-up: do not sleep, but it is not work (check decides). */
-    *timeout = atomic_load(&ctx->notified) ? 0 : keel_poll_timeout_ms(deadline);
+    *timeout = keel_atomic_load_seq_cst(&ctx->notified) ? 0 : keel_poll_timeout_ms(deadline);
     return FALSE;
 }
 
@@ -990,7 +999,7 @@ static gboolean aio_ctx_check(GSource *source)
     KeelAioContext *ctx = (KeelAioContext *)source;
     bool ready = false;
 
-    atomic_fetch_and(&ctx->notify_me, ~1u);
+    keel_atomic_fetch_and(&ctx->notify_me, ~1u);
     aio_notify_accept(ctx, ctx->notifier_pfd.revents != 0);
     ctx->notifier_pfd.revents = 0;
     if (aio_bhs_ready(ctx)) {
@@ -1003,7 +1012,7 @@ static gboolean aio_ctx_check(GSource *source)
             ready = true;
         }
     }
-    for (AioHandler *node = atomic_load_explicit(&ctx->handlers, memory_order_acquire);
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
          node && !ready; node = node->next) {
         if ((node->pfd.revents & (node->pfd.events | G_IO_HUP | G_IO_ERR)) &&
             !handler_deleted(node)) {
@@ -1047,20 +1056,20 @@ static void aio_ctx_finalize(GSource *source)
     }
     /* Whatever is left (deleted BHs waiting for a pass, one-shots that never
      * ran, BHs their owners did not delete) goes with the context. */
-    bh = atomic_exchange(&ctx->bh_list, NULL);
+    bh = keel_atomic_xchg(&ctx->bh_list, NULL);
     while (bh) {
         KeelBH *next = bh->next;
         g_free(bh);
         bh = next;
     }
-    for (AioHandler *node = atomic_load(&ctx->handlers); node;) {
+    for (AioHandler *node = keel_atomic_load_seq_cst(&ctx->handlers); node;) {
         AioHandler *next = node->next;
         g_free(node);
         node = next;
     }
-    atomic_store(&ctx->handlers, NULL);
-    if (atomic_load(&ctx->epoll_fd) >= 0) {
-        close(atomic_load(&ctx->epoll_fd));
+    keel_atomic_store_seq_cst(&ctx->handlers, NULL);
+    if (keel_atomic_load_seq_cst(&ctx->epoll_fd) >= 0) {
+        close(keel_atomic_load_seq_cst(&ctx->epoll_fd));
     }
     g_free(ctx->epoll_events);
     aio_timers_cleanup(ctx);
@@ -1093,7 +1102,7 @@ KeelAioContext *keel_aio_context_new(void)
     g_source_set_name(source, "keel-aio-context");
     pthread_mutex_init(&ctx->list_lock, NULL);
     pthread_mutex_init(&ctx->pool_lock, NULL);
-    atomic_store(&ctx->epoll_fd, -1);
+    keel_atomic_store_seq_cst(&ctx->epoll_fd, -1);
     ctx->epoll_pfd.fd = -1;
     ctx->epoll_threshold = EPOLL_DEFAULT_THRESHOLD;
     ret = keel_event_notifier_init(&ctx->notifier, false);
@@ -1106,7 +1115,7 @@ KeelAioContext *keel_aio_context_new(void)
     ctx->notifier_pfd.events = G_IO_IN;
     g_source_add_poll(source, &ctx->notifier_pfd);
     aio_timers_init(ctx);
-    atomic_store(&ctx->home_id, self_id());
+    keel_atomic_store_seq_cst(&ctx->home_id, self_id());
     if (!current_ctx) {
         current_ctx = ctx;
     }

@@ -19,7 +19,7 @@ struct KeelIOThread {
     char *id;
     pthread_t thread;
     KeelAioContext *ctx;            /* set before keel_iothread_new returns */
-    atomic_bool stopping;
+    bool stopping;                  /* atomic */
     bool joined;
     pthread_mutex_t lock;           /* start-up hand-shake */
     pthread_cond_t cond;
@@ -39,7 +39,7 @@ static void *iothread_run(void *opaque)
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
 
-    while (!atomic_load(&t->stopping)) {
+    while (!keel_atomic_load_seq_cst(&t->stopping)) {
         keel_aio_poll(ctx, true);
     }
     return NULL;
@@ -90,7 +90,7 @@ void keel_iothread_stop_join(KeelIOThread *t)
     }
     /* stopping is read after every aio_poll; the notify ends the one
      * sleeping now (an explicit notify makes a blocking poll return). */
-    atomic_store(&t->stopping, true);
+    keel_atomic_store_seq_cst(&t->stopping, true);
     keel_aio_notify(t->ctx);
     pthread_join(t->thread, NULL);
     t->joined = true;
@@ -115,7 +115,7 @@ typedef struct RunWait {
     void (*fn)(void *);
     void *opaque;
     KeelAioContext *waiter_ctx;     /* the waiter polls this, or NULL */
-    atomic_bool done;
+    bool done;                      /* atomic */
     pthread_mutex_t lock;           /* used when waiter_ctx is NULL */
     pthread_cond_t cond;
 } RunWait;
@@ -126,7 +126,7 @@ static void run_wait_done_bh(void *opaque)
 {
     RunWait *w = opaque;
 
-    atomic_store(&w->done, true);
+    keel_atomic_store_seq_cst(&w->done, true);
 }
 
 static void run_wait_bh(void *opaque)
@@ -138,7 +138,7 @@ static void run_wait_bh(void *opaque)
         keel_aio_bh_schedule_oneshot(w->waiter_ctx, run_wait_done_bh, w);
     } else {
         pthread_mutex_lock(&w->lock);
-        atomic_store(&w->done, true);
+        keel_atomic_store_seq_cst(&w->done, true);
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->lock);
     }
@@ -153,10 +153,9 @@ void keel_aio_run_in_context_wait(KeelAioContext *ctx, void (*fn)(void *), void 
         return;
     }
     w.waiter_ctx = keel_current_aio_context();
-    atomic_init(&w.done, false);
     if (w.waiter_ctx) {
         keel_aio_bh_schedule_oneshot(ctx, run_wait_bh, &w);
-        while (!atomic_load(&w.done)) {
+        while (!keel_atomic_load_seq_cst(&w.done)) {
             keel_aio_poll(w.waiter_ctx, true);
         }
         return;
@@ -165,7 +164,7 @@ void keel_aio_run_in_context_wait(KeelAioContext *ctx, void (*fn)(void *), void 
     pthread_cond_init(&w.cond, NULL);
     keel_aio_bh_schedule_oneshot(ctx, run_wait_bh, &w);
     pthread_mutex_lock(&w.lock);
-    while (!atomic_load(&w.done)) {
+    while (!keel_atomic_load_seq_cst(&w.done)) {
         pthread_cond_wait(&w.cond, &w.lock);
     }
     pthread_mutex_unlock(&w.lock);

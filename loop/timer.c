@@ -25,7 +25,7 @@ struct KeelTimer {
 static pthread_mutex_t vclock_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t vclock_offset;       /* under vclock_lock */
 static int64_t vclock_frozen;       /* value while paused; under vclock_lock */
-static atomic_bool vclock_paused;   /* written under vclock_lock */
+static bool vclock_paused;          /* atomic; written under vclock_lock */
 
 int64_t keel_clock_get_ns(KeelClockType type)
 {
@@ -36,7 +36,7 @@ int64_t keel_clock_get_ns(KeelClockType type)
     }
     assert(type == KEEL_CLOCK_VIRTUAL);
     pthread_mutex_lock(&vclock_lock);
-    now = atomic_load_explicit(&vclock_paused, memory_order_relaxed)
+    now = keel_atomic_read(&vclock_paused)
               ? vclock_frozen : keel_monotonic_ns() - vclock_offset;
     pthread_mutex_unlock(&vclock_lock);
     return now;
@@ -45,9 +45,9 @@ int64_t keel_clock_get_ns(KeelClockType type)
 void keel_clock_virtual_pause(void)
 {
     pthread_mutex_lock(&vclock_lock);
-    if (!atomic_load_explicit(&vclock_paused, memory_order_relaxed)) {
+    if (!keel_atomic_read(&vclock_paused)) {
         vclock_frozen = keel_monotonic_ns() - vclock_offset;
-        atomic_store(&vclock_paused, true);
+        keel_atomic_store_seq_cst(&vclock_paused, true);
     }
     pthread_mutex_unlock(&vclock_lock);
 }
@@ -57,9 +57,9 @@ void keel_clock_virtual_resume(void)
     bool resumed = false;
 
     pthread_mutex_lock(&vclock_lock);
-    if (atomic_load_explicit(&vclock_paused, memory_order_relaxed)) {
+    if (keel_atomic_read(&vclock_paused)) {
         vclock_offset = keel_monotonic_ns() - vclock_frozen;
-        atomic_store(&vclock_paused, false);
+        keel_atomic_store_seq_cst(&vclock_paused, false);
         resumed = true;
     }
     pthread_mutex_unlock(&vclock_lock);
@@ -71,7 +71,7 @@ void keel_clock_virtual_resume(void)
 
 static bool clock_enabled(KeelClockType type)
 {
-    return type != KEEL_CLOCK_VIRTUAL || !atomic_load(&vclock_paused);
+    return type != KEEL_CLOCK_VIRTUAL || !keel_atomic_load_seq_cst(&vclock_paused);
 }
 
 /* ---- timer lists ---- */
@@ -81,7 +81,7 @@ void aio_timers_init(KeelAioContext *ctx)
     for (int i = 0; i < KEEL_CLOCK__MAX; i++) {
         pthread_mutex_init(&ctx->timers[i].lock, NULL);
         ctx->timers[i].head = NULL;
-        atomic_store(&ctx->timers[i].earliest, -1);
+        keel_atomic_store_seq_cst(&ctx->timers[i].earliest, -1);
     }
 }
 
@@ -107,7 +107,7 @@ void aio_timers_cleanup(KeelAioContext *ctx)
 static void timer_list_update_earliest(TimerList *tl)
 {
     /* seq_cst: the waker side of the wake-up protocol (A) in aio.c. */
-    atomic_store(&tl->earliest, tl->head ? tl->head->expire_ns : -1);
+    keel_atomic_store_seq_cst(&tl->earliest, tl->head ? tl->head->expire_ns : -1);
 }
 
 /* Under tl->lock. */
@@ -128,7 +128,7 @@ int64_t aio_timers_deadline_ns(KeelAioContext *ctx)
     int64_t best = -1;
 
     for (int i = 0; i < KEEL_CLOCK__MAX; i++) {
-        int64_t expire = atomic_load(&ctx->timers[i].earliest);
+        int64_t expire = keel_atomic_load_seq_cst(&ctx->timers[i].earliest);
         int64_t delta;
 
         if (expire < 0 || !clock_enabled(i)) {
@@ -153,7 +153,7 @@ bool aio_timers_run(KeelAioContext *ctx)
         TimerList *tl = &ctx->timers[i];
         int64_t now;
 
-        if (atomic_load_explicit(&tl->earliest, memory_order_relaxed) < 0 || !clock_enabled(i)) {
+        if (keel_atomic_read(&tl->earliest) < 0 || !clock_enabled(i)) {
             continue;
         }
         now = keel_clock_get_ns(i);

@@ -24,6 +24,7 @@
 #include "loop/aio.h"
 #include "loop/aio-int.h"
 #include "loop/timer.h"
+#include "compat/atomic.h"
 #include "compat/osdep.h"
 #include "compat/event-notifier.h"
 
@@ -32,7 +33,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,18 +191,18 @@ static void bench_same_thread(void)
 
 static int nsamples;
 static int64_t *samples;
-static _Atomic int64_t t_send;
-static atomic_int done_seq;
-static atomic_bool server_stop;
-static atomic_bool server_ready;
+static int64_t t_send KEEL_ATOMIC_ALIGNED;
+static int done_seq;
+static bool server_stop;
+static bool server_ready;
 
 static void record_sample(void)
 {
     int64_t t1 = now_ns();
-    int i = atomic_load_explicit(&done_seq, memory_order_relaxed);
+    int i = keel_atomic_read(&done_seq);
 
-    samples[i] = t1 - atomic_load_explicit(&t_send, memory_order_relaxed);
-    atomic_store_explicit(&done_seq, i + 1, memory_order_release);
+    samples[i] = t1 - keel_atomic_read(&t_send);
+    keel_atomic_store_release(&done_seq, i + 1);
 }
 
 static int64_t gap_ns = GAP_NS;
@@ -210,15 +210,15 @@ static int64_t gap_ns = GAP_NS;
 /* Client side, shared by every case: wake, wait for the stamp, pause. */
 static void run_client(const char *what, void (*wake)(void))
 {
-    while (!atomic_load(&server_ready)) {
+    while (!keel_atomic_load_seq_cst(&server_ready)) {
         sched_yield();
     }
-    atomic_store(&done_seq, 0);
+    keel_atomic_store_seq_cst(&done_seq, 0);
     for (int i = 0; i < nsamples; i++) {
         spin_ns(gap_ns);
-        atomic_store_explicit(&t_send, now_ns(), memory_order_relaxed);
+        keel_atomic_set(&t_send, now_ns());
         wake();
-        while (atomic_load_explicit(&done_seq, memory_order_acquire) != i + 1) {
+        while (keel_atomic_load_acquire(&done_seq) != i + 1) {
         }
     }
     report_latency(what, samples, nsamples);
@@ -226,8 +226,8 @@ static void run_client(const char *what, void (*wake)(void))
 
 static void start_server(pthread_t *tid, void *(*fn)(void *), void *arg)
 {
-    atomic_store(&server_stop, false);
-    atomic_store(&server_ready, false);
+    keel_atomic_store_seq_cst(&server_stop, false);
+    keel_atomic_store_seq_cst(&server_ready, false);
     pthread_create(tid, NULL, fn, arg);
 }
 
@@ -240,11 +240,11 @@ static void *raw_server(void *arg)
     struct pollfd pfd = { keel_event_notifier_get_fd(&raw_en), POLLIN, 0 };
     (void)arg;
 
-    atomic_store(&server_ready, true);
+    keel_atomic_store_seq_cst(&server_ready, true);
     for (;;) {
         poll(&pfd, 1, -1);
         keel_event_notifier_test_and_clear(&raw_en);
-        if (atomic_load(&server_stop)) {
+        if (keel_atomic_load_seq_cst(&server_stop)) {
             break;
         }
         record_sample();
@@ -265,7 +265,7 @@ static void *(*raw_server_en_init(void))(void *)
 
 static void raw_server_stop(pthread_t tid)
 {
-    atomic_store(&server_stop, true);
+    keel_atomic_store_seq_cst(&server_stop, true);
     keel_event_notifier_set(&raw_en);
     pthread_join(tid, NULL);
     keel_event_notifier_cleanup(&raw_en);
@@ -289,8 +289,8 @@ static void *keel_server(void *arg)
     server_ctx = keel_aio_context_new();
     keel_aio_context_set_poll_params(server_ctx, server_poll_max_ns, 0, 0);
     server_bh = keel_aio_bh_new(server_ctx, server_bh_cb, NULL);
-    atomic_store(&server_ready, true);
-    while (!atomic_load(&server_stop)) {
+    keel_atomic_store_seq_cst(&server_ready, true);
+    while (!keel_atomic_load_seq_cst(&server_stop)) {
         keel_aio_poll(server_ctx, true);
     }
     keel_bh_delete(server_bh);
@@ -306,14 +306,14 @@ static void keel_wake(void)
 
 static void keel_stop(void)
 {
-    atomic_store(&server_stop, true);
+    keel_atomic_store_seq_cst(&server_stop, true);
     keel_aio_notify(server_ctx);
 }
 
 /* ---- glib ---- */
 
 static GMainContext *server_gctx;
-static atomic_bool glib_flag;
+static bool glib_flag;
 
 static gboolean glib_idle_wake_cb(gpointer opaque)
 {
@@ -327,10 +327,10 @@ static void *glib_server(void *arg)
     bool flag_mode = arg != NULL;
 
     g_main_context_acquire(server_gctx);
-    atomic_store(&server_ready, true);
-    while (!atomic_load(&server_stop)) {
+    keel_atomic_store_seq_cst(&server_ready, true);
+    while (!keel_atomic_load_seq_cst(&server_stop)) {
         g_main_context_iteration(server_gctx, TRUE);
-        if (flag_mode && atomic_exchange(&glib_flag, false)) {
+        if (flag_mode && keel_atomic_xchg(&glib_flag, false)) {
             record_sample();
         }
     }
@@ -348,13 +348,13 @@ static void glib_idle_wake(void)
 
 static void glib_flag_wake(void)
 {
-    atomic_store(&glib_flag, true);
+    keel_atomic_store_seq_cst(&glib_flag, true);
     g_main_context_wakeup(server_gctx);
 }
 
 static void glib_stop(void)
 {
-    atomic_store(&server_stop, true);
+    keel_atomic_store_seq_cst(&server_stop, true);
     g_main_context_wakeup(server_gctx);
 }
 
@@ -366,7 +366,7 @@ static uv_async_t uv_server_async;
 
 static void uv_server_cb(uv_async_t *a)
 {
-    if (atomic_load(&server_stop)) {
+    if (keel_atomic_load_seq_cst(&server_stop)) {
         uv_close((uv_handle_t *)a, NULL);
         return;
     }
@@ -376,7 +376,7 @@ static void uv_server_cb(uv_async_t *a)
 static void *uv_server(void *arg)
 {
     (void)arg;
-    atomic_store(&server_ready, true);
+    keel_atomic_store_seq_cst(&server_ready, true);
     uv_run(&uv_server_loop, UV_RUN_DEFAULT);
     return NULL;
 }
@@ -444,7 +444,7 @@ static void bench_wake_latency(void)
     uv_async_init(&uv_server_loop, &uv_server_async, uv_server_cb);
     start_server(&tid, uv_server, NULL);
     run_client("libuv uv_async_send -> uv_run", uv_wake);
-    atomic_store(&server_stop, true);
+    keel_atomic_store_seq_cst(&server_stop, true);
     uv_async_send(&uv_server_async);
     pthread_join(tid, NULL);
     uv_loop_close(&uv_server_loop);

@@ -129,8 +129,7 @@ v_gnu99_floor() {
     log "canary: glib 2.60 API is refused under the floor ($(grep -m1 -o 'Not available before [0-9.]*' "$work/canary.err" || echo error))"
     # C11-only syntax (_Generic, _Atomic, _Thread_local, _Noreturn ...) and
     # C11 headers are out: RHEL 7's gcc 4.8 has neither under gnu99 (no
-    # <stdatomic.h> before gcc 4.9).  KEEL_GNU99_ALLOW_C11=1 reports them
-    # without failing (a stop-gap while such code is being replaced).
+    # <stdatomic.h> before gcc 4.9).  Atomics go through compat/atomic.h.
     if echo 'int x;' | $cc -Werror=c99-c11-compat -x c -c -o /dev/null - 2>/dev/null; then
         c11=-Werror=c99-c11-compat
     fi
@@ -138,12 +137,7 @@ v_gnu99_floor() {
             --include='*.c' --include='*.h' "$(unpack scan)" > "$work/c11.txt"; then
         echo "C11 headers that gcc 4.8 (RHEL 7) lacks are used in:" >&2
         sed 's|^.*/keel-[^/]*/|  |' "$work/c11.txt" >&2
-        if [ "${KEEL_GNU99_ALLOW_C11:-0}" = 1 ]; then
-            echo "(KEEL_GNU99_ALLOW_C11=1: reported, not failed; -Werror=c99-c11-compat dropped)" >&2
-            c11=
-        else
-            return 1
-        fi
+        return 1
     fi
     d=$(unpack gnu99)
     prefix=$work/gnu99-prefix

@@ -20,8 +20,6 @@
 #include "tests/keel-test.h"
 #include "tests/loop-test-util.h"
 
-#include <stdatomic.h>
-
 static KeelAioContext *ctx;
 static pthread_t home_thread;
 /* Whether this kernel gives us epoll (an old-kernel run may not). */

@@ -10,10 +10,10 @@
 
 #include "loop/aio.h"
 #include "loop/iothread.h"
+#include "compat/atomic.h"
 #include "tests/keel-test.h"
 #include "tests/loop-test-util.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 
 #define NTHREADS 5
@@ -23,9 +23,9 @@
 static KeelIOThread *threads[NTHREADS];
 static KeelAioContext *ctxs[NTHREADS];
 static long hops_in_thread[NTHREADS];   /* each written by its own iothread */
-static atomic_bool stop_bouncing;
-static atomic_int retired;
-static atomic_bool wrong_context;
+static bool stop_bouncing;
+static int retired;
+static bool wrong_context;
 
 typedef struct Token {
     int at;
@@ -40,12 +40,12 @@ static void hop_bh(void *opaque)
     int me = t->at;
 
     if (keel_current_aio_context() != ctxs[me] || !keel_aio_context_in_home_thread(ctxs[me])) {
-        atomic_store(&wrong_context, true);
+        keel_atomic_store_seq_cst(&wrong_context, true);
     }
     hops_in_thread[me]++;
     t->hops++;
-    if (atomic_load(&stop_bouncing)) {
-        atomic_fetch_add(&retired, 1);
+    if (keel_atomic_load_seq_cst(&stop_bouncing)) {
+        keel_atomic_fetch_add(&retired, 1);
         return;
     }
     /* Never to itself; the stride varies so every pair gets traffic. */
@@ -69,12 +69,13 @@ static void test_bounce(void)
         keel_aio_bh_schedule_oneshot(ctxs[tokens[i].at], hop_bh, &tokens[i]);
     }
     loop_test_sleep_ms(BOUNCE_MS);
-    atomic_store(&stop_bouncing, true);
-    while (atomic_load(&retired) < NTOKENS && waited_ms < 10000) {
+    keel_atomic_store_seq_cst(&stop_bouncing, true);
+    while (keel_atomic_load_seq_cst(&retired) < NTOKENS && waited_ms < 10000) {
         loop_test_sleep_ms(1);
         waited_ms++;
     }
-    KEEL_IS(atomic_load(&retired), NTOKENS, "every token came to rest (no lost work, no hang)");
+    KEEL_IS(keel_atomic_load_seq_cst(&retired), NTOKENS,
+            "every token came to rest (no lost work, no hang)");
 
     /* A synchronous round trip through each thread orders its counters
      * before our reads. */
@@ -92,23 +93,23 @@ static void test_bounce(void)
             "hops counted by threads (%ld) == hops counted by tokens (%ld)",
             total_thread, total_token);
     KEEL_OK(all_moved, "every token moved between threads");
-    KEEL_OK(!atomic_load(&wrong_context), "every hop ran in its target iothread");
+    KEEL_OK(!keel_atomic_load_seq_cst(&wrong_context), "every hop ran in its target iothread");
     keel_test_diag("%ld hops in %d ms across %d iothreads", total_token, BOUNCE_MS, NTHREADS);
 }
 
 /* ---- one token, two threads, no polling: a lost wake-up is a hang ---- */
 
-static atomic_long pingpong_hops;
-static atomic_bool pingpong_stop;
-static atomic_bool pingpong_done;
+static long pingpong_hops;
+static bool pingpong_stop;
+static bool pingpong_done;
 
 static void pingpong_bh(void *opaque)
 {
     int me = (int)(intptr_t)opaque;
 
-    atomic_fetch_add(&pingpong_hops, 1);
-    if (atomic_load(&pingpong_stop)) {
-        atomic_store(&pingpong_done, true);
+    keel_atomic_fetch_add(&pingpong_hops, 1);
+    if (keel_atomic_load_seq_cst(&pingpong_stop)) {
+        keel_atomic_store_seq_cst(&pingpong_done, true);
         return;
     }
     keel_aio_bh_schedule_oneshot(ctxs[!me], pingpong_bh, (void *)(intptr_t)!me);
@@ -121,14 +122,14 @@ static void test_pingpong(void)
     keel_aio_context_set_poll_params(ctxs[1], 0, 0, 0);
     keel_aio_bh_schedule_oneshot(ctxs[0], pingpong_bh, (void *)(intptr_t)0);
     loop_test_sleep_ms(700);
-    atomic_store(&pingpong_stop, true);
+    keel_atomic_store_seq_cst(&pingpong_stop, true);
     /* A token lost to a missed wake-up never reports back. */
-    for (int ms = 0; ms < 5000 && !atomic_load(&pingpong_done); ms++) {
+    for (int ms = 0; ms < 5000 && !keel_atomic_load_seq_cst(&pingpong_done); ms++) {
         loop_test_sleep_ms(1);
     }
-    KEEL_OK(atomic_load(&pingpong_done),
+    KEEL_OK(keel_atomic_load_seq_cst(&pingpong_done),
             "one token between two sleeping threads kept moving (%ld hops): no lost wake-up",
-            atomic_load(&pingpong_hops));
+            keel_atomic_load_seq_cst(&pingpong_hops));
     keel_aio_context_set_poll_params(ctxs[0], 32768, 0, 0);
     keel_aio_context_set_poll_params(ctxs[1], 32768, 0, 0);
 }
@@ -139,12 +140,12 @@ static void test_pingpong(void)
  * iothread is returning from aio_poll and heading back to sleep, which is
  * where a broken notify protocol loses the wake-up (and this test hangs). */
 
-static atomic_long race_runs;
+static long race_runs;
 
 static void race_bh(void *opaque)
 {
     (void)opaque;
-    atomic_fetch_add(&race_runs, 1);
+    keel_atomic_fetch_add(&race_runs, 1);
 }
 
 static void test_wake_race(void)
@@ -163,7 +164,7 @@ static void test_wake_race(void)
         }
         keel_bh_schedule(bh);
         n++;
-        while (atomic_load(&race_runs) != n) {
+        while (keel_atomic_load_seq_cst(&race_runs) != n) {
             if (keel_monotonic_ns() > give_up) {
                 lost = true;
                 break;
@@ -180,7 +181,7 @@ static void test_wake_race(void)
 #define CYCLE_ROUNDS 50
 
 static int cycle_count[NTHREADS];      /* written in the target's thread */
-static atomic_int cycle_done;
+static int cycle_done;
 
 static void cycle_inc(void *opaque)
 {
@@ -196,7 +197,7 @@ static void cycle_bh(void *opaque)
     for (int r = 0; r < CYCLE_ROUNDS; r++) {
         keel_aio_run_in_context_wait(ctxs[next], cycle_inc, &cycle_count[next]);
     }
-    atomic_fetch_add(&cycle_done, 1);
+    keel_atomic_fetch_add(&cycle_done, 1);
 }
 
 static int read_counter_val;
@@ -214,11 +215,12 @@ static void test_wait_cycle(void)
     for (int i = 0; i < NTHREADS; i++) {
         keel_aio_bh_schedule_oneshot(ctxs[i], cycle_bh, (void *)(intptr_t)i);
     }
-    while (atomic_load(&cycle_done) < NTHREADS && waited_ms < 10000) {
+    while (keel_atomic_load_seq_cst(&cycle_done) < NTHREADS && waited_ms < 10000) {
         loop_test_sleep_ms(1);
         waited_ms++;
     }
-    KEEL_IS(atomic_load(&cycle_done), NTHREADS, "iothreads waiting on each other in a cycle: no deadlock");
+    KEEL_IS(keel_atomic_load_seq_cst(&cycle_done), NTHREADS,
+            "iothreads waiting on each other in a cycle: no deadlock");
     for (int i = 0; i < NTHREADS; i++) {
         keel_aio_run_in_context_wait(ctxs[i], read_counter, &cycle_count[i]);
         exact &= read_counter_val == CYCLE_ROUNDS;

@@ -11,10 +11,10 @@
 #include "loop/main-loop.h"
 #include "loop/timer.h"
 #include "compat/osdep.h"
+#include "compat/atomic.h"
 #include "tests/keel-test.h"
 #include "tests/loop-test-util.h"
 
-#include <stdatomic.h>
 #include <sys/wait.h>
 
 static pthread_t main_thread;
@@ -169,8 +169,8 @@ static void test_aio_in_main_loop(void)
 /* ---- global mutex ---- */
 
 typedef struct Contender {
-    atomic_bool held_before;
-    atomic_bool held_inside;
+    bool held_before;
+    bool held_inside;
     int increments;             /* under the global mutex */
     KeelBH *bh;
 } Contender;
@@ -179,10 +179,10 @@ static void *contender_thread(void *opaque)
 {
     Contender *c = opaque;
 
-    atomic_store(&c->held_before, keel_global_mutex_held());
+    keel_atomic_store_seq_cst(&c->held_before, keel_global_mutex_held());
     /* Succeeds only while the main thread sleeps in keel_main_loop_wait. */
     keel_global_mutex_lock();
-    atomic_store(&c->held_inside, keel_global_mutex_held());
+    keel_atomic_store_seq_cst(&c->held_inside, keel_global_mutex_held());
     c->increments++;
     keel_global_mutex_unlock();
     keel_bh_schedule(c->bh);
@@ -216,7 +216,8 @@ static void test_global_mutex(void)
     KEEL_OK(held_throughout, "keel_main_loop_wait gives the mutex back to its caller");
     pthread_join(tid, NULL);
     KEEL_IS(c.increments, 1, "the other thread ran its critical section once");
-    KEEL_OK(!atomic_load(&c.held_before) && atomic_load(&c.held_inside),
+    KEEL_OK(!keel_atomic_load_seq_cst(&c.held_before) &&
+            keel_atomic_load_seq_cst(&c.held_inside),
             "held() answers for the calling thread");
     keel_global_mutex_unlock();
     KEEL_OK(!keel_global_mutex_held(), "released");

@@ -10,28 +10,27 @@
 #include "loop/aio.h"
 #include "loop/aio-int.h"
 #include "loop/timer.h"
+#include "compat/atomic.h"
 #include "tests/keel-test.h"
 #include "tests/loop-test-util.h"
 
-#include <stdatomic.h>
-
 static KeelAioContext *ctx;
-static atomic_bool work_ready;
-static atomic_int poll_calls;
+static bool work_ready;
+static int poll_calls;
 static int read_calls;
 
 static bool my_poll(void *opaque)
 {
     (void)opaque;
-    atomic_fetch_add(&poll_calls, 1);
-    return atomic_load(&work_ready);
+    keel_atomic_fetch_add(&poll_calls, 1);
+    return keel_atomic_load_seq_cst(&work_ready);
 }
 
 static void my_read(void *opaque)
 {
     (void)opaque;
     read_calls++;
-    atomic_store(&work_ready, false);
+    keel_atomic_store_seq_cst(&work_ready, false);
 }
 
 static void nop_read(void *opaque)
@@ -87,7 +86,8 @@ int main(void)
 
     /* Off by default. */
     sleep_on_timer(t, 2);
-    KEEL_IS(atomic_load(&poll_calls), 0, "polling is off by default: io_poll never called");
+    KEEL_IS(keel_atomic_load_seq_cst(&poll_calls), 0,
+            "polling is off by default: io_poll never called");
     KEEL_IS(ctx->poll_ns, 0, "window stays 0 while off");
 
     /* On: a short sleep (well under max) grows the window. */
@@ -97,17 +97,18 @@ int main(void)
             (long long)ctx->poll_ns);
 
     /* Work visible only to io_poll: found by busy-polling, no fd event. */
-    atomic_store(&work_ready, true);
+    keel_atomic_store_seq_cst(&work_ready, true);
     KEEL_OK(keel_aio_poll(ctx, true), "blocking poll makes progress through io_poll alone");
     KEEL_IS(read_calls, 1, "io_read ran once for the polled work");
-    KEEL_OK(atomic_load(&poll_calls) > 0, "io_poll was called");
+    KEEL_OK(keel_atomic_load_seq_cst(&poll_calls) > 0, "io_poll was called");
 
     /* A handler without io_poll disables polling for the whole context. */
     keel_aio_set_fd_handler(ctx, other[0], nop_read, NULL, NULL, NULL);
-    atomic_store(&poll_calls, 0);
-    atomic_store(&work_ready, true);
+    keel_atomic_store_seq_cst(&poll_calls, 0);
+    keel_atomic_store_seq_cst(&work_ready, true);
     sleep_on_timer(t, 5);
-    KEEL_IS(atomic_load(&poll_calls), 0, "a handler without io_poll disables polling");
+    KEEL_IS(keel_atomic_load_seq_cst(&poll_calls), 0,
+            "a handler without io_poll disables polling");
     KEEL_IS(read_calls, 1, "so the polled-only work was not seen");
     keel_aio_set_fd_handler(ctx, other[0], NULL, NULL, NULL, NULL);
     KEEL_OK(keel_aio_poll(ctx, true), "removing it re-enables polling: work found");
@@ -132,9 +133,9 @@ int main(void)
 
     /* Disable again: io_poll no longer called. */
     keel_aio_context_set_poll_params(ctx, 0, 0, 0);
-    atomic_store(&poll_calls, 0);
+    keel_atomic_store_seq_cst(&poll_calls, 0);
     sleep_on_timer(t, 2);
-    KEEL_IS(atomic_load(&poll_calls), 0, "poll-max-ns 0 turns polling off");
+    KEEL_IS(keel_atomic_load_seq_cst(&poll_calls), 0, "poll-max-ns 0 turns polling off");
 
     keel_aio_set_fd_handler(ctx, fds[0], NULL, NULL, NULL, NULL);
     keel_timer_free(t);

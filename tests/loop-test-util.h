@@ -24,31 +24,31 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "compat/atomic.h"
 #include "compat/osdep.h"
 #include "tests/keel-test.h"
 
-static atomic_long loop_test_sigcont_count;
-static atomic_bool loop_test_sigcont_on;
-static atomic_bool loop_test_sigcont_stop;
+static long loop_test_sigcont_count;
+static bool loop_test_sigcont_on;
+static bool loop_test_sigcont_stop;
 static pthread_t loop_test_sigcont_tid;
 
 static void loop_test_sigcont_handler(int signo)
 {
     (void)signo;
-    atomic_fetch_add_explicit(&loop_test_sigcont_count, 1, memory_order_relaxed);
+    keel_atomic_fetch_add(&loop_test_sigcont_count, 1);
 }
 
 static void *loop_test_sigcont_thread(void *arg)
 {
     (void)arg;
-    while (!atomic_load(&loop_test_sigcont_stop)) {
+    while (!keel_atomic_load_seq_cst(&loop_test_sigcont_stop)) {
         struct timespec ts = { 0, 100 * 1000 };
         kill(getpid(), SIGCONT);
         nanosleep(&ts, NULL);
@@ -82,19 +82,19 @@ static inline void loop_test_sigcont_start(void)
      * the test's threads. */
     if (keel_thread_create(&loop_test_sigcont_tid, "sigcont", loop_test_sigcont_thread,
                            NULL) == 0) {
-        atomic_store(&loop_test_sigcont_on, true);
+        keel_atomic_store_seq_cst(&loop_test_sigcont_on, true);
         keel_test_diag("sending SIGCONT to the process every 100us");
     }
 }
 
 static inline void loop_test_sigcont_report(void)
 {
-    if (atomic_load(&loop_test_sigcont_on)) {
-        atomic_store(&loop_test_sigcont_stop, true);
+    if (keel_atomic_load_seq_cst(&loop_test_sigcont_on)) {
+        keel_atomic_store_seq_cst(&loop_test_sigcont_stop, true);
         pthread_join(loop_test_sigcont_tid, NULL);
-        atomic_store(&loop_test_sigcont_on, false);
+        keel_atomic_store_seq_cst(&loop_test_sigcont_on, false);
         keel_test_diag("SIGCONT handled %ld times",
-                       atomic_load(&loop_test_sigcont_count));
+                       keel_atomic_load_seq_cst(&loop_test_sigcont_count));
     }
 }
 

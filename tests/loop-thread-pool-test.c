@@ -12,10 +12,9 @@
 #include "loop/aio-int.h"
 #include "loop/iothread.h"
 #include "loop/thread-pool.h"
+#include "compat/atomic.h"
 #include "tests/keel-test.h"
 #include "tests/loop-test-util.h"
-
-#include <stdatomic.h>
 
 static pthread_t home_thread;
 
@@ -24,7 +23,7 @@ static pthread_t home_thread;
 #define NREQ 300
 #define MAX_WORKERS 4
 
-static atomic_int active, max_active;
+static int active, max_active;
 static int completions[NREQ];
 static int completed;
 static bool bad_result, wrong_thread;
@@ -32,15 +31,20 @@ static bool bad_result, wrong_thread;
 static int busy_fn(void *opaque)
 {
     int id = (int)(intptr_t)opaque;
-    int now = atomic_fetch_add(&active, 1) + 1;
-    int seen = atomic_load(&max_active);
+    int now = keel_atomic_fetch_add(&active, 1) + 1;
+    int seen = keel_atomic_load_seq_cst(&max_active);
 
-    while (now > seen && !atomic_compare_exchange_weak(&max_active, &seen, now)) {
+    while (now > seen) {
+        int prev = keel_atomic_cmpxchg(&max_active, seen, now);
+        if (prev == seen) {
+            break;
+        }
+        seen = prev;
     }
     if (id % 8 == 0) {
         loop_test_sleep_ms(1);
     }
-    atomic_fetch_sub(&active, 1);
+    keel_atomic_fetch_sub(&active, 1);
     return id * 3 + 1;
 }
 
@@ -79,8 +83,9 @@ static void test_submit_many(void)
     KEEL_OK(exactly_once, "each completion ran exactly once");
     KEEL_OK(!bad_result, "each completion got its own result");
     KEEL_OK(!wrong_thread, "completions ran in the submitting (home) thread");
-    KEEL_OK(atomic_load(&max_active) <= MAX_WORKERS, "at most %d ran at once (saw %d)",
-            MAX_WORKERS, atomic_load(&max_active));
+    KEEL_OK(keel_atomic_load_seq_cst(&max_active) <= MAX_WORKERS,
+            "at most %d ran at once (saw %d)",
+            MAX_WORKERS, keel_atomic_load_seq_cst(&max_active));
     KEEL_OK(thread_pool_worker_count(ctx) <= MAX_WORKERS, "worker count within the maximum");
     KEEL_OK(!keel_aio_poll(ctx, false), "nothing left to do");
     keel_aio_context_unref(ctx);
@@ -110,12 +115,12 @@ static int gated_fn(void *opaque)
     return 42;
 }
 
-static atomic_int plain_runs;
+static int plain_runs;
 
 static int plain_fn(void *opaque)
 {
     (void)opaque;
-    atomic_fetch_add(&plain_runs, 1);
+    keel_atomic_fetch_add(&plain_runs, 1);
     return 7;
 }
 
@@ -168,7 +173,8 @@ static void test_cancel(void)
     KEEL_IS(ra.ret, 42, "... with its own result");
     KEEL_IS(rc.calls, 1, "the request behind it completed once");
     KEEL_IS(rc.ret, 7, "... with its result");
-    KEEL_IS(atomic_load(&plain_runs), 1, "the cancelled request's function never ran");
+    KEEL_IS(keel_atomic_load_seq_cst(&plain_runs), 1,
+            "the cancelled request's function never ran");
     KEEL_OK(!keel_aio_poll(ctx, false), "nothing left to do");
     keel_aio_context_unref(ctx);
 }
@@ -230,7 +236,7 @@ typedef struct Remote {
     KeelAioContext *ctx;
     int calls;
     bool right_thread;
-    atomic_bool finished;
+    bool finished;
 } Remote;
 
 static void remote_done(void *opaque, int ret)
@@ -239,7 +245,7 @@ static void remote_done(void *opaque, int ret)
     r->calls++;
     r->right_thread = ret == 7 && keel_current_aio_context() == r->ctx &&
                       keel_aio_context_in_home_thread(r->ctx);
-    atomic_store(&r->finished, true);
+    keel_atomic_store_seq_cst(&r->finished, true);
 }
 
 static void remote_submit(void *opaque)
@@ -255,7 +261,7 @@ static void test_iothread_completion(void)
 
     r.ctx = keel_iothread_get_aio_context(t);
     keel_aio_run_in_context_wait(r.ctx, remote_submit, &r);
-    for (int i = 0; i < 5000 && !atomic_load(&r.finished); i++) {
+    for (int i = 0; i < 5000 && !keel_atomic_load_seq_cst(&r.finished); i++) {
         loop_test_sleep_ms(1);
     }
     keel_iothread_stop_join(t);
