@@ -74,5 +74,11 @@ bool blk_wait(struct blk_dev *b, uint64_t deadline);
 int blk_sync(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
              void *data, uint32_t len);
 uint64_t blk_device_irqs(struct blk_dev *b);
+/* mode irq: lets a device interrupt that is still pending be taken, for up
+ * to `ticks` watchdog ticks, and returns blk_device_irqs().  A completion
+ * that lands just after a watchdog tick woke the guest is polled from the
+ * used ring while interrupts are off, so its (level) interrupt stays
+ * pending; it has not been lost. */
+uint64_t blk_settle_irqs(struct blk_dev *b, unsigned ticks);
 
 #endif

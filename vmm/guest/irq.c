@@ -63,6 +63,11 @@ void pic_init(void)
     outb(PIC2_DATA, 0x02);
     outb(PIC1_DATA, 0x01);      /* ICW4: 8086 mode, normal EOI */
     outb(PIC2_DATA, 0x01);
+    /* OCW2 "set priority": IRQ0 lowest on the master.  The PIT is only our
+     * watchdog, and an in-kernel PIT that re-injects missed ticks can have
+     * IRQ0 pending at every wait; at the default priority it would then
+     * win every time and starve the device's line (seen on kvm_pvm). */
+    outb(PIC1_CMD, 0xc0);
     outb(PIC1_DATA, 0xfb);      /* everything masked but the cascade */
     outb(PIC2_DATA, 0xff);
 }

@@ -264,3 +264,13 @@ uint64_t blk_device_irqs(struct blk_dev *b)
 {
     return b->irq_mode ? irq_state.count[b->pci.irq] - b->irqs_at_start : 0;
 }
+
+uint64_t blk_settle_irqs(struct blk_dev *b, unsigned ticks)
+{
+    /* Each wait ends at the next interrupt: the pending one at once, or
+     * the watchdog's tick. */
+    while (b->irq_mode && !blk_device_irqs(b) && ticks--) {
+        syscall3(SYS_WAIT_IRQ, irq_state.total, 0, 0);
+    }
+    return blk_device_irqs(b);
+}
