@@ -121,7 +121,7 @@ GSource *keel_aio_get_g_source(KeelAioContext *ctx);
 /* Adaptive polling: when every handler has an io_poll function, keel_aio_poll
  * busy-polls for up to a window before sleeping.  The window starts at 0,
  * grows (×@grow, 2 when 0) while sleeps stay shorter than @max_ns and shrinks
- * (÷@shrink, 2 when 0) when they are longer.  @max_ns == 0 disables polling
+ * (÷@shrink; back to 0 when @shrink is 0, as in QEMU) when they are longer.  @max_ns == 0 disables polling
  * (the default for every context but iothreads'). */
 void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
                                       int64_t grow, int64_t shrink);

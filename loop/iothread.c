@@ -12,9 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* QEMU's default for iothreads: busy-poll at most 32 µs before sleeping. */
-#define IOTHREAD_POLL_MAX_NS 32768
-
 struct KeelIOThread {
     char *id;
     pthread_t thread;
@@ -32,7 +29,7 @@ static void *iothread_run(void *opaque)
     KeelAioContext *ctx = keel_aio_context_new();   /* home: this thread */
 
     keel_aio_context_set_home_thread(ctx);
-    keel_aio_context_set_poll_params(ctx, IOTHREAD_POLL_MAX_NS, 0, 0);
+    keel_aio_context_set_poll_params(ctx, KEEL_IOTHREAD_POLL_MAX_NS, 0, 0);
     pthread_mutex_lock(&t->lock);
     t->ctx = ctx;
     t->started = true;

@@ -26,6 +26,11 @@
 
 typedef struct KeelIOThread KeelIOThread;
 
+/* QEMU's default for iothreads: busy-poll at most 32 µs before sleeping
+ * (poll-grow and poll-shrink 0).  Retune a running iothread with
+ * keel_aio_context_set_poll_params() on its context. */
+#define KEEL_IOTHREAD_POLL_MAX_NS 32768
+
 /* Returns NULL (and logs) when the thread cannot be created. */
 KeelIOThread *keel_iothread_new(const char *id);
 KeelAioContext *keel_iothread_get_aio_context(KeelIOThread *t);

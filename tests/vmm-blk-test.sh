@@ -184,6 +184,26 @@ check $? dz "the image holds the 64 KiB writes"
 gt0 "$(stats_field dz max_batch)" && [ "$(stats_field dz max_batch)" -gt 1 ]
 check $? dz "requests popped in one pass are submitted as one batch (max batch $(stats_field dz max_batch))"
 
+# ---- -object iothread,poll-max-ns= reaches the iothread's context -----------------
+# A 2 ms window outlasts every request, so the iothread finds new requests
+# by busy-polling the ring; with 0 it never polls.
+for pmax in 2000000 0; do
+    name=poll$pmax
+    truncate -s 4M "$TMP/$name.img"
+    vmm_run $name -- "$VMM" $G -object iothread,id=io0,poll-max-ns=$pmax \
+        -drive "file=$TMP/$name.img,format=raw,if=virtio,aio=threads,cache=$CACHE,iothread=io0" \
+        -append "rw=randwrite bs=4096 iodepth=4 size=1M verify=1 seed=4"
+    r=0
+    is "$(vmm_rc $name)" 1 || r=1
+    is "$(result_field $name status)" ok || r=1
+    if [ $pmax = 0 ]; then
+        is "$(stats_field $name poll_hits)" 0 || r=1
+    else
+        gt0 "$(stats_field $name poll_hits)" || r=1
+    fi
+    check $r $name "iothread,poll-max-ns=$pmax: the workload passes; requests found by busy-polling the ring: $(stats_field $name poll_hits)"
+done
+
 # ---- injected errors -----------------------------------------------------------------
 for where in main iothread; do
     name=inj-w-$where

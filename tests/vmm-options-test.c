@@ -74,6 +74,8 @@ int main(void)
     KEEL_IS(o.ram_size, 2ull << 30, "-m 2G");
     KEEL_OK(o.append && !strcmp(o.append, "console=ttyS0 quiet"), "-append kept");
     KEEL_IS(o.nr_iothreads, 1, "one iothread object");
+    KEEL_OK(o.iothreads[0].poll_max_ns == -1 && o.iothreads[0].poll_grow == -1 &&
+            o.iothreads[0].poll_shrink == -1, "iothread without poll knobs keeps the defaults");
     KEEL_IS(o.nr_drives, 2, "two drives");
     KEEL_OK(!strcmp(o.drives[0].file, "/tmp/a,b.img"), "',,' is a literal comma in file=");
     KEEL_IS(o.drives[0].aio, VMM_AIO_NATIVE, "aio=native");
@@ -102,6 +104,17 @@ int main(void)
     vmm_options_free(&o);
 
     /* Bad command lines, each naming the option. */
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-object",
+                           "iothread,id=io1,poll-max-ns=0,poll-grow=4,poll-shrink=2")),
+            0, "iothread poll knobs parse (%s)", err);
+    KEEL_OK(o.nr_iothreads == 1 && o.iothreads[0].poll_max_ns == 0 &&
+            o.iothreads[0].poll_grow == 4 && o.iothreads[0].poll_shrink == 2,
+            "poll-max-ns=0 poll-grow=4 poll-shrink=2 kept");
+    vmm_options_free(&o);
+    bad(ARGS("-kernel", kernel_path, "-object", "iothread,id=io1,poll-max-ns=-5"),
+        "poll-max-ns=-5", "negative poll-max-ns");
+    bad(ARGS("-kernel", kernel_path, "-object", "iothread,id=io1,poll-grow=2x"),
+        "poll-grow=2x", "junk poll-grow");
     bad(ARGS("-kernel", kernel_path, "-bogus"), "-bogus", "unknown option");
     bad(ARGS("-kernel", kernel_path, "stray"), "stray", "stray argument");
     bad(ARGS("-kernel"), "-kernel", "missing argument");

@@ -322,16 +322,34 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
 {
     char **kv = split_suboptions(arg, "qom-type");
     const char *type = NULL, *id = NULL;
+    /* poll-max-ns, poll-grow, poll-shrink, in that order */
+    static const char *const poll_knobs[] = { "poll-max-ns", "poll-grow", "poll-shrink" };
+    int64_t poll[3] = { -1, -1, -1 };
     int ret = -1;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        int knob = -1;
+
+        for (int k = 0; kv[i] && k < 3; k++) {
+            if (!strcmp(kv[i], poll_knobs[k])) {
+                knob = k;
+            }
+        }
         if (kv[i] && !strcmp(kv[i], "qom-type")) {
             type = kv[i + 1];
         } else if (kv[i] && !strcmp(kv[i], "id")) {
             id = kv[i + 1];
-        } else if (kv[i] && (!strcmp(kv[i], "poll-max-ns") || !strcmp(kv[i], "poll-grow") ||
-                             !strcmp(kv[i], "poll-shrink"))) {
-            /* QEMU's iothread tuning knobs: accepted, the loop adapts itself. */
+        } else if (knob >= 0) {
+            char *end = NULL;
+            long long v = kv[i + 1] && g_ascii_isdigit(kv[i + 1][0])
+                              ? strtoll(kv[i + 1], &end, 10) : -1;
+            /* QEMU takes these as unsigned integers; keep them sane. */
+            if (v < 0 || !end || *end || v > 1000000000LL) {
+                vmm_fail(err, errlen, "-object iothread: %s=%s: want an integer from 0 to 1000000000",
+                         kv[i], kv[i + 1] ? kv[i + 1] : "");
+                goto out;
+            }
+            poll[knob] = v;
         } else {
             vmm_fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
             goto out;
@@ -347,7 +365,7 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
         goto out;
     }
     for (int j = 0; j < opts->nr_iothreads; j++) {
-        if (!strcmp(opts->iothreads[j], id)) {
+        if (!strcmp(opts->iothreads[j].id, id)) {
             vmm_fail(err, errlen, "-object iothread: id=%s: duplicate id", id);
             goto out;
         }
@@ -356,7 +374,11 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
         vmm_fail(err, errlen, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
         goto out;
     }
-    opts->iothreads[opts->nr_iothreads++] = g_strdup(id);
+    opts->iothreads[opts->nr_iothreads].id = g_strdup(id);
+    opts->iothreads[opts->nr_iothreads].poll_max_ns = poll[0];
+    opts->iothreads[opts->nr_iothreads].poll_grow = poll[1];
+    opts->iothreads[opts->nr_iothreads].poll_shrink = poll[2];
+    opts->nr_iothreads++;
     ret = 0;
 out:
     free_suboptions(kv);
@@ -715,7 +737,7 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
         bool known = !d->iothread;
 
         for (int j = 0; j < opts->nr_iothreads && !known; j++) {
-            known = !strcmp(opts->iothreads[j], d->iothread);
+            known = !strcmp(opts->iothreads[j].id, d->iothread);
         }
         if (!known) {
             return vmm_fail(err, errlen, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
@@ -751,7 +773,7 @@ void vmm_options_free(VmmOptions *opts)
         g_free(opts->drives[i].inject);
     }
     for (int i = 0; i < opts->nr_iothreads; i++) {
-        g_free(opts->iothreads[i]);
+        g_free(opts->iothreads[i].id);
     }
     memset(opts, 0, sizeof(*opts));
 }
@@ -774,8 +796,9 @@ void vmm_options_print_help(FILE *out)
 "                      (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
 "  -device virtio-blk-pci,drive=ID[,iothread=ID]\n"
 "                      attach an if=none drive\n"
-"  -object iothread,id=ID\n"
-"                      an I/O thread that drives can be bound to\n"
+"  -object iothread,id=ID[,poll-max-ns=N][,poll-grow=N][,poll-shrink=N]\n"
+"                      an I/O thread that drives can be bound to; it busy-polls\n"
+"                      up to poll-max-ns (default 32768, 0 = never) before sleeping\n"
 "  -serial stdio|none  COM1 (0x3f8, IRQ 4) on stdin/stdout (default stdio)\n"
 "  -nographic, -enable-kvm, -nodefaults, -no-reboot, -display none\n"
 "                      accepted for QEMU compatibility (no effect)\n"

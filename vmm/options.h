@@ -55,6 +55,14 @@ typedef struct VmmDrive {
     bool attached;          /* if=virtio, or named by a -device (set by the parser) */
 } VmmDrive;
 
+/* -object iothread,id=ID[,poll-max-ns=N][,poll-grow=N][,poll-shrink=N]:
+ * the tuning knobs mean what QEMU's do (loop/aio.h,
+ * keel_aio_context_set_poll_params); -1 keeps the iothread's default. */
+typedef struct VmmIOThread {
+    char *id;
+    int64_t poll_max_ns, poll_grow, poll_shrink;
+} VmmIOThread;
+
 typedef struct VmmOptions {
     uint64_t ram_size;      /* bytes, a multiple of 4 KiB */
     int smp;
@@ -63,7 +71,7 @@ typedef struct VmmOptions {
     char *append;
     VmmDrive drives[VMM_MAX_DRIVES];
     int nr_drives;
-    char *iothreads[VMM_MAX_IOTHREADS];     /* -object iothread,id=... */
+    VmmIOThread iothreads[VMM_MAX_IOTHREADS];   /* -object iothread,id=... */
     int nr_iothreads;
     bool serial_stdio;      /* -serial stdio (default) vs -serial none */
     bool want_help;

@@ -776,11 +776,18 @@ VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *
     VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
 
     for (int i = 0; i < opts->nr_iothreads; i++) {
-        KeelIOThread *t = keel_iothread_new(opts->iothreads[i]);
+        const VmmIOThread *o = &opts->iothreads[i];
+        KeelIOThread *t = keel_iothread_new(o->id);
         if (!t) {
-            snprintf(err, errlen, "-object iothread,id=%s: cannot start the thread",
-                     opts->iothreads[i]);
+            snprintf(err, errlen, "-object iothread,id=%s: cannot start the thread", o->id);
             goto fail;
+        }
+        if (o->poll_max_ns >= 0 || o->poll_grow >= 0 || o->poll_shrink >= 0) {
+            keel_aio_context_set_poll_params(keel_iothread_get_aio_context(t),
+                                             o->poll_max_ns >= 0 ? o->poll_max_ns
+                                                                 : KEEL_IOTHREAD_POLL_MAX_NS,
+                                             o->poll_grow >= 0 ? o->poll_grow : 0,
+                                             o->poll_shrink >= 0 ? o->poll_shrink : 0);
         }
         devs->iothreads[devs->nr_iothreads++] = t;
     }
