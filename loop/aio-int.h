@@ -86,7 +86,13 @@ struct KeelAioContext {
     int64_t poll_max_ns KEEL_ATOMIC_ALIGNED;
     int64_t poll_grow KEEL_ATOMIC_ALIGNED;
     int64_t poll_shrink KEEL_ATOMIC_ALIGNED;
-    int64_t poll_ns;                /* current window; home thread */
+    /* Each event source keeps its own window (AioHandler.poll_ns, and this
+     * one for the wake-up flag: BHs and notifies); the context busy-polls
+     * for the largest window among sources that fired recently.  poll_ns is
+     * that largest window as of the last blocking poll.  Home thread. */
+    int64_t wakeup_poll_ns;
+    int64_t wakeup_last_event_ns;
+    int64_t poll_ns;
 
     /* ---- thread pool (created on first submit) ---- */
     pthread_mutex_t pool_lock;
@@ -124,6 +130,12 @@ extern const KeelFeature loop_fdmon_feature;
 void aio_context_set_epoll_threshold(KeelAioContext *ctx, unsigned n);
 /* Whether the context is in epoll mode. */
 bool aio_context_uses_epoll(KeelAioContext *ctx);
+
+/* For tests, home thread: the window the next blocking poll would busy-poll
+ * for (before the poll-max-ns cap), and one fd handler's own window (-1: no
+ * live handler for @fd). */
+int64_t aio_context_poll_window_ns(KeelAioContext *ctx);
+int64_t aio_handler_poll_window_ns(KeelAioContext *ctx, int fd);
 
 /* For tests: the idle time after which a worker above the minimum exits,
  * and the number of live workers. */

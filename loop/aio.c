@@ -61,6 +61,10 @@ struct AioHandler {
     bool deleted;                   /* atomic */
     bool in_epoll;                  /* atomic: in the epoll set, not in a
                                        GPollFD list */
+    /* Adaptive polling, home thread: this source's window and when it last
+     * fired (see aio_poll_window). */
+    int64_t poll_ns;
+    int64_t last_event_ns;
     AioHandler *next;               /* see aio-int.h for who may touch it */
 };
 
@@ -794,19 +798,49 @@ static bool aio_can_poll(KeelAioContext *ctx)
 
 typedef enum { POLL_NOTHING, POLL_PROGRESS, POLL_WOKEN } PollResult;
 
-/* Busy-poll the io_poll functions (and the wake-up flag) until @until_ns. */
-static PollResult aio_run_poll_handlers(KeelAioContext *ctx, int64_t until_ns)
+/* The event sources that fired during one keel_aio_poll, for the windows. */
+#define POLL_EVENTS_MAX 8
+typedef struct PollEvents {
+    int64_t at_ns;                  /* when the first was seen; 0: none yet */
+    bool wakeup;                    /* the wake-up flag (BH, notify) */
+    unsigned n;
+    AioHandler *nodes[POLL_EVENTS_MAX];     /* the rest are not adapted */
+} PollEvents;
+
+/* @seen_ns: when the event was detected (0: now). */
+static void poll_events_note_time(PollEvents *ev, int64_t seen_ns)
+{
+    if (!ev->at_ns) {
+        ev->at_ns = seen_ns ? seen_ns : keel_monotonic_ns();
+    }
+}
+
+static void poll_events_add(PollEvents *ev, AioHandler *node, int64_t seen_ns)
+{
+    poll_events_note_time(ev, seen_ns);
+    if (ev->n < POLL_EVENTS_MAX) {
+        ev->nodes[ev->n++] = node;
+    }
+}
+
+/* Busy-poll the io_poll functions (and the wake-up flag) until @until_ns.
+ * Handlers found ready run at once and go into @ev; POLL_WOKEN sets
+ * *@woken_ns. */
+static PollResult aio_run_poll_handlers(KeelAioContext *ctx, int64_t until_ns, PollEvents *ev,
+                                        int64_t *woken_ns)
 {
     do {
         bool progress = false;
 
         if (keel_atomic_load_acquire(&ctx->notified)) {
+            *woken_ns = keel_monotonic_ns();
             return POLL_WOKEN;
         }
         for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
              node; node = node->next) {
             if (node->io_poll && !handler_deleted(node) && node->io_poll(node->opaque) &&
                 !handler_deleted(node)) {
+                poll_events_add(ev, node, 0);
                 handler_call_read(node);
                 progress = true;
             }
@@ -818,24 +852,99 @@ static PollResult aio_run_poll_handlers(KeelAioContext *ctx, int64_t until_ns)
     return POLL_NOTHING;
 }
 
-static void aio_adjust_poll_window(KeelAioContext *ctx, int64_t block_ns, int64_t max_ns)
+/* A source that fired @block_ns after the wait began: keep its window if the
+ * window caught it, shrink it if no window allowed would have, else grow. */
+static void aio_adjust_poll_window(KeelAioContext *ctx, int64_t *poll_ns, int64_t block_ns,
+                                   int64_t max_ns)
 {
-    if (block_ns <= ctx->poll_ns) {
+    if (*poll_ns > max_ns) {
+        *poll_ns = max_ns;          /* the limit was lowered since it grew */
+    }
+    if (block_ns <= *poll_ns) {
         /* The window caught the event: keep it. */
     } else if (block_ns > max_ns) {
         /* Polling that long would not have helped: poll less. */
         int64_t shrink = keel_atomic_read(&ctx->poll_shrink);
-        ctx->poll_ns = shrink > 0 ? ctx->poll_ns / shrink : 0;
-    } else if (ctx->poll_ns < max_ns) {
+        *poll_ns = shrink > 0 ? *poll_ns / shrink : 0;
+    } else if (*poll_ns < max_ns) {
         /* A longer window would have caught it: grow. */
         int64_t grow = keel_atomic_read(&ctx->poll_grow);
         if (grow <= 0) {
             grow = 2;
         }
-        ctx->poll_ns = ctx->poll_ns ? ctx->poll_ns * grow : POLL_GROW_START_NS;
-        if (ctx->poll_ns > max_ns) {
-            ctx->poll_ns = max_ns;
+        *poll_ns = *poll_ns ? *poll_ns * grow : POLL_GROW_START_NS;
+        if (*poll_ns > max_ns) {
+            *poll_ns = max_ns;
         }
+    }
+}
+
+/*
+ * Why one window per source: a loop waits for events with very different
+ * latencies.  A guest that sends its next request microseconds after the
+ * previous one completed, over storage that takes 50 µs, gives one fast
+ * source (the queue) and one slow one (the completions).  A single window
+ * is reset by every slow wait and so is always 0 when the fast event comes;
+ * with a window per source the queue's stays open and the completions'
+ * closes.
+ *
+ * The context polls for the largest window among the sources that fired in
+ * the last POLL_IDLE_NS: a source gone quiet does not keep it polling.
+ */
+#define POLL_IDLE_NS 1000000000LL
+
+static int64_t aio_poll_window(KeelAioContext *ctx, int64_t now)
+{
+    int64_t window = 0;
+
+    if (now - ctx->wakeup_last_event_ns < POLL_IDLE_NS) {
+        window = ctx->wakeup_poll_ns;
+    }
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers); node; node = node->next) {
+        if (node->poll_ns > window && now - node->last_event_ns < POLL_IDLE_NS &&
+            !handler_deleted(node)) {
+            window = node->poll_ns;
+        }
+    }
+    ctx->poll_ns = window;
+    return window;
+}
+
+int64_t aio_context_poll_window_ns(KeelAioContext *ctx)
+{
+    assert(keel_aio_context_in_home_thread(ctx));
+    return aio_poll_window(ctx, keel_monotonic_ns());
+}
+
+int64_t aio_handler_poll_window_ns(KeelAioContext *ctx, int fd)
+{
+    assert(keel_aio_context_in_home_thread(ctx));
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers); node; node = node->next) {
+        if (node->pfd.fd == fd && !handler_deleted(node)) {
+            return node->poll_ns;
+        }
+    }
+    return -1;
+}
+
+/* End of a keel_aio_poll that waited from @poll_start: adapt the windows of
+ * the sources that fired. */
+static void aio_adjust_poll_windows(KeelAioContext *ctx, const PollEvents *ev,
+                                    int64_t poll_start, int64_t max_ns)
+{
+    int64_t block_ns;
+
+    if (!ev->at_ns) {
+        return;                     /* only timers, or nothing: nothing learnt */
+    }
+    block_ns = ev->at_ns - poll_start;
+    if (ev->wakeup) {
+        aio_adjust_poll_window(ctx, &ctx->wakeup_poll_ns, block_ns, max_ns);
+        ctx->wakeup_last_event_ns = ev->at_ns;
+    }
+    for (unsigned i = 0; i < ev->n; i++) {
+        aio_adjust_poll_window(ctx, &ev->nodes[i]->poll_ns, block_ns, max_ns);
+        ev->nodes[i]->last_event_ns = ev->at_ns;
     }
 }
 
@@ -866,9 +975,10 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
 {
     bool progress = false;
     /* When this call started waiting with polling allowed: the time until
-     * it returns is what the window adapts to. */
+     * the first event is what the windows adapt to. */
     int64_t poll_start = 0;
     int64_t max_ns = 0;
+    PollEvents events = { 0 };
 
     assert(keel_aio_context_in_home_thread(ctx));
     aio_walkers_enter(ctx);
@@ -878,14 +988,15 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
         unsigned nready = 0, nfds;
         int64_t timeout = 0;
         bool sleeping = false, explicit_notify, epoll_mode, notifier_readable = false;
+        int64_t seen_ns = 0;        /* when this pass saw its events (polling only) */
         int ret;
 
         if (blocking) {
             max_ns = keel_atomic_read(&ctx->poll_max_ns);
             timeout = aio_compute_timeout(ctx);
             if (timeout != 0 && max_ns > 0 && aio_can_poll(ctx)) {
-                int64_t window = MIN(ctx->poll_ns, max_ns);
                 int64_t now = keel_monotonic_ns();
+                int64_t window = MIN(aio_poll_window(ctx, now), max_ns);
                 if (!poll_start) {
                     poll_start = now;
                 }
@@ -893,7 +1004,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
                     window = timeout;
                 }
                 if (window > 0) {
-                    PollResult r = aio_run_poll_handlers(ctx, now + window);
+                    PollResult r = aio_run_poll_handlers(ctx, now + window, &events, &seen_ns);
                     if (r != POLL_NOTHING) {
                         progress |= r == POLL_PROGRESS;
                         timeout = 0;
@@ -946,11 +1057,25 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
         if (sleeping) {
             keel_atomic_fetch_sub(&ctx->notify_me, 2);
         }
+        if (poll_start && ret > 0 && !seen_ns) {
+            seen_ns = keel_monotonic_ns();
+        }
         explicit_notify = aio_notify_accept(ctx, notifier_readable);
 
-        progress |= aio_bh_poll(ctx);
+        if (aio_bh_poll(ctx)) {
+            progress = true;
+            if (poll_start) {
+                poll_events_note_time(&events, seen_ns);
+                events.wakeup = true;
+            }
+        }
         for (unsigned i = 0; i < nready; i++) {
-            progress |= aio_dispatch_handler(ready[i]);
+            if (aio_dispatch_handler(ready[i])) {
+                progress = true;
+                if (poll_start) {
+                    poll_events_add(&events, ready[i], seen_ns);
+                }
+            }
         }
         if (ready != ready_buf) {
             g_free(ready);
@@ -964,7 +1089,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
         }
     }
     if (poll_start && max_ns > 0) {
-        aio_adjust_poll_window(ctx, keel_monotonic_ns() - poll_start, max_ns);
+        aio_adjust_poll_windows(ctx, &events, poll_start, max_ns);
     }
     aio_walkers_exit(ctx);
     return progress;

@@ -119,10 +119,14 @@ void keel_aio_bh_schedule_oneshot(KeelAioContext *ctx, KeelBHFunc *cb, void *opa
 GSource *keel_aio_get_g_source(KeelAioContext *ctx);
 
 /* Adaptive polling: when every handler has an io_poll function, keel_aio_poll
- * busy-polls for up to a window before sleeping.  The window starts at 0,
- * grows (×@grow, 2 when 0) while sleeps stay shorter than @max_ns and shrinks
- * (÷@shrink; back to 0 when @shrink is 0, as in QEMU) when they are longer.  @max_ns == 0 disables polling
- * (the default for every context but iothreads'). */
+ * busy-polls for up to a window before sleeping.  Each event source (every
+ * fd handler, and the wake-up flag that BHs and notifies raise) has its own
+ * window: it starts at 0, grows (×@grow, 2 when 0) when the source fires
+ * sooner than @max_ns after a wait begins and shrinks (÷@shrink; back to 0
+ * when @shrink is 0, as in QEMU) when it fires later.  The context polls for
+ * the largest window among the sources that fired in the last second; timer
+ * wake-ups change no window.  @max_ns == 0 disables polling (the default for
+ * every context but iothreads'). */
 void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
                                       int64_t grow, int64_t shrink);
 
