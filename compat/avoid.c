@@ -25,6 +25,7 @@ static const char *const path_names[KEEL_PATH__MAX] = {
     [KEEL_PATH_SIGNAL_MSI] = "signal-msi",
     [KEEL_PATH_MSIX] = "msix",
     [KEEL_PATH_EPOLL] = "epoll",
+    [KEEL_PATH_MEMFD] = "memfd",
 };
 
 /* Bit i set = path i avoided.  Written once under avoid_once (or by the

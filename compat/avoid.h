@@ -33,6 +33,7 @@ typedef enum KeelPath {
     KEEL_PATH_SIGNAL_MSI,   /* "signal-msi"  → INTx through KVM_IRQ_LINE     */
     KEEL_PATH_MSIX,         /* "msix"        → INTx                          */
     KEEL_PATH_EPOLL,        /* "epoll"       → AioContexts poll every fd     */
+    KEEL_PATH_MEMFD,        /* "memfd"       → guest RAM in anonymous memory */
     KEEL_PATH__MAX
 } KeelPath;
 

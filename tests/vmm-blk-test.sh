@@ -184,6 +184,29 @@ check $? dz "the image holds the 64 KiB writes"
 gt0 "$(stats_field dz max_batch)" && [ "$(stats_field dz max_batch)" -gt 1 ]
 check $? dz "requests popped in one pass are submitted as one batch (max batch $(stats_field dz max_batch))"
 
+# ---- guest RAM backends: virtio-blk DMA into a memfd and into anonymous RAM -------
+for be in memfd ram avoid; do
+    name=ram-$be
+    truncate -s 4M "$TMP/$name.img"
+    env=
+    case $be in
+    memfd) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=memfd ;;
+    ram) mem="-object memory-backend-ram,id=m0 -machine memory-backend=m0" want=anonymous ;;
+    avoid) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=anonymous
+           env=KEEL_AVOID=memfd ;;
+    esac
+    # shellcheck disable=SC2086
+    vmm_run $name $env -- "$VMM" $G $mem \
+        -drive "file=$TMP/$name.img,format=raw,if=virtio,aio=threads,cache=$CACHE" \
+        -append "rw=write bs=64k iodepth=8 size=2M verify=1 seed=6"
+    r=0
+    is "$(vmm_rc $name)" 1 || r=1
+    is "$(result_field $name status)" ok || r=1
+    has_err $name " ram=$want(\+thp)? " || r=1
+    check_pattern "$TMP/$name.img" 0 2097152 1 6 || r=1
+    check $r $name "guest RAM $be${env:+ ($env)}: start-up line says ram=$want; 64 KiB writes verify in the guest and on the image"
+done
+
 # ---- -object iothread,poll-max-ns= reaches the iothread's context -----------------
 # A 2 ms window outlasts every request, so the iothread finds new requests
 # by busy-polling the ring; with 0 it never polls.

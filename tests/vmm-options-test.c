@@ -111,6 +111,42 @@ int main(void)
             o.iothreads[0].poll_grow == 4 && o.iothreads[0].poll_shrink == 2,
             "poll-max-ns=0 poll-grow=4 poll-shrink=2 kept");
     vmm_options_free(&o);
+    /* Guest RAM backends, QEMU's spelling. */
+    KEEL_IS(o.ram_backing, VM_RAM_AUTO, "no memory backend: auto");
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-object", "memory-backend-memfd,id=m0",
+                           "-machine", "memory-backend=m0,accel=kvm")),
+            0, "memory-backend-memfd parses (%s)", err);
+    KEEL_IS(o.ram_backing, VM_RAM_MEMFD, "-machine memory-backend= picks the memfd");
+    KEEL_IS(o.ram_size, VMM_DEFAULT_RAM_SIZE, "RAM size still from -m (default)");
+    vmm_options_free(&o);
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-object",
+                           "memory-backend-ram,id=ram0,size=268435456,share=off",
+                           "-machine", "memory-backend=ram0")),
+            0, "memory-backend-ram with size= in bytes parses (%s)", err);
+    KEEL_OK(o.ram_backing == VM_RAM_ANONYMOUS && o.ram_size == 256ull << 20,
+            "anonymous RAM, and without -m the backend's size= (256 MiB) is the RAM size");
+    vmm_options_free(&o);
+    KEEL_IS(parse(&o, ARGS("-m", "512M", "-kernel", kernel_path, "-object",
+                           "memory-backend-ram,id=r,size=512M", "-M", "memory-backend=r")),
+            0, "size= equal to -m is fine (%s)", err);
+    vmm_options_free(&o);
+    bad(ARGS("-m", "256", "-kernel", kernel_path, "-object", "memory-backend-ram,id=r,size=512M",
+             "-machine", "memory-backend=r"), "does not match -m", "backend size != -m");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-memfd,id=m0"),
+        "-machine memory-backend=m0", "memory backend not used by -machine");
+    bad(ARGS("-kernel", kernel_path, "-machine", "memory-backend=m9"), "memory-backend=m9",
+        "-machine memory-backend naming no object");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-memfd,id=m0,hugetlb=on",
+             "-machine", "memory-backend=m0"), "hugetlb=on", "hugetlb=on refused");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-ram,id=m0,share=on",
+             "-machine", "memory-backend=m0"), "share=on", "shared anonymous RAM refused");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-ram,id=m0,prealloc=on",
+             "-machine", "memory-backend=m0"), "prealloc", "unknown backend parameter");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-ram,id=a",
+             "-object", "memory-backend-memfd,id=b", "-machine", "memory-backend=a"),
+        "only one memory backend", "two memory backends");
+    bad(ARGS("-kernel", kernel_path, "-object", "memory-backend-file,id=f,mem-path=/dev/shm"),
+        "memory-backend-file", "unknown object type");
     bad(ARGS("-kernel", kernel_path, "-object", "iothread,id=io1,poll-max-ns=-5"),
         "poll-max-ns=-5", "negative poll-max-ns");
     bad(ARGS("-kernel", kernel_path, "-object", "iothread,id=io1,poll-grow=2x"),

@@ -938,7 +938,7 @@ static void test_kvm_paths(void)
         return;
     }
     keel_global_mutex_lock();
-    if (vm_create(&real, 16u << 20) < 0) {
+    if (vm_create(&real, 16u << 20, VM_RAM_AUTO) < 0) {
         keel_global_mutex_unlock();
         keel_test_skip("KVM paths: cannot create a VM");
         return;

@@ -99,7 +99,8 @@ static KeelSeam ioeventfd_seam = KEEL_SEAM_INIT(KEEL_PATH_IOEVENTFD, "ioeventfd"
 static KeelSeam irqfd_seam = KEEL_SEAM_INIT(KEEL_PATH_IRQFD, "irqfd", "ioctl");
 static KeelSeam signal_msi_seam = KEEL_SEAM_INIT(KEEL_PATH_SIGNAL_MSI, "signal-msi", "intx");
 static int gsi_routing_errno;       /* KVM_SET_GSI_ROUTING refused at run time */
-static int memfd_errno;             /* memfd_create refused: anonymous RAM */
+/* Guest RAM: a memfd, or anonymous memory (always possible). */
+static KeelSeam memfd_seam = KEEL_SEAM_INIT(KEEL_PATH_MEMFD, "memfd", "anonymous");
 
 /* Common shape of a cap-backed seam's report. */
 static const char *cap_seam_active(bool have_cap, const char *cap_reason, KeelSeam *seam,
@@ -203,16 +204,11 @@ static const char *kvm_active(const char **reason)
     return "kvm-api-12";
 }
 
-static bool memfd_probe_usable(void);
+static VmRamBacking guest_ram_auto(const char **reason);
 
 static const char *guest_ram_active(const char **reason)
 {
-    if (memfd_probe_usable()) {
-        *reason = "default";
-        return "memfd";
-    }
-    *reason = keel_errno_name(memfd_errno);
-    return "anonymous";
+    return guest_ram_auto(reason) == VM_RAM_MEMFD ? "memfd" : "anonymous";
 }
 
 static const char *cpuid_quirks_active(const char **reason)
@@ -262,7 +258,7 @@ void kvm_features_register(void)
     keel_feature_register(&cpuid_quirks_feature);
 }
 
-void kvm_describe_paths(char *buf, size_t len)
+void kvm_describe_paths(const Vm *vm, char *buf, size_t len)
 {
     const char *why;
     const char *ioev = ioeventfd_active(&why);
@@ -270,7 +266,7 @@ void kvm_describe_paths(char *buf, size_t len)
     const char *msi = signal_msi_active(&why);
     const char *gsi = gsi_routing_active(&why);
     const char *ie = immediate_exit_active(&why);
-    const char *ram = guest_ram_active(&why);
+    const char *ram = vm->ram_desc;
     const KvmCaps *c = kvm_caps_probe();
 
     snprintf(buf, len,
@@ -319,55 +315,153 @@ static int memfd_open(const char *name)
 #endif
 }
 
-/* Whether memfd_create works here (probes once until it fails). */
-static bool memfd_probe_usable(void)
+/* Whether memfd_create works here: not avoided, and not refused by the
+ * kernel or a seccomp filter (probed once; a refusal switches the seam). */
+static bool memfd_usable(void)
 {
-    if (!__atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE)) {
+    static bool probed;             /* atomic */
+
+    if (keel_seam_use_primary(&memfd_seam) && !__atomic_load_n(&probed, __ATOMIC_ACQUIRE)) {
         int fd = memfd_open("keel-probe");
         if (fd >= 0) {
             close(fd);
         } else if (keel_errno_means_unsupported(errno)) {
-            int expected = 0;
-            __atomic_compare_exchange_n(&memfd_errno, &expected, errno, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            keel_seam_primary_failed(&memfd_seam, errno);
         }
+        __atomic_store_n(&probed, true, __ATOMIC_RELEASE);
     }
-    return __atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE) == 0;
+    return keel_seam_use_primary(&memfd_seam);
 }
 
-/* Maps @size bytes of guest RAM: a memfd (so virtio-blk's iothreads, or a
- * future vhost-user process, can share it) or, when the kernel or a seccomp
- * filter refuses memfd_create, anonymous memory. */
-static int vm_alloc_ram(Vm *vm, uint64_t size)
+/* Whether MADV_HUGEPAGE gets transparent huge pages from the kernel for
+ * anonymous (@shmem false) or shmem/memfd memory: the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/{enabled,shmem_enabled}.  No file
+ * (a kernel without THP): no. */
+static bool thp_allowed(bool shmem)
 {
+    static const char *const yes_anon[] = { "always", "madvise", NULL };
+    static const char *const yes_shmem[] = { "always", "within_size", "advise", "force", NULL };
+    const char *path = shmem ? "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+                             : "/sys/kernel/mm/transparent_hugepage/enabled";
+    char buf[128] = "";
+    const char *open_br, *close_br;
+    FILE *f = fopen(path, "re");
+    bool ok = false;
+
+    if (!f) {
+        return false;
+    }
+    if (fgets(buf, sizeof(buf), f) && (open_br = strchr(buf, '[')) &&
+        (close_br = strchr(open_br, ']'))) {
+        size_t n = (size_t)(close_br - open_br - 1);
+        for (const char *const *w = shmem ? yes_shmem : yes_anon; *w; w++) {
+            ok |= strlen(*w) == n && !strncmp(open_br + 1, *w, n);
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+/* VM_RAM_AUTO's choice, and why. */
+static VmRamBacking guest_ram_auto(const char **reason)
+{
+    if (!memfd_usable()) {
+        keel_seam_active(&memfd_seam, reason);
+        return VM_RAM_ANONYMOUS;
+    }
+    if (thp_allowed(false) && !thp_allowed(true)) {
+        *reason = "shmem-thp-off";
+        return VM_RAM_ANONYMOUS;
+    }
+    *reason = "default";
+    return VM_RAM_MEMFD;
+}
+
+#define RAM_ALIGN (2ull << 20)      /* a huge page: THP needs aligned addresses */
+
+/* mmap @size bytes of @fd (or anonymous memory when -1) at a 2 MiB aligned
+ * address: reserve size + 2 MiB, trim, map over the aligned part. */
+static void *ram_mmap_aligned(uint64_t size, int fd)
+{
+    uint8_t *resv = mmap(NULL, size + RAM_ALIGN, PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *p, *end;
+    void *m;
+
+    if (resv == MAP_FAILED) {
+        return MAP_FAILED;
+    }
+    p = (uint8_t *)(((uintptr_t)resv + RAM_ALIGN - 1) & ~(uintptr_t)(RAM_ALIGN - 1));
+    end = resv + size + RAM_ALIGN;
+    if (p > resv) {
+        munmap(resv, (size_t)(p - resv));
+    }
+    if (end > p + size) {
+        munmap(p + size, (size_t)(end - (p + size)));
+    }
+    m = fd >= 0 ? mmap(p, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0)
+                : mmap(p, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        munmap(p, size);
+        errno = e;
+    }
+    return m;
+}
+
+/* A memfd of @size bytes for guest RAM, or -1: refused by the kernel (the
+ * seam falls back, logged) with *@fatal false, or another error (printed)
+ * with *@fatal true. */
+static int ram_memfd_create(uint64_t size, bool *fatal)
+{
+    int fd = memfd_open("keel-guest-ram");
+
+    *fatal = false;
+    if (fd < 0) {
+        if (keel_errno_means_unsupported(errno)) {
+            keel_seam_primary_failed(&memfd_seam, errno);
+        } else {
+            fprintf(stderr, "keel-vmm: memfd_create: %s\n", strerror(errno));
+            *fatal = true;
+        }
+        return -1;
+    }
+    if (ftruncate(fd, (off_t)size) < 0) {
+        fprintf(stderr, "keel-vmm: cannot size guest RAM (%llu MiB): %s\n",
+                (unsigned long long)(size >> 20), strerror(errno));
+        close(fd);
+        *fatal = true;
+        return -1;
+    }
+    return fd;
+}
+
+/* Maps @size bytes of guest RAM as @backing asks (see VmRamBacking). */
+static int vm_alloc_ram(Vm *vm, uint64_t size, VmRamBacking backing)
+{
+    const char *why = "default";
+    bool thp;
     void *p;
 
     vm->ram_fd = -1;
-    if (!__atomic_load_n(&memfd_errno, __ATOMIC_ACQUIRE)) {
-        int fd = memfd_open("keel-guest-ram");
-        if (fd < 0) {
-            if (!keel_errno_means_unsupported(errno)) {
-                fprintf(stderr, "keel-vmm: memfd_create: %s\n", strerror(errno));
-                return -1;
+    if (backing == VM_RAM_AUTO) {
+        backing = guest_ram_auto(&why);
+    }
+    if (backing == VM_RAM_MEMFD) {
+        bool fatal;
+
+        if (!memfd_usable()) {
+            /* A kernel refusal was logged by the seam; say why otherwise. */
+            if (keel_avoid(KEEL_PATH_MEMFD)) {
+                keel_log("memory-backend-memfd: memfd avoided (KEEL_AVOID): guest RAM is "
+                         "anonymous memory");
             }
-            __atomic_store_n(&memfd_errno, errno, __ATOMIC_RELEASE);
-            keel_log("memfd_create unavailable (%s), guest RAM is anonymous memory",
-                     keel_errno_name(errno));
-        } else if (ftruncate(fd, (off_t)size) < 0) {
-            fprintf(stderr, "keel-vmm: cannot size guest RAM (%llu MiB): %s\n",
-                    (unsigned long long)(size >> 20), strerror(errno));
-            close(fd);
+        } else if ((vm->ram_fd = ram_memfd_create(size, &fatal)) < 0 && fatal) {
             return -1;
-        } else {
-            vm->ram_fd = fd;
         }
     }
-    if (vm->ram_fd >= 0) {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->ram_fd, 0);
-    } else {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
-    }
+    p = ram_mmap_aligned(size, vm->ram_fd);
     if (p == MAP_FAILED) {
         fprintf(stderr, "keel-vmm: cannot map %llu MiB of guest RAM: %s\n",
                 (unsigned long long)(size >> 20), strerror(errno));
@@ -377,6 +471,11 @@ static int vm_alloc_ram(Vm *vm, uint64_t size)
         }
         return -1;
     }
+    /* Huge pages halve TLB misses and let O_DIRECT pin one page per 2 MiB;
+     * a kernel without THP (EINVAL) just keeps small pages. */
+    thp = madvise(p, size, MADV_HUGEPAGE) == 0 && thp_allowed(vm->ram_fd >= 0);
+    snprintf(vm->ram_desc, sizeof(vm->ram_desc), "%s%s", vm->ram_fd >= 0 ? "memfd" : "anonymous",
+             thp ? "+thp" : "");
     vm->ram = p;
     vm->ram_size = size;
     return 0;
@@ -423,7 +522,7 @@ static int vm_ioctl_checked(Vm *vm, unsigned long req, void *arg, const char *na
     return 0;
 }
 
-int vm_create(Vm *vm, uint64_t ram_size)
+int vm_create(Vm *vm, uint64_t ram_size, VmRamBacking backing)
 {
     const KvmCaps *c = kvm_caps_probe();
     uint64_t low, high;
@@ -491,7 +590,7 @@ int vm_create(Vm *vm, uint64_t ram_size)
         }
     }
 
-    if (vm_alloc_ram(vm, ram_size) < 0) {
+    if (vm_alloc_ram(vm, ram_size, backing) < 0) {
         goto fail;
     }
     low = ram_size < VM_PCI_HOLE_START ? ram_size : VM_PCI_HOLE_START;

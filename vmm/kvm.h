@@ -81,8 +81,21 @@ const KvmCaps *kvm_caps_probe(void);
 /* Adds the kvm-* seams to the features report. */
 void kvm_features_register(void);
 
-/* One line naming the paths in use, e.g. "kvm ioeventfd=yes irqfd=yes ...". */
-void kvm_describe_paths(char *buf, size_t len);
+struct Vm;
+/* One line naming the paths in use by @vm, e.g. "kvm ioeventfd=yes irqfd=yes ...". */
+void kvm_describe_paths(const struct Vm *vm, char *buf, size_t len);
+
+/* What backs guest RAM.  VM_RAM_AUTO: a memfd, unless this kernel gives
+ * transparent huge pages to anonymous memory but not to shmem (Debian's
+ * default), where the memfd would cost large I/O a third of its speed (each
+ * 1 MiB O_DIRECT request pins 256 small pages instead of one huge one).
+ * Either way the mapping is 2 MiB aligned and asks for huge pages. */
+typedef enum VmRamBacking {
+    VM_RAM_AUTO,
+    VM_RAM_ANONYMOUS,       /* -object memory-backend-ram */
+    VM_RAM_MEMFD,           /* -object memory-backend-memfd: shareable; falls back
+                               to anonymous where memfd_create is refused */
+} VmRamBacking;
 
 typedef struct VmRamSlot {
     uint64_t gpa;
@@ -98,6 +111,7 @@ typedef struct Vm {
 
     /* Guest RAM: one host mapping, up to two slots. */
     int ram_fd;             /* memfd, or -1 for anonymous memory */
+    char ram_desc[32];      /* "memfd", "anonymous+thp", ...: the start-up line */
     uint8_t *ram;
     uint64_t ram_size;
     VmRamSlot slots[2];
@@ -129,9 +143,10 @@ typedef struct Vcpu {
     bool stop;              /* atomic: leave the run loop */
 } Vcpu;
 
-/* Creates the VM (RAM of @ram_size bytes, irqchip, PIT, TSS, identity map).
- * Prints one "keel-vmm: ..." line and returns -1 on failure. */
-int vm_create(Vm *vm, uint64_t ram_size);
+/* Creates the VM (RAM of @ram_size bytes backed as @backing asks, irqchip,
+ * PIT, TSS, identity map).  Prints one "keel-vmm: ..." line and returns -1
+ * on failure. */
+int vm_create(Vm *vm, uint64_t ram_size, VmRamBacking backing);
 void vm_destroy(Vm *vm);
 
 /* Host pointer for [gpa, gpa+len) if it lies inside one RAM slot, else NULL. */

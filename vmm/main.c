@@ -143,7 +143,7 @@ int main(int argc, char **argv)
     }
     keel_global_mutex_lock();
 
-    if (vm_create(&vm, opts.ram_size) < 0) {
+    if (vm_create(&vm, opts.ram_size, opts.ram_backing) < 0) {
         goto out_unlock;
     }
     if (debug_exit_init(&vm) < 0 || i8042_init(&vm) < 0 || rtc_init(&vm) < 0) {
@@ -180,7 +180,7 @@ int main(int argc, char **argv)
         goto out_vcpu;
     }
 
-    kvm_describe_paths(paths, sizeof(paths));
+    kvm_describe_paths(&vm, paths, sizeof(paths));
     fprintf(stderr, "keel-vmm: %s boot=%s mem=%lluM\n", paths, entry.kind,
             (unsigned long long)(opts.ram_size >> 20));
     vmm_block_devices_print(blkdevs, stderr);

@@ -318,6 +318,70 @@ out:
     return ret;
 }
 
+/* -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S][,share=..]
+ * [,hugetlb=off]: what backs guest RAM, chosen by -machine memory-backend=ID.
+ * One such object; share= must match what keel-vmm maps (memfd: shared,
+ * ram: private). */
+static int parse_memory_backend(VmmOptions *opts, const char *type, char **kv, char *err,
+                                size_t errlen)
+{
+    bool memfd = !strcmp(type, "memory-backend-memfd");
+    const char *id = NULL;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+        bool on;
+
+        if (!strcmp(k, "qom-type")) {
+            continue;
+        } else if (!strcmp(k, "id")) {
+            id = v;
+        } else if (!strcmp(k, "size")) {
+            uint64_t bytes = 0;
+            int r = -1;
+
+            if (v && *v && strspn(v, "0123456789") == strlen(v)) {
+                /* As in QEMU, a bare number is bytes here (unlike -m). */
+                errno = 0;
+                bytes = strtoull(v, NULL, 10);
+                r = errno ? -1 : 0;
+            } else if (v) {
+                r = vmm_parse_size_mib(v, &bytes);
+            }
+            if (r < 0) {
+                return vmm_fail(err, errlen, "-object %s: size=%s: not a size (e.g. 512M, 2G)",
+                                type, v ? v : "");
+            }
+            opts->mem_backend_size = bytes;
+        } else if (!strcmp(k, "share") && parse_bool(v, &on) == 0) {
+            if (on != memfd) {
+                return vmm_fail(err, errlen, "-object %s: share=%s: keel-vmm maps %s",
+                                type, v ? v : "on",
+                                memfd ? "memfd RAM shared (share=on)"
+                                      : "anonymous RAM private (share=off)");
+            }
+        } else if (memfd && !strcmp(k, "hugetlb") && parse_bool(v, &on) == 0) {
+            if (on) {
+                return vmm_fail(err, errlen, "-object %s: hugetlb=on is not supported "
+                                "(guest RAM asks for transparent huge pages instead)", type);
+            }
+        } else {
+            return vmm_fail(err, errlen, "-object %s: unknown parameter '%s'", type, k);
+        }
+    }
+    if (!id || !valid_id(id)) {
+        return vmm_fail(err, errlen, "-object %s: needs a valid id= (got '%s')", type,
+                        id ? id : "");
+    }
+    if (opts->mem_backend_id) {
+        return vmm_fail(err, errlen, "-object %s,id=%s: only one memory backend (already %s)",
+                        type, id, opts->mem_backend_id);
+    }
+    opts->mem_backend_id = g_strdup(id);
+    opts->ram_backing = memfd ? VM_RAM_MEMFD : VM_RAM_ANONYMOUS;
+    return 0;
+}
+
 static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t errlen)
 {
     char **kv = split_suboptions(arg, "qom-type");
@@ -328,6 +392,20 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
     int ret = -1;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        if (kv[i] && !strcmp(kv[i], "qom-type")) {
+            type = kv[i + 1] ? kv[i + 1] : "";
+        }
+    }
+    if (type && (!strcmp(type, "memory-backend-ram") || !strcmp(type, "memory-backend-memfd"))) {
+        ret = parse_memory_backend(opts, type, kv, err, errlen);
+        goto out;
+    }
+    if (!type || strcmp(type, "iothread") != 0) {
+        vmm_fail(err, errlen, "-object %s: unknown object type (keel-vmm has iothread, "
+                 "memory-backend-ram and memory-backend-memfd)", type ? type : "");
+        goto out;
+    }
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         int knob = -1;
 
         for (int k = 0; kv[i] && k < 3; k++) {
@@ -336,7 +414,7 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
             }
         }
         if (kv[i] && !strcmp(kv[i], "qom-type")) {
-            type = kv[i + 1];
+            continue;
         } else if (kv[i] && !strcmp(kv[i], "id")) {
             id = kv[i + 1];
         } else if (knob >= 0) {
@@ -354,11 +432,6 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
             vmm_fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
             goto out;
         }
-    }
-    if (!type || strcmp(type, "iothread") != 0) {
-        vmm_fail(err, errlen, "-object %s: only -object iothread,id=ID is supported",
-             type ? type : "");
-        goto out;
     }
     if (!id || !valid_id(id)) {
         vmm_fail(err, errlen, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
@@ -509,6 +582,7 @@ static int parse_memory(VmmOptions *opts, const char *arg, char *err, size_t err
         goto out;
     }
     opts->ram_size = bytes;
+    opts->ram_size_given = true;
     ret = 0;
 out:
     free_suboptions(kv);
@@ -702,6 +776,11 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
                 if (!strcmp(kv[k], "accel") && !strcmp(v, "kvm")) {
                     continue;
                 }
+                if (!strcmp(kv[k], "memory-backend") && valid_id(v)) {
+                    g_free(opts->machine_mem_backend);
+                    opts->machine_mem_backend = g_strdup(v);
+                    continue;
+                }
                 if (!strcmp(kv[k], "type") && (!strcmp(v, "pc") || !strcmp(v, "q35") ||
                                               !strncmp(v, "pc-", 3))) {
                     continue;
@@ -748,6 +827,34 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
                         "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
         }
     }
+    if (opts->mem_backend_id &&
+        (!opts->machine_mem_backend || strcmp(opts->machine_mem_backend, opts->mem_backend_id))) {
+        return vmm_fail(err, errlen, "-object %s,id=%s: not used (add -machine memory-backend=%s)",
+                        opts->ram_backing == VM_RAM_MEMFD ? "memory-backend-memfd"
+                                                           : "memory-backend-ram",
+                        opts->mem_backend_id, opts->mem_backend_id);
+    }
+    if (opts->machine_mem_backend && !opts->mem_backend_id) {
+        return vmm_fail(err, errlen, "-machine memory-backend=%s: no -object memory-backend-ram "
+                        "or memory-backend-memfd with id=%s", opts->machine_mem_backend,
+                        opts->machine_mem_backend);
+    }
+    if (opts->mem_backend_size) {
+        /* QEMU wants -m and the backend to agree; without -m the backend
+         * gives the size. */
+        if (opts->ram_size_given && opts->mem_backend_size != opts->ram_size) {
+            return vmm_fail(err, errlen, "-object memory-backend: size=%llu MiB does not match "
+                            "-m %llu MiB", (unsigned long long)(opts->mem_backend_size >> 20),
+                            (unsigned long long)(opts->ram_size >> 20));
+        }
+        if (opts->mem_backend_size < VMM_MIN_RAM_SIZE || opts->mem_backend_size > VMM_MAX_RAM_SIZE ||
+            (opts->mem_backend_size & 0xfff)) {
+            return vmm_fail(err, errlen, "-object memory-backend: size= must be a multiple of "
+                            "4 KiB between %llu MiB and %llu GiB", VMM_MIN_RAM_SIZE >> 20,
+                            VMM_MAX_RAM_SIZE >> 30);
+        }
+        opts->ram_size = opts->mem_backend_size;
+    }
     if (opts->want_help || opts->want_version || opts->want_features) {
         return 0;
     }
@@ -763,6 +870,8 @@ int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t
 void vmm_options_free(VmmOptions *opts)
 {
     g_free(opts->kernel);
+    g_free(opts->mem_backend_id);
+    g_free(opts->machine_mem_backend);
     g_free(opts->initrd);
     g_free(opts->append);
     for (int i = 0; i < opts->nr_drives; i++) {
@@ -796,6 +905,11 @@ void vmm_options_print_help(FILE *out)
 "                      (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
 "  -device virtio-blk-pci,drive=ID[,iothread=ID]\n"
 "                      attach an if=none drive\n"
+"  -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S]\n"
+"  -machine memory-backend=ID\n"
+"                      what backs guest RAM: anonymous memory, or a memfd that\n"
+"                      another process could share; default: a memfd unless only\n"
+"                      anonymous memory gets transparent huge pages here\n"
 "  -object iothread,id=ID[,poll-max-ns=N][,poll-grow=N][,poll-shrink=N]\n"
 "                      an I/O thread that drives can be bound to; it busy-polls\n"
 "                      up to poll-max-ns (default 32768, 0 = never) before sleeping\n"

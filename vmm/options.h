@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "vmm/kvm.h"
+
 #define VMM_MAX_DRIVES 16
 #define VMM_MAX_IOTHREADS 16
 
@@ -65,6 +67,11 @@ typedef struct VmmIOThread {
 
 typedef struct VmmOptions {
     uint64_t ram_size;      /* bytes, a multiple of 4 KiB */
+    bool ram_size_given;    /* -m on the command line */
+    VmRamBacking ram_backing;   /* -machine memory-backend=, or VM_RAM_AUTO */
+    char *mem_backend_id;   /* the -object memory-backend-* id, or NULL */
+    uint64_t mem_backend_size;  /* its size=, or 0 */
+    char *machine_mem_backend;  /* -machine memory-backend=ID, or NULL */
     int smp;
     char *kernel;
     char *initrd;
