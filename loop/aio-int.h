@@ -93,6 +93,12 @@ struct KeelAioContext {
     int64_t wakeup_poll_ns;
     int64_t wakeup_last_event_ns;
     int64_t poll_ns;
+    /* Busy-poll mode (handlers' poll_begin called, poll_end not yet), and
+     * for glib: run io_poll once at the next dispatch (set when prepare
+     * leaves the mode).  Home thread. */
+    bool poll_started;
+    bool poll_recheck;
+    unsigned poll_skipped_waits;    /* fd waits skipped in a row (see aio_poll) */
 
     /* ---- thread pool (created on first submit) ---- */
     pthread_mutex_t pool_lock;

@@ -57,6 +57,11 @@ struct AioHandler {
     KeelIOHandler *io_write;
     KeelAioPollFn *io_poll;
     void (*notifier_cb)(KeelEventNotifier *e);  /* event-notifier handlers */
+    /* KeelAioPollOps companions (event notifiers only; get opaque = @e). */
+    void (*poll_ready)(KeelEventNotifier *e);
+    void (*poll_begin)(KeelEventNotifier *e);
+    void (*poll_end)(KeelEventNotifier *e);
+    bool poll_begun;                /* home thread: begin called, end not yet */
     void *opaque;
     bool deleted;                   /* atomic */
     bool in_epoll;                  /* atomic: in the epoll set, not in a
@@ -594,9 +599,10 @@ bool aio_context_uses_epoll(KeelAioContext *ctx)
 }
 
 static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
-                            KeelIOHandler *io_write, KeelAioPollFn *io_poll,
+                            KeelIOHandler *io_write, const KeelAioPollOps *ops,
                             void (*notifier_cb)(KeelEventNotifier *e), void *opaque)
 {
+    KeelAioPollFn *io_poll = ops ? ops->poll : NULL;
     bool home = keel_aio_context_in_home_thread(ctx);
     AioHandler *new_node = NULL, *old = NULL, *to_free = NULL;
     AioHandler **old_pp = NULL;
@@ -609,6 +615,11 @@ static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
         new_node->io_read = io_read;
         new_node->io_write = io_write;
         new_node->io_poll = io_poll;
+        if (io_poll) {
+            new_node->poll_ready = ops->ready;
+            new_node->poll_begin = ops->begin;
+            new_node->poll_end = ops->end;
+        }
         new_node->notifier_cb = notifier_cb;
         new_node->opaque = opaque;
     }
@@ -675,15 +686,26 @@ void keel_aio_set_fd_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read
                              KeelIOHandler *io_write, KeelAioPollFn *io_poll,
                              void *opaque)
 {
-    aio_set_handler(ctx, fd, io_read, io_write, io_poll, NULL, opaque);
+    KeelAioPollOps ops = { .poll = io_poll };
+
+    aio_set_handler(ctx, fd, io_read, io_write, &ops, NULL, opaque);
 }
 
 void keel_aio_set_event_notifier(KeelAioContext *ctx, KeelEventNotifier *e,
                                  void (*cb)(KeelEventNotifier *e),
                                  KeelAioPollFn *io_poll)
 {
+    KeelAioPollOps ops = { .poll = io_poll };
+
+    keel_aio_set_event_notifier_poll(ctx, e, cb, &ops);
+}
+
+void keel_aio_set_event_notifier_poll(KeelAioContext *ctx, KeelEventNotifier *e,
+                                      void (*cb)(KeelEventNotifier *e),
+                                      const KeelAioPollOps *ops)
+{
     aio_set_handler(ctx, keel_event_notifier_get_fd(e), NULL, NULL,
-                    cb ? io_poll : NULL, cb, e);
+                    cb ? ops : NULL, cb, e);
 }
 
 static bool handler_deleted(AioHandler *node)
@@ -697,6 +719,16 @@ static void handler_call_read(AioHandler *node)
         node->notifier_cb(node->opaque);
     } else if (node->io_read) {
         node->io_read(node->opaque);
+    }
+}
+
+/* io_poll said @node has work: its ready companion, else the read side. */
+static void handler_call_polled(AioHandler *node)
+{
+    if (node->poll_ready) {
+        node->poll_ready(node->opaque);
+    } else {
+        handler_call_read(node);
     }
 }
 
@@ -790,6 +822,8 @@ static unsigned aio_build_pollfds(KeelAioContext *ctx)
 /* Adaptive polling                                                    */
 
 #define POLL_GROW_START_NS 4000
+/* Passes in a row in which polling found work without a look at the fds. */
+#define POLL_MAX_SKIPPED_WAITS 16
 
 static bool aio_can_poll(KeelAioContext *ctx)
 {
@@ -823,6 +857,25 @@ static void poll_events_add(PollEvents *ev, AioHandler *node, int64_t seen_ns)
     }
 }
 
+/* One round of every io_poll; the handlers that report work run now (and go
+ * into @ev when it is not NULL).  Home thread, walker held. */
+static bool aio_poll_handlers_once(KeelAioContext *ctx, PollEvents *ev)
+{
+    bool progress = false;
+
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers); node; node = node->next) {
+        if (node->io_poll && !handler_deleted(node) && node->io_poll(node->opaque) &&
+            !handler_deleted(node)) {
+            if (ev) {
+                poll_events_add(ev, node, 0);
+            }
+            handler_call_polled(node);
+            progress = true;
+        }
+    }
+    return progress;
+}
+
 /* Busy-poll the io_poll functions (and the wake-up flag) until @until_ns.
  * Handlers found ready run at once and go into @ev; POLL_WOKEN sets
  * *@woken_ns. */
@@ -830,26 +883,52 @@ static PollResult aio_run_poll_handlers(KeelAioContext *ctx, int64_t until_ns, P
                                         int64_t *woken_ns)
 {
     do {
-        bool progress = false;
-
         if (keel_atomic_load_acquire(&ctx->notified)) {
             *woken_ns = keel_monotonic_ns();
             return POLL_WOKEN;
         }
-        for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers);
-             node; node = node->next) {
-            if (node->io_poll && !handler_deleted(node) && node->io_poll(node->opaque) &&
-                !handler_deleted(node)) {
-                poll_events_add(ev, node, 0);
-                handler_call_read(node);
-                progress = true;
-            }
-        }
-        if (progress) {
+        if (aio_poll_handlers_once(ctx, ev)) {
             return POLL_PROGRESS;
         }
     } while (keel_monotonic_ns() < until_ns);
     return POLL_NOTHING;
+}
+
+/* Enter or leave busy-poll mode: the handlers' begin / end companions (a
+ * handler added meanwhile gets its begin the next time the mode starts).
+ * Leaving with @recheck, each handler whose end ran is polled once more,
+ * since it may have suppressed the notification for work published
+ * meanwhile; those with work run now (and go into @ev).  Returns whether
+ * any did.  Home thread, walker held. */
+static bool aio_poll_set_started(KeelAioContext *ctx, bool started, bool recheck,
+                                 PollEvents *ev)
+{
+    bool progress = false;
+
+    if (ctx->poll_started == started) {
+        return false;
+    }
+    ctx->poll_started = started;
+    for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers); node; node = node->next) {
+        if (handler_deleted(node)) {
+            continue;
+        }
+        if (started && node->poll_begin && !node->poll_begun) {
+            node->poll_begun = true;
+            node->poll_begin(node->opaque);
+        } else if (!started && node->poll_begun) {
+            node->poll_begun = false;
+            node->poll_end(node->opaque);
+            if (recheck && node->io_poll(node->opaque) && !handler_deleted(node)) {
+                if (ev) {
+                    poll_events_add(ev, node, 0);
+                }
+                handler_call_polled(node);
+                progress = true;
+            }
+        }
+    }
+    return progress;
 }
 
 /* A source that fired @block_ns after the wait began: keep its window if the
@@ -989,6 +1068,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
         int64_t timeout = 0;
         bool sleeping = false, explicit_notify, epoll_mode, notifier_readable = false;
         int64_t seen_ns = 0;        /* when this pass saw its events (polling only) */
+        bool polled = false;        /* polling found work (or a wake-up) this pass */
         int ret;
 
         if (blocking) {
@@ -1004,12 +1084,23 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
                     window = timeout;
                 }
                 if (window > 0) {
-                    PollResult r = aio_run_poll_handlers(ctx, now + window, &events, &seen_ns);
+                    PollResult r;
+
+                    aio_poll_set_started(ctx, true, false, NULL);
+                    r = aio_run_poll_handlers(ctx, now + window, &events, &seen_ns);
                     if (r != POLL_NOTHING) {
                         progress |= r == POLL_PROGRESS;
                         timeout = 0;
+                        polled = true;
                     }
                 }
+            }
+            if (timeout != 0 && ctx->poll_started &&
+                aio_poll_set_started(ctx, false, true, poll_start ? &events : NULL)) {
+                /* Work published while notifications were off. */
+                progress = true;
+                timeout = 0;
+                polled = true;
             }
             if (timeout != 0) {
                 /* (A) sleeper side: announce, then look again. */
@@ -1021,7 +1112,13 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
 
         nfds = aio_build_pollfds(ctx);
         epoll_mode = nfds > 1 && !ctx->pollnodes[1];
-        if (timeout == 0 && nfds == 1) {
+        if (polled && ctx->poll_skipped_waits < POLL_MAX_SKIPPED_WAITS) {
+            /* Polling found the work: every handler has an io_poll, so the
+             * fds would mostly repeat it; save the system call, but look at
+             * them every few passes so that no fd-only event starves. */
+            ctx->poll_skipped_waits++;
+            ret = 0;
+        } else if (timeout == 0 && nfds == 1) {
             /* No handlers and no sleep: the notifier alone has nothing to
              * say that notified did not (it is only written for sleepers),
              * so save the system call. */
@@ -1036,6 +1133,7 @@ bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
                 /* A zero-timeout poll interrupted before it looked at the
                  * fds would hide ready handlers; it cannot sleep: retry. */
             } while (ret < 0 && errno == EINTR && timeout == 0);
+            ctx->poll_skipped_waits = 0;
             if (ret > 0) {
                 /* Collect ready handlers before running anything: a nested
                  * aio_poll reuses ctx->pollfds. */
@@ -1103,6 +1201,18 @@ static gboolean aio_ctx_prepare(GSource *source, gint *timeout)
     KeelAioContext *ctx = (KeelAioContext *)source;
     int64_t deadline;
 
+    /* Busy-poll mode belongs to keel_aio_poll; glib is about to sleep:
+     * leave it, and let dispatch run the io_poll round that follows. */
+    if (ctx->poll_started) {
+        aio_walkers_enter(ctx);
+        aio_poll_set_started(ctx, false, false, NULL);   /* dispatch rechecks */
+        aio_walkers_exit(ctx);
+        ctx->poll_recheck = true;
+    }
+    if (ctx->poll_recheck) {
+        *timeout = 0;
+        return TRUE;
+    }
     /* (A) sleeper side: glib may sleep after this; bit 0 is glib's. */
     keel_atomic_fetch_or(&ctx->notify_me, 1);
     if (aio_bhs_ready(ctx)) {
@@ -1127,7 +1237,7 @@ static gboolean aio_ctx_check(GSource *source)
     keel_atomic_fetch_and(&ctx->notify_me, ~1u);
     aio_notify_accept(ctx, ctx->notifier_pfd.revents != 0);
     ctx->notifier_pfd.revents = 0;
-    if (aio_bhs_ready(ctx)) {
+    if (aio_bhs_ready(ctx) || ctx->poll_recheck) {
         return TRUE;
     }
     aio_walkers_enter(ctx);
@@ -1164,6 +1274,10 @@ static gboolean aio_ctx_dispatch(GSource *source, GSourceFunc callback, gpointer
     }
     aio_bh_poll(ctx);
     aio_dispatch_handlers(ctx);
+    if (ctx->poll_recheck) {
+        ctx->poll_recheck = false;
+        aio_poll_handlers_once(ctx, NULL);
+    }
     aio_timers_run(ctx);
     aio_walkers_exit(ctx);
     return G_SOURCE_CONTINUE;

@@ -43,6 +43,7 @@
  *                                               source is attached to must be
  *                                               iterated by the home thread
  *   keel_aio_context_set_poll_params            any thread (read at the next poll)
+ *   keel_aio_set_event_notifier_poll            like keel_aio_set_event_notifier
  *
  * A handler removed from a thread other than the home thread may still be
  * running in the home thread when the call returns (it is never *started*
@@ -93,6 +94,32 @@ void keel_aio_set_fd_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read
 void keel_aio_set_event_notifier(KeelAioContext *ctx, KeelEventNotifier *e,
                                  void (*cb)(KeelEventNotifier *e),
                                  KeelAioPollFn *io_poll);
+
+/* Companions of an event notifier's io_poll, for handlers that can make
+ * busy-polling cheaper (all optional, all run in the home thread, all get
+ * @e):
+ *   ready  called instead of @cb when io_poll found work, so a handler can
+ *          skip clearing a notifier that nobody set;
+ *   begin  the context starts busy-polling (it stays in that mode across
+ *          keel_aio_poll calls while polling keeps finding work): e.g. ask
+ *          the other side to stop setting the notifier;
+ *   end    it stops, before it sleeps or hands over to glib: notifications
+ *          back on.  After the end calls the context runs every io_poll
+ *          once more, so work published while notifications were off is
+ *          not left waiting for a notification that will not come.
+ * A handler removed while the context polls gets no end call. */
+typedef struct KeelAioPollOps {
+    KeelAioPollFn *poll;
+    void (*ready)(KeelEventNotifier *e);
+    void (*begin)(KeelEventNotifier *e);
+    void (*end)(KeelEventNotifier *e);
+} KeelAioPollOps;
+
+/* keel_aio_set_event_notifier with the companions above (@ops may be NULL;
+ * it is copied). */
+void keel_aio_set_event_notifier_poll(KeelAioContext *ctx, KeelEventNotifier *e,
+                                      void (*cb)(KeelEventNotifier *e),
+                                      const KeelAioPollOps *ops);
 
 /* Run ready handlers, due BHs and expired timers; see the top of this file. */
 bool keel_aio_poll(KeelAioContext *ctx, bool blocking);

@@ -465,6 +465,9 @@ static void handle_queue(VirtioBlk *s)
 {
     VirtQueue *vq = &blk_queue(s)->vq;
     uint64_t batch = 0;
+    /* Kicks off while we pop, unless busy-polling already turned them off
+     * (on_poll_begin): then they stay off until on_poll_end. */
+    bool toggle_kicks = vq->notification;
 
     if (!s->running || s->broken) {
         return;
@@ -472,7 +475,9 @@ static void handle_queue(VirtioBlk *s)
     s->stats.handler_passes++;
     keel_blk_io_plug();
     do {
-        virtqueue_set_notification(vq, false);
+        if (toggle_kicks) {
+            virtqueue_set_notification(vq, false);
+        }
         for (;;) {
             VirtioBlkReq *req;
             VirtQueuePopResult r = virtqueue_pop(vq, sizeof(*req), (void **)&req);
@@ -507,7 +512,9 @@ static void handle_queue(VirtioBlk *s)
             }
             batch++;
         }
-        virtqueue_set_notification(vq, true);
+        if (toggle_kicks) {
+            virtqueue_set_notification(vq, true);
+        }
         if (batch >= vq->size && virtqueue_avail_pending(vq)) {
             /* A driver that keeps refilling the ring must not keep this
              * thread to itself: finish the pass, come back next iteration. */
@@ -543,6 +550,39 @@ static bool on_kick_poll(void *opaque)
     }
     return false;
 }
+
+/* Found by polling: no kick to clear (the driver was told not to kick). */
+static void on_kick_poll_ready(KeelEventNotifier *e)
+{
+    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
+
+    handle_queue(pq->vp->opaque);
+}
+
+/* While the context busy-polls the ring, the driver need not kick (QEMU does
+ * the same): each kick it saves is a guest exit. */
+static void on_poll_begin(KeelEventNotifier *e)
+{
+    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
+
+    virtqueue_set_notification(&pq->vq, false);
+}
+
+/* The context will sleep: kicks back on (the loop then polls once more for
+ * what was queued while they were off). */
+static void on_poll_end(KeelEventNotifier *e)
+{
+    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
+
+    virtqueue_set_notification(&pq->vq, true);
+}
+
+static const KeelAioPollOps kick_poll_ops = {
+    .poll = on_kick_poll,
+    .ready = on_kick_poll_ready,
+    .begin = on_poll_begin,
+    .end = on_poll_end,
+};
 
 /* ---- transport hooks --------------------------------------------------------------------------- */
 
@@ -586,7 +626,7 @@ static void blk_start(VirtioPci *vp)
     }
     s->broken = false;
     s->running = true;
-    keel_aio_set_event_notifier(s->ctx, &pq->host_notifier, on_kick, on_kick_poll);
+    keel_aio_set_event_notifier_poll(s->ctx, &pq->host_notifier, on_kick, &kick_poll_ops);
     /* Whatever the driver queued before DRIVER_OK. */
     keel_event_notifier_set(&pq->host_notifier);
 }
