@@ -102,7 +102,7 @@ struct KeelAioContext {
 
     /* ---- thread pool (created on first submit) ---- */
     pthread_mutex_t pool_lock;
-    ThreadPool *pool;
+    ThreadPool *pool;               /* atomic; set once under pool_lock */
 
     /* ---- registry of live contexts (virtual clock resume) ---- */
     KeelAioContext *all_next, **all_pprev;
@@ -128,6 +128,8 @@ void aio_context_foreach(void (*fn)(KeelAioContext *ctx));
 
 /* Thread pool teardown on the last unref (thread-pool.c). */
 void thread_pool_free(ThreadPool *pool);
+/* Whether requests submitted to @ctx's pool still await their callback. */
+bool thread_pool_busy(KeelAioContext *ctx);
 /* "aio-fd-monitor": epoll past EPOLL_DEFAULT_THRESHOLD fds, else poll. */
 extern const KeelFeature loop_fdmon_feature;
 

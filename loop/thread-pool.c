@@ -51,6 +51,7 @@ struct ThreadPool {
     int idle_workers;               /* waiting in work_cond */
     int wakeups;                    /* signals sent, not yet consumed */
     int min_workers, max_workers;
+    unsigned in_flight;             /* atomic: submitted, callback not run yet */
     int64_t idle_timeout_ns;
     bool stopping;
     bool spawn_failed_logged;
@@ -221,6 +222,7 @@ static void completion_bh_cb(void *opaque)
         }
         req->cb(req->opaque, req->ret);
         g_free(req);
+        keel_atomic_fetch_sub(&pool->in_flight, 1);
     }
     /* Drop a reschedule from above that has nothing left to hand out, so an
      * idle aio_poll reports no progress; under the lock, so a worker's new
@@ -237,7 +239,7 @@ static ThreadPool *thread_pool_get(KeelAioContext *ctx)
     ThreadPool *pool;
 
     pthread_mutex_lock(&ctx->pool_lock);
-    pool = ctx->pool;
+    pool = keel_atomic_read(&ctx->pool);
     if (!pool) {
         pthread_condattr_t attr;
 
@@ -252,10 +254,17 @@ static ThreadPool *thread_pool_get(KeelAioContext *ctx)
         pthread_condattr_destroy(&attr);
         pool->max_workers = POOL_DEFAULT_MAX_WORKERS;
         pool->idle_timeout_ns = POOL_DEFAULT_IDLE_TIMEOUT_NS;
-        ctx->pool = pool;
+        keel_atomic_store_release(&ctx->pool, pool);
     }
     pthread_mutex_unlock(&ctx->pool_lock);
     return pool;
+}
+
+bool thread_pool_busy(KeelAioContext *ctx)
+{
+    ThreadPool *pool = keel_atomic_load_acquire(&ctx->pool);
+
+    return pool && keel_atomic_read(&pool->in_flight) != 0;
 }
 
 KeelThreadPoolReq *keel_thread_pool_submit(KeelAioContext *ctx, KeelThreadPoolFunc *fn,
@@ -271,6 +280,7 @@ KeelThreadPoolReq *keel_thread_pool_submit(KeelAioContext *ctx, KeelThreadPoolFu
     req->cb = cb;
     req->opaque = opaque;
     req->state = REQ_QUEUED;
+    keel_atomic_fetch_add(&pool->in_flight, 1);
     pthread_mutex_lock(&pool->lock);
     req_list_append(&pool->queue, req);
     bool sig = kick_worker(pool);
