@@ -48,10 +48,30 @@ for deb in ./*.deb; do
     dpkg -x "$deb" root
 done
 
-vmlinuz=$(ls root/boot/vmlinuz-* 2>/dev/null | head -n 1)
-[ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $pkg"
+# Up to Debian 13 the image package holds /boot/vmlinuz-VERSION; from 14
+# (forky) it only depends on linux-binary-VERSION, which holds
+# /usr/lib/modules/VERSION/vmlinuz.
+find_vmlinuz() {
+    ls root/boot/vmlinuz-* root/usr/lib/modules/*/vmlinuz 2>/dev/null | head -n 1
+}
+bin=
+vmlinuz=$(find_vmlinuz)
+if [ -z "$vmlinuz" ]; then
+    bin=$(apt-cache depends "$pkg" 2>/dev/null | awk '/Depends: linux-binary-/ { print $2; exit }')
+    if [ -n "$bin" ] && apt-get download -q "$bin" >>download.log 2>&1; then
+        dpkg -x ./"$bin"_*.deb root
+        vmlinuz=$(find_vmlinuz)
+    fi
+fi
+[ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* or /usr/lib/modules/*/vmlinuz in $pkg${bin:+ or $bin}"
+case $vmlinuz in
+*/modules/*) kversion=$(basename "$(dirname "$vmlinuz")") ;;
+*) kversion=$(basename "$vmlinuz" | sed 's/^vmlinuz-//') ;;
+esac
+# /bin/busybox, or /usr/bin/busybox where the package follows usrmerge (14).
 busybox=root/bin/busybox
-[ -x "$busybox" ] || die "no /bin/busybox in busybox-static"
+[ -x "$busybox" ] || busybox=root/usr/bin/busybox
+[ -x "$busybox" ] || die "no /bin/busybox or /usr/bin/busybox in busybox-static"
 
 # ---- extract-vmlinux --------------------------------------------------------
 # The setup header says where the compressed payload is (payload_offset at
@@ -138,5 +158,5 @@ mkdir -p "$cache"
 cp "$vmlinuz" "$cache/vmlinuz.tmp" && mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
 cp vmlinux "$cache/vmlinux.tmp" && mv "$cache/vmlinux.tmp" "$cache/vmlinux"
 cp initramfs.cpio "$cache/initramfs.cpio.tmp" && mv "$cache/initramfs.cpio.tmp" "$cache/initramfs.cpio"
-basename "$vmlinuz" | sed 's/^vmlinuz-//' >"$cache/kernel-version"
+echo "$kversion" >"$cache/kernel-version"
 echo "$cache"

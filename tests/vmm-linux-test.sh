@@ -108,8 +108,9 @@ early_log_checks() {  # label
     ok $(grep -q '^\[ *0\.000000\] Linux version [0-9]' "$tmp/out"; echo $?) \
         "$1: version banner on ttyS0"
     ok $(grep -qF "Command line: $cmdline" "$tmp/out"; echo $?) "$1: our command line"
-    ok $(grep -q 'BIOS-e820: \[mem 0x0000000000000000-0x000000000009fbff\] usable' "$tmp/out" &&
-         grep -q 'BIOS-e820: \[mem 0x0000000000100000-0x000000001fffffff\] usable' "$tmp/out"
+    # "usable" up to Linux 6.x; newer kernels print "System RAM".
+    ok $(grep -Eq 'BIOS-e820: \[mem 0x0000000000000000-0x000000000009fbff\] +(usable|System RAM)' "$tmp/out" &&
+         grep -Eq 'BIOS-e820: \[mem 0x0000000000100000-0x000000001fffffff\] +(usable|System RAM)' "$tmp/out"
          echo $?) "$1: our e820 map (640 KiB low memory, 1 MiB-512 MiB)"
 }
 
