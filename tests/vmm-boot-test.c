@@ -384,6 +384,10 @@ int main(void)
 
     /* memfd_create refused (old kernel, or a seccomp filter): anonymous RAM. */
     if (access("/usr/bin/strace", X_OK) == 0) {
+        char *asan = g_strdup(getenv("ASAN_OPTIONS"));
+
+        /* LeakSanitizer cannot run under ptrace (--enable-sanitizers builds). */
+        setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
         wrapper = (const char *const[]) { "/usr/bin/strace", "-f", "-qq", "-o", "/dev/null",
                                           "-e", "inject=memfd_create:error=EPERM", NULL };
         run_vmm(&run, (const char *const[]) { "-kernel", hello32, "-append", "anon",
@@ -391,6 +395,12 @@ int main(void)
                                               "-machine", "memory-backend=m0", NULL },
                 NULL, 0);
         wrapper = NULL;
+        if (asan) {
+            setenv("ASAN_OPTIONS", asan, 1);
+        } else {
+            unsetenv("ASAN_OPTIONS");
+        }
+        g_free(asan);
         KEEL_IS(run.status, 67, "memory-backend-memfd with memfd_create refused: the guest "
                 "still boots");
         KEEL_OK(strstr(run.err->str, "ram=anonymous") != NULL &&
@@ -434,10 +444,14 @@ int main(void)
             "with one line naming the problem");
     run_free(&run);
 
-    for (const char *const *p = (const char *const[]) { hello32, hello64, pci, tf, echo, reset,
-                                                        halt, junk, NULL }; *p; p++) {
+    for (char **p = (char *[]) { hello32, hello64, pci, tf, echo, reset, halt, junk, NULL };
+         *p; p++) {
         unlink(*p);
+        g_free(*p);
     }
     rmdir(tmpdir);
+    if (vmm_path != getenv("KEEL_VMM")) {
+        g_free((char *)vmm_path);
+    }
     return keel_test_done();
 }

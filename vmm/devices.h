@@ -47,8 +47,14 @@ void serial_free(Serial *s);
 /* Queue bytes as if received (tests; global mutex held or vCPU stopped). */
 void serial_receive(Serial *s, const uint8_t *buf, size_t len);
 
-int i8042_init(Vm *vm);
-int rtc_init(Vm *vm);
+/* The i8042 (reset through port 0x64) and the CMOS clock at 0x70: NULL
+ * when they cannot be registered; free them after the vCPU stopped. */
+typedef struct I8042 I8042;
+typedef struct Rtc Rtc;
+I8042 *i8042_new(Vm *vm);
+void i8042_free(I8042 *k);
+Rtc *rtc_new(Vm *vm);
+void rtc_free(Rtc *r);
 int debug_exit_init(Vm *vm);
 
 #endif

@@ -19,14 +19,14 @@
 #define STATUS_SYS   0x04   /* system flag (self-test passed) */
 #define STATUS_CMD   0x08   /* last write was a command */
 
-typedef struct I8042 {
+struct I8042 {
     Vm *vm;
     uint8_t status;
     uint8_t command_byte;
     uint8_t pending_cmd;    /* command waiting for its data byte, or 0 */
     uint8_t out[4];
     unsigned out_count;
-} I8042;
+};
 
 static void i8042_push(I8042 *k, uint8_t v)
 {
@@ -130,12 +130,12 @@ static const BusOps i8042_ops = {
     .write = i8042_write,
 };
 
-int i8042_init(Vm *vm)
+I8042 *i8042_new(Vm *vm)
 {
     I8042 *k = calloc(1, sizeof(*k));
 
     if (!k) {
-        return -1;
+        return NULL;
     }
     k->vm = vm;
     k->status = STATUS_SYS;
@@ -144,7 +144,15 @@ int i8042_init(Vm *vm)
      * in-kernel PIT, which KVM handles before exiting to us. */
     if (bus_add(&vm->pio_bus, I8042_DATA, 5, &i8042_ops, k, BUS_LOCKED, "i8042") < 0) {
         free(k);
-        return -1;
+        return NULL;
     }
-    return 0;
+    return k;
+}
+
+void i8042_free(I8042 *k)
+{
+    if (k) {
+        bus_remove(&k->vm->pio_bus, I8042_DATA, k);
+        free(k);
+    }
 }

@@ -93,6 +93,8 @@ int main(int argc, char **argv)
     Vcpu vcpu;
     Serial *serial = NULL;
     PciHost *pci = NULL;
+    I8042 *i8042 = NULL;
+    Rtc *rtc = NULL;
     VmmBlockDevices *blkdevs = NULL;
     BootEntry entry;
     LoaderConfig lcfg;
@@ -146,7 +148,7 @@ int main(int argc, char **argv)
     if (vm_create(&vm, opts.ram_size, opts.ram_backing) < 0) {
         goto out_unlock;
     }
-    if (debug_exit_init(&vm) < 0 || i8042_init(&vm) < 0 || rtc_init(&vm) < 0) {
+    if (debug_exit_init(&vm) < 0 || !(i8042 = i8042_new(&vm)) || !(rtc = rtc_new(&vm))) {
         fprintf(stderr, "keel-vmm: cannot set up the legacy devices\n");
         goto out_vm;
     }
@@ -223,6 +225,8 @@ out_vm:
     vmm_block_devices_free(blkdevs, getenv("KEEL_VMM_STATS") ? stderr : NULL);
     serial_free(serial);
     pci_host_free(pci);
+    rtc_free(rtc);
+    i8042_free(i8042);
     vm_destroy(&vm);
 out_unlock:
     keel_global_mutex_unlock();

@@ -674,7 +674,19 @@ static const struct {
     { "features", OPT_FEATURES, false },
 };
 
+static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen);
+
 int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen)
+{
+    int ret = options_parse(opts, argc, argv, err, errlen);
+
+    if (ret < 0) {
+        vmm_options_free(opts);     /* nothing left for the caller to free */
+    }
+    return ret;
+}
+
+static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen)
 {
     memset(opts, 0, sizeof(*opts));
     opts->ram_size = VMM_DEFAULT_RAM_SIZE;

@@ -87,7 +87,8 @@ typedef struct VmmOptions {
 } VmmOptions;
 
 /* Parses argv[1..argc-1] into @opts (which it initialises).  Returns 0, or
- * -1 with a one-line message (no trailing newline) in @err. */
+ * -1 with a one-line message (no trailing newline) in @err and @opts freed
+ * (vmm_options_free on it again is harmless). */
 int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen);
 
 void vmm_options_free(VmmOptions *opts);

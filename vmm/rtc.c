@@ -26,10 +26,13 @@
 #define RTC_REG_D   0x0d
 #define RTC_CENTURY 0x32
 
-typedef struct Rtc {
+#define RTC_PORT    0x70            /* index; 0x71 data */
+
+struct Rtc {
+    Vm *vm;
     uint8_t index;
     uint8_t cmos[128];
-} Rtc;
+};
 
 static uint8_t bcd(int v)
 {
@@ -87,13 +90,13 @@ static const BusOps rtc_ops = {
     .write = rtc_write,
 };
 
-int rtc_init(Vm *vm)
+Rtc *rtc_new(Vm *vm)
 {
     Rtc *r = calloc(1, sizeof(*r));
     uint64_t ext_kib, high64k;
 
     if (!r) {
-        return -1;
+        return NULL;
     }
     /* Memory sizes as a PC BIOS stores them: 0x30/0x31 extended memory
      * (KiB above 1 MiB, max 64 MiB), 0x34/0x35 memory above 16 MiB in
@@ -116,9 +119,18 @@ int rtc_init(Vm *vm)
         r->cmos[0x5c] = (uint8_t)(above >> 8);
         r->cmos[0x5d] = (uint8_t)(above >> 16);
     }
-    if (bus_add(&vm->pio_bus, 0x70, 2, &rtc_ops, r, BUS_LOCKED, "rtc") < 0) {
+    r->vm = vm;
+    if (bus_add(&vm->pio_bus, RTC_PORT, 2, &rtc_ops, r, BUS_LOCKED, "rtc") < 0) {
         free(r);
-        return -1;
+        return NULL;
     }
-    return 0;
+    return r;
+}
+
+void rtc_free(Rtc *r)
+{
+    if (r) {
+        bus_remove(&r->vm->pio_bus, RTC_PORT, r);
+        free(r);
+    }
 }
