@@ -88,11 +88,10 @@ struct KeelAioContext {
     int64_t poll_shrink KEEL_ATOMIC_ALIGNED;
     /* Each event source keeps its own window (AioHandler.poll_ns, and this
      * one for the wake-up flag: BHs and notifies); the context busy-polls
-     * for the largest window among sources that fired recently.  poll_ns is
-     * that largest window as of the last blocking poll.  Home thread. */
+     * for the largest window among sources that fired recently
+     * (aio_context_poll_window_ns).  Home thread. */
     int64_t wakeup_poll_ns;
     int64_t wakeup_last_event_ns;
-    int64_t poll_ns;
     /* Busy-poll mode (handlers' poll_begin called, poll_end not yet), and
      * for glib: run io_poll once at the next dispatch (set when prepare
      * leaves the mode).  Home thread. */

@@ -857,20 +857,28 @@ static void poll_events_add(PollEvents *ev, AioHandler *node, int64_t seen_ns)
     }
 }
 
-/* One round of every io_poll; the handlers that report work run now (and go
- * into @ev when it is not NULL).  Home thread, walker held. */
+/* Ask @node's io_poll; when it reports work, run the handler now (noted in
+ * @ev when it is not NULL).  Returns whether it ran. */
+static bool aio_poll_node(AioHandler *node, PollEvents *ev)
+{
+    if (!node->io_poll(node->opaque) || handler_deleted(node)) {
+        return false;
+    }
+    if (ev) {
+        poll_events_add(ev, node, 0);
+    }
+    handler_call_polled(node);
+    return true;
+}
+
+/* One round of every io_poll.  Home thread, walker held. */
 static bool aio_poll_handlers_once(KeelAioContext *ctx, PollEvents *ev)
 {
     bool progress = false;
 
     for (AioHandler *node = keel_atomic_load_acquire(&ctx->handlers); node; node = node->next) {
-        if (node->io_poll && !handler_deleted(node) && node->io_poll(node->opaque) &&
-            !handler_deleted(node)) {
-            if (ev) {
-                poll_events_add(ev, node, 0);
-            }
-            handler_call_polled(node);
-            progress = true;
+        if (node->io_poll && !handler_deleted(node)) {
+            progress |= aio_poll_node(node, ev);
         }
     }
     return progress;
@@ -919,12 +927,8 @@ static bool aio_poll_set_started(KeelAioContext *ctx, bool started, bool recheck
         } else if (!started && node->poll_begun) {
             node->poll_begun = false;
             node->poll_end(node->opaque);
-            if (recheck && node->io_poll(node->opaque) && !handler_deleted(node)) {
-                if (ev) {
-                    poll_events_add(ev, node, 0);
-                }
-                handler_call_polled(node);
-                progress = true;
+            if (recheck) {
+                progress |= aio_poll_node(node, ev);
             }
         }
     }
@@ -985,7 +989,6 @@ static int64_t aio_poll_window(KeelAioContext *ctx, int64_t now)
             window = node->poll_ns;
         }
     }
-    ctx->poll_ns = window;
     return window;
 }
 
