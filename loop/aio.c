@@ -62,6 +62,8 @@ struct AioHandler {
     void (*poll_begin)(KeelEventNotifier *e);
     void (*poll_end)(KeelEventNotifier *e);
     bool poll_begun;                /* home thread: begin called, end not yet */
+    bool in_poll_ready;             /* home thread: its polled callback runs;
+                                       a nested aio_poll skips its io_poll */
     void *opaque;
     bool deleted;                   /* atomic */
     bool in_epoll;                  /* atomic: in the epoll set, not in a
@@ -861,13 +863,18 @@ static void poll_events_add(PollEvents *ev, AioHandler *node, int64_t seen_ns)
  * @ev when it is not NULL).  Returns whether it ran. */
 static bool aio_poll_node(AioHandler *node, PollEvents *ev)
 {
-    if (!node->io_poll(node->opaque) || handler_deleted(node)) {
+    /* A callback that runs a nested aio_poll on its own context would
+     * otherwise be called again for the same work (QEMU takes the handler
+     * off its poll list while io_poll_ready runs). */
+    if (node->in_poll_ready || !node->io_poll(node->opaque) || handler_deleted(node)) {
         return false;
     }
     if (ev) {
         poll_events_add(ev, node, 0);
     }
+    node->in_poll_ready = true;
     handler_call_polled(node);
+    node->in_poll_ready = false;
     return true;
 }
 

@@ -3,7 +3,8 @@
  * calls.
  *
  * keel_thread_pool_submit() queues @fn(@arg) for a worker; when it returns,
- * @cb(@opaque, ret) runs in the home thread of @ctx by a bottom half.  The
+ * @cb(@opaque, ret) runs in the home thread of @ctx by a bottom half (@cb may
+ * be NULL: fire and forget, as QEMU's thread_pool_submit).  The
  * pool is created on first use; workers are started on demand up to the
  * maximum (default 64), an idle worker exits after 10 s unless that would
  * leave fewer than the minimum (default 0).  Workers block every async
