@@ -32,7 +32,11 @@
 
 #include <stdbool.h>
 
-#include "coroutine/coroutine.h"
+#include "coroutine.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelCoMutex {
     int spin;                           /* internal: guards the fields below */
@@ -74,5 +78,9 @@ void keel_co_mutex_lock(KeelCoMutex *mutex);
 /* Release @mutex, handing it to the oldest waiter if any.  Aborts unless
  * the calling coroutine holds it.  Coroutine only. */
 void keel_co_mutex_unlock(KeelCoMutex *mutex);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -57,7 +57,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "compat/event-notifier.h"
+#include "../compat/event-notifier.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelAioContext KeelAioContext;
 typedef void KeelIOHandler(void *opaque);
@@ -156,5 +160,9 @@ GSource *keel_aio_get_g_source(KeelAioContext *ctx);
  * every context but iothreads'). */
 void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
                                       int64_t grow, int64_t shrink);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

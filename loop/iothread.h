@@ -26,7 +26,11 @@
 #ifndef KEEL_LOOP_IOTHREAD_H
 #define KEEL_LOOP_IOTHREAD_H
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelIOThread KeelIOThread;
 
@@ -46,5 +50,9 @@ void keel_iothread_stop_join(KeelIOThread *t);
 void keel_iothread_free(KeelIOThread *t);
 
 void keel_aio_run_in_context_wait(KeelAioContext *ctx, void (*fn)(void *), void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -29,7 +29,11 @@
 #ifndef KEEL_LOOP_THREAD_POOL_H
 #define KEEL_LOOP_THREAD_POOL_H
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef int KeelThreadPoolFunc(void *opaque);
 typedef void KeelThreadPoolCompletion(void *opaque, int ret);
@@ -42,5 +46,9 @@ void keel_thread_pool_cancel(KeelThreadPoolReq *req);
 /* 0 <= min <= max, max >= 1 (out-of-range values are clamped).  Starts
  * workers up to @min_workers; workers above @max_workers exit when idle. */
 void keel_thread_pool_set_limits(KeelAioContext *ctx, int min_workers, int max_workers);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -29,7 +29,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum {
     KEEL_CLOCK_REALTIME,
@@ -57,5 +61,9 @@ void keel_timer_del(KeelTimer *t);
 bool keel_timer_pending(KeelTimer *t);
 /* Deletes and frees. */
 void keel_timer_free(KeelTimer *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
