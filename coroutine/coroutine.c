@@ -159,6 +159,7 @@ static unsigned compute_global_pool_max(void)
 
 static void config_init(void)
 {
+    coroutine_install_wait_ops();
     const char *env = getenv("KEEL_COROUTINE_STACK_SIZE");
     size_t size = DEFAULT_STACK_SIZE;
 
