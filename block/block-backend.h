@@ -69,7 +69,11 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "loop/aio.h"
+#include "../loop/aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum KeelBlkAio {
     KEEL_BLK_AIO_IO_URING,
@@ -214,5 +218,9 @@ void keel_block_features_register(void);
  * NULL) says why the preferred engine is not used ("default", "KEEL_AVOID",
  * "not-compiled", "eventfd-unavailable" or an errno name). */
 const char *keel_blk_probe_engine(KeelBlkAio aio, bool direct, const char **reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,10 +6,14 @@
 #ifndef KEEL_BLOCK_FEATURES_ALL_H
 #define KEEL_BLOCK_FEATURES_ALL_H
 
-#include "compat/features.h"
-#include "loop/main-loop.h"
-#include "coroutine/coroutine.h"
-#include "block/block-backend.h"
+#include "../compat/features.h"
+#include "../loop/main-loop.h"
+#include "../coroutine/coroutine.h"
+#include "block-backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 static inline void keel_all_features_register(void)
 {
@@ -18,5 +22,9 @@ static inline void keel_all_features_register(void)
     keel_coroutine_features_register();
     keel_block_features_register();
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

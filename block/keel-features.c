@@ -17,14 +17,19 @@ int main(int argc, char **argv)
     const char *error;
 
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: keel-features\n"
-               "Prints one line per portability seam:\n"
+        printf("usage: keel-features [--help | --version]\n"
+               "Prints \"keel VERSION\", then one line per portability seam:\n"
                "  <seam> active=<path> compiled=<paths> reason=<why>\n"
-               "KEEL_AVOID=word,... forces fallbacks (see README).\n");
+               "KEEL_AVOID=word,... forces fallbacks (see keel-features(1), README).\n");
+        return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+        printf("keel-features %s\n", PACKAGE_VERSION);
         return 0;
     }
     if (argc > 1) {
-        fprintf(stderr, "keel-features: unknown argument '%s' (try --help)\n", argv[1]);
+        fprintf(stderr, "keel-features: unknown argument '%s' (try --help)\n",
+                argv[argc > 2 ? 2 : 1]);
         return 1;
     }
     if (keel_avoid_init(&error) < 0) {

@@ -6,6 +6,7 @@
 #include "compat/avoid.h"
 #include "compat/osdep.h"
 
+#include <glib.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,56 +34,75 @@ static const char *const path_names[KEEL_PATH__MAX] = {
 static unsigned avoid_mask;
 static const char *avoid_error;
 static pthread_once_t avoid_once = PTHREAD_ONCE_INIT;
+static bool avoid_reported;         /* the unknown words were logged */
 
 const char *keel_path_name(KeelPath path)
 {
     return (unsigned)path < KEEL_PATH__MAX ? path_names[path] : "?";
 }
 
+/* Words are separated by commas; blanks around a word are ignored.  Every
+ * known word goes into *@mask even when others are unknown, so a caller that
+ * goes on (the library) honours what it understood. */
 static int parse_list(const char *list, unsigned *mask, const char **error)
 {
     static char msg[512];
     const char *p = list;
+    int n = 0, unknown = 0;
 
     *mask = 0;
     while (p && *p) {
         const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *word_end = end ? end : p + strlen(p);
+        size_t len;
         int found = -1;
 
+        while (p < word_end && g_ascii_isspace(*p)) {
+            p++;
+        }
+        while (word_end > p && g_ascii_isspace(word_end[-1])) {
+            word_end--;
+        }
+        len = (size_t)(word_end - p);
         for (int i = 0; i < KEEL_PATH__MAX && len; i++) {
             if (strlen(path_names[i]) == len && !strncmp(p, path_names[i], len)) {
                 found = i;
                 break;
             }
         }
-        if (len && found < 0) {
-            int n = snprintf(msg, sizeof(msg), "KEEL_AVOID: unknown word '%.*s' (known:",
-                             (int)(len > 64 ? 64 : len), p);
-            for (int i = 0; i < KEEL_PATH__MAX && n > 0 && (size_t)n < sizeof(msg); i++) {
-                n += snprintf(msg + n, sizeof(msg) - n, " %s", path_names[i]);
-            }
-            if (n > 0 && (size_t)n < sizeof(msg) - 1) {
-                snprintf(msg + n, sizeof(msg) - n, ")");
-            }
-            *error = msg;
-            return -1;
-        }
         if (found >= 0) {
             *mask |= 1u << found;
+        } else if (len && n >= 0 && (size_t)n < sizeof(msg)) {
+            n += snprintf(msg + n, sizeof(msg) - n, "%s'%.*s'",
+                          unknown ? ", " : "KEEL_AVOID: unknown word ",
+                          (int)(len > 64 ? 64 : len), p);
+            unknown++;
         }
         p = end ? end + 1 : NULL;
     }
-    return 0;
+    if (!unknown) {
+        return 0;
+    }
+    if (n > 0 && (size_t)n < sizeof(msg)) {
+        n += snprintf(msg + n, sizeof(msg) - n, " (known:");
+    }
+    for (int i = 0; i < KEEL_PATH__MAX && n > 0 && (size_t)n < sizeof(msg); i++) {
+        n += snprintf(msg + n, sizeof(msg) - n, " %s", path_names[i]);
+    }
+    if (n > 0 && (size_t)n < sizeof(msg) - 1) {
+        snprintf(msg + n, sizeof(msg) - n, ")");
+    }
+    *error = msg;
+    return -1;
 }
 
 static void avoid_parse_env(void)
 {
     unsigned mask;
 
-    if (parse_list(getenv("KEEL_AVOID"), &mask, &avoid_error) == 0) {
-        __atomic_store_n(&avoid_mask, mask, __ATOMIC_RELEASE);
-    }
+    /* The known words count even when another is unknown. */
+    parse_list(getenv("KEEL_AVOID"), &mask, &avoid_error);
+    __atomic_store_n(&avoid_mask, mask, __ATOMIC_RELEASE);
 }
 
 int keel_avoid_init(const char **error)
@@ -100,24 +120,26 @@ int keel_avoid_init(const char **error)
 int keel_avoid_parse_for_testing(const char *list, const char **error)
 {
     unsigned mask;
+    int ret;
 
     pthread_once(&avoid_once, avoid_parse_env);
-    if (parse_list(list, &mask, error) < 0) {
-        return -1;
-    }
-    avoid_error = NULL;
+    ret = parse_list(list, &mask, error);
+    avoid_error = ret < 0 ? *error : NULL;
     __atomic_store_n(&avoid_mask, mask, __ATOMIC_RELEASE);
-    return 0;
+    __atomic_store_n(&avoid_reported, false, __ATOMIC_RELEASE);
+    return ret;
 }
 
 bool keel_avoid(KeelPath path)
 {
     const char *error;
 
-    if (keel_avoid_init(&error) < 0) {
-        /* A misspelt word would silently test the wrong path: refuse. */
-        fprintf(stderr, "keel: %s\n", error);
-        exit(1);
+    if (keel_avoid_init(&error) < 0 &&
+        !__atomic_exchange_n(&avoid_reported, true, __ATOMIC_ACQ_REL)) {
+        /* A library must not end its host over a setting: say it once and
+         * go on with the words it knows.  Programs call keel_avoid_init()
+         * first and exit 1 instead. */
+        keel_log("%s; ignored", error);
     }
     return __atomic_load_n(&avoid_mask, __ATOMIC_ACQUIRE) & (1u << path);
 }

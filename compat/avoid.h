@@ -4,8 +4,11 @@
  * Every portability seam has a primary path and a fallback that is always
  * compiled in.  The environment variable KEEL_AVOID is a comma-separated list
  * of primary paths not to use (see keel_path_name() for the words, and the
- * README).  An unknown word is an error: the first call that reads the list
- * prints a message naming it and exits the process with status 1.
+ * README); blanks around a word are ignored.  The library never ends its
+ * host over it: an unknown word is reported once on stderr (the first time
+ * a seam reads the list) and ignored, the known words still apply.
+ * Programs that want a typo to be fatal call keel_avoid_init() at start-up
+ * (keel-features, keel-img and keel-vmm exit 1).
  *
  * A KeelSeam records, per seam, whether its primary path is still usable.
  * When the kernel refuses the primary at run time (ENOSYS, EINVAL, EPERM…)
@@ -18,6 +21,10 @@
 #define KEEL_COMPAT_AVOID_H
 
 #include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum KeelPath {
     KEEL_PATH_EVENTFD,      /* "eventfd"     → pipe pair                     */
@@ -44,10 +51,10 @@ bool keel_avoid(KeelPath path);
 const char *keel_path_name(KeelPath path);
 
 /*
- * Parse KEEL_AVOID now.  Returns 0, or -1 with a static message in *@error
- * (naming the bad word and listing the known ones).  Programs call this at
- * start-up to fail with a clean message; keel_avoid() calls it lazily and
- * exits(1) on error.
+ * Parse KEEL_AVOID now (once per process).  Returns 0, or -1 with a static
+ * message in *@error naming every unknown word and listing the known ones;
+ * the known words are in force either way.  Programs call this at start-up
+ * to fail with a clean message; keel_avoid() calls it lazily and only logs.
  */
 int keel_avoid_init(const char **error);
 
@@ -80,5 +87,9 @@ const char *keel_seam_active(KeelSeam *seam, const char **reason);
 /* True for the errors that mean "the kernel does not have this" rather than
  * a transient failure: ENOSYS, EINVAL, EPERM, EOPNOTSUPP, ENOTTY. */
 bool keel_errno_means_unsupported(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 
 #include <stdbool.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct KeelEventNotifier {
     int rfd;            /* poll this for POLLIN */
     int wfd;            /* == rfd for an eventfd */
@@ -49,5 +53,9 @@ static inline bool keel_event_notifier_is_eventfd(const KeelEventNotifier *e)
 
 /* "eventfd" or "pipe": what a notifier created now would use. */
 const char *keel_event_notifier_backend(const char **reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

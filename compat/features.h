@@ -17,6 +17,10 @@
 
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct KeelFeature {
     const char *name;                           /* "event-notifier" */
     const char *compiled;                       /* "eventfd,pipe" */
@@ -31,5 +35,9 @@ void keel_features_print(FILE *out);
 
 /* Registers the compat seams: event-notifier, signal-fd, poll, pipe2. */
 void keel_compat_features_register(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Evaluate @expr (a syscall returning -1/errno) again while it fails with EINTR. */
 #define KEEL_RETRY_EINTR(expr) \
     __extension__ ({ long keel_r_; \
@@ -56,5 +60,9 @@ const char *keel_errno_name(int err);
 
 /* Log one line to stderr prefixed "keel: " (fallbacks, start-up lines). */
 void keel_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 #include <glib.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Returns the number of ready entries, 0 on timeout, or -1 with errno set
  * (EINTR included: callers treat it as "nothing ready" and go round). */
 int keel_poll_ns(GPollFD *fds, unsigned nfds, int64_t timeout_ns);
@@ -24,5 +28,9 @@ int keel_poll_timeout_ms(int64_t timeout_ns);
 
 /* "ppoll" or "g_poll". */
 const char *keel_poll_backend(const char **reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

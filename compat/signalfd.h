@@ -21,6 +21,10 @@
 #include <signal.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct KeelSignalInfo {
     uint32_t ssi_signo;
     int32_t  ssi_errno;
@@ -52,5 +56,9 @@ void keel_signalfd_close(int fd);
 
 /* "signalfd" or "thread": what keel_signalfd_open() would use now. */
 const char *keel_signalfd_backend(const char **reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,7 @@
 #include "coroutine/coroutine-int.h"
 
 #include <sched.h>
+#include <string.h>
 
 /* ---- the spinlock inside KeelCoMutex --------------------------------------
  * Held for a handful of instructions, never across a switch or a syscall.
@@ -190,4 +191,137 @@ void keel_co_mutex_unlock(KeelCoMutex *mutex)
     if (next) {
         keel_aio_co_wake(next);
     }
+}
+
+/* ---- readers-writer lock ---------------------------------------------------- */
+
+/* One waiter, on its own stack while it waits. */
+struct KeelCoRwTicket {
+    bool want_write;
+    KeelCoroutine *co;
+    KeelCoRwTicket *next;
+};
+
+void keel_co_rwlock_init(KeelCoRwlock *lock)
+{
+    memset(lock, 0, sizeof(*lock));
+}
+
+static void rw_enqueue(KeelCoRwlock *lock, KeelCoRwTicket *t)
+{
+    t->next = NULL;
+    if (lock->tickets_tail) {
+        lock->tickets_tail->next = t;
+    } else {
+        lock->tickets_head = t;
+    }
+    lock->tickets_tail = t;
+}
+
+/* Called with lock->mutex held; releases it.  Hands the lock to the head
+ * waiter if it can have it now; ownership is taken on its behalf here, so
+ * nobody can slip in between this unlock and its wake-up. */
+static void rw_wake_head_and_unlock(KeelCoRwlock *lock)
+{
+    KeelCoRwTicket *t = lock->tickets_head;
+    KeelCoroutine *co = NULL;
+
+    if (t && !t->want_write && lock->owners >= 0) {
+        lock->owners++;
+        co = t->co;
+    } else if (t && t->want_write && lock->owners == 0) {
+        lock->owners = -1;
+        co = t->co;
+    }
+    if (co) {
+        lock->tickets_head = t->next;
+        if (!lock->tickets_head) {
+            lock->tickets_tail = NULL;
+        }
+    }
+    keel_co_mutex_unlock(&lock->mutex);
+    if (co) {
+        keel_aio_co_wake(co);
+    }
+}
+
+/* Queue the caller (lock->mutex held), release the mutex and wait until a
+ * waker has given it the lock. */
+static void rw_wait(KeelCoRwlock *lock, bool want_write, bool wake_head_first)
+{
+    KeelCoRwTicket t = { .want_write = want_write, .co = keel_coroutine_self() };
+
+    rw_enqueue(lock, &t);
+    if (wake_head_first) {
+        rw_wake_head_and_unlock(lock);
+    } else {
+        keel_co_mutex_unlock(&lock->mutex);
+    }
+    keel_coroutine_yield();
+}
+
+void keel_co_rwlock_rdlock(KeelCoRwlock *lock)
+{
+    keel_co_mutex_lock(&lock->mutex);
+    /* Readers share, but never overtake a waiter (writers would starve). */
+    if (lock->owners >= 0 && !lock->tickets_head) {
+        lock->owners++;
+        keel_co_mutex_unlock(&lock->mutex);
+        return;
+    }
+    rw_wait(lock, false, false);
+    /* A reader was let in: the next reader in line may come too. */
+    keel_co_mutex_lock(&lock->mutex);
+    rw_wake_head_and_unlock(lock);
+}
+
+void keel_co_rwlock_wrlock(KeelCoRwlock *lock)
+{
+    keel_co_mutex_lock(&lock->mutex);
+    if (lock->owners == 0 && !lock->tickets_head) {
+        lock->owners = -1;
+        keel_co_mutex_unlock(&lock->mutex);
+        return;
+    }
+    rw_wait(lock, true, false);
+}
+
+void keel_co_rwlock_upgrade(KeelCoRwlock *lock)
+{
+    keel_co_mutex_lock(&lock->mutex);
+    if (lock->owners <= 0) {
+        coroutine_fatal("keel_co_rwlock_upgrade: the caller holds no read lock");
+    }
+    if (lock->owners == 1 && !lock->tickets_head) {
+        lock->owners = -1;
+        keel_co_mutex_unlock(&lock->mutex);
+        return;
+    }
+    /* Give up the read lock and queue as a writer; the head of the queue
+     * (maybe a writer that was waiting for us) may go now. */
+    lock->owners--;
+    rw_wait(lock, true, true);
+}
+
+void keel_co_rwlock_downgrade(KeelCoRwlock *lock)
+{
+    keel_co_mutex_lock(&lock->mutex);
+    if (lock->owners != -1) {
+        coroutine_fatal("keel_co_rwlock_downgrade: the caller holds no write lock");
+    }
+    lock->owners = 1;
+    rw_wake_head_and_unlock(lock);
+}
+
+void keel_co_rwlock_unlock(KeelCoRwlock *lock)
+{
+    keel_co_mutex_lock(&lock->mutex);
+    if (lock->owners > 0) {
+        lock->owners--;
+    } else if (lock->owners == -1) {
+        lock->owners = 0;
+    } else {
+        coroutine_fatal("keel_co_rwlock_unlock: the lock is not held");
+    }
+    rw_wake_head_and_unlock(lock);
 }

@@ -20,6 +20,19 @@
  * the holder.  A coroutine may yield, sleep or move to another thread while
  * holding the mutex.
  *
+ * KeelCoRwlock: a readers-writer lock for coroutines (QEMU's CoRwlock).
+ * Many readers or one writer.  Fair: a coroutine that has to wait queues in
+ * one FIFO with every other waiter, and a reader arriving while anyone
+ * waits queues behind them (so a waiting writer is not starved by a stream
+ * of readers).  When the lock frees up the head of the queue gets it; a
+ * reader that gets it lets the reader behind it in too, up to the next
+ * writer.  upgrade turns the caller's read lock into the write lock: at
+ * once if it is the only reader and nobody waits, else it gives up its read
+ * lock and queues as a writer behind the waiters already there (a writer
+ * waiting before the upgrade goes first).  downgrade turns the write lock
+ * into a read lock and lets in the readers at the head of the queue.  A
+ * woken waiter resumes in its own AioContext, as with KeelCoMutex.
+ *
  * Neither type owns memory: they may be embedded anywhere and need no
  * destruction (a mutex or queue must have no waiters when its memory goes).
  *
@@ -32,7 +45,11 @@
 
 #include <stdbool.h>
 
-#include "coroutine/coroutine.h"
+#include "coroutine.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelCoMutex {
     int spin;                           /* internal: guards the fields below */
@@ -45,9 +62,17 @@ typedef struct KeelCoQueue {
     KeelCoroutine *head, *tail;
 } KeelCoQueue;
 
-/* All-zero is a valid unlocked mutex / empty queue. */
+typedef struct KeelCoRwTicket KeelCoRwTicket;
+typedef struct KeelCoRwlock {
+    KeelCoMutex mutex;                  /* internal: guards the fields below */
+    int owners;                         /* readers holding it, -1: a writer */
+    KeelCoRwTicket *tickets_head, *tickets_tail;   /* waiters, FIFO */
+} KeelCoRwlock;
+
+/* All-zero is a valid unlocked mutex / empty queue / unlocked rwlock. */
 #define KEEL_CO_MUTEX_INITIALIZER { 0 }
 #define KEEL_CO_QUEUE_INITIALIZER { 0 }
+#define KEEL_CO_RWLOCK_INITIALIZER { KEEL_CO_MUTEX_INITIALIZER, 0, 0, 0 }
 
 void keel_co_queue_init(KeelCoQueue *queue);
 
@@ -74,5 +99,20 @@ void keel_co_mutex_lock(KeelCoMutex *mutex);
 /* Release @mutex, handing it to the oldest waiter if any.  Aborts unless
  * the calling coroutine holds it.  Coroutine only. */
 void keel_co_mutex_unlock(KeelCoMutex *mutex);
+
+void keel_co_rwlock_init(KeelCoRwlock *lock);
+/* Take @lock for reading / for writing; coroutine only. */
+void keel_co_rwlock_rdlock(KeelCoRwlock *lock);
+void keel_co_rwlock_wrlock(KeelCoRwlock *lock);
+/* The caller holds a read lock; returns holding the write lock. */
+void keel_co_rwlock_upgrade(KeelCoRwlock *lock);
+/* The caller holds the write lock; returns holding a read lock (no wait). */
+void keel_co_rwlock_downgrade(KeelCoRwlock *lock);
+/* Release a read or the write lock. */
+void keel_co_rwlock_unlock(KeelCoRwlock *lock);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

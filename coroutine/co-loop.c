@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "coroutine/coroutine-int.h"
+#include "loop/aio-wait.h"
 
 #include <errno.h>
 
@@ -155,4 +156,27 @@ int keel_thread_pool_submit_co(KeelThreadPoolFunc *fn, void *arg)
     keel_thread_pool_submit(ctx, fn, arg, pool_co_complete, &wait);
     keel_coroutine_yield();
     return wait.ret;
+}
+
+/* ---- KEEL_AIO_WAIT_WHILE from a coroutine (loop/aio-wait.h) ------------------ */
+
+static void *wait_co_self(void)
+{
+    return keel_coroutine_self();
+}
+
+static void wait_co_schedule(void *co)
+{
+    keel_aio_co_schedule(keel_coroutine_get_aio_context(co), co);
+}
+
+static const KeelAioWaitCoroutineOps wait_co_ops = {
+    .self = wait_co_self,
+    .yield = keel_coroutine_yield,
+    .schedule = wait_co_schedule,
+};
+
+void coroutine_install_wait_ops(void)
+{
+    keel_aio_wait_set_coroutine_ops(&wait_co_ops);
 }

@@ -173,4 +173,8 @@ void coroutine_pool_drain(void);        /* this thread's and the global pool */
 unsigned coroutine_pool_global_max(void);
 unsigned coroutine_pool_global_size(void);
 
+/* Lets KEEL_AIO_WAIT_WHILE (loop/) wait in coroutines; once, before the
+ * first coroutine is created (co-loop.c). */
+void coroutine_install_wait_ops(void);
+
 #endif

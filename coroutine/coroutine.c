@@ -159,16 +159,18 @@ static unsigned compute_global_pool_max(void)
 
 static void config_init(void)
 {
+    coroutine_install_wait_ops();
     const char *env = getenv("KEEL_COROUTINE_STACK_SIZE");
     size_t size = DEFAULT_STACK_SIZE;
 
     if (env && *env) {
         size = parse_size(env);
         if (!size) {
-            /* A silently ignored typo would test the wrong configuration. */
-            fprintf(stderr, "keel: KEEL_COROUTINE_STACK_SIZE='%s' is not a size "
-                    "(bytes, optionally with a k, m or g suffix)\n", env);
-            exit(1);
+            /* Said, not silently ignored; but a library never ends its
+             * host over a setting. */
+            keel_log("KEEL_COROUTINE_STACK_SIZE='%s' is not a size (bytes, optionally "
+                     "with a k, m or g suffix); using the default", env);
+            size = DEFAULT_STACK_SIZE;
         }
     }
     __atomic_store_n(&stack_size, stack_size_round(size), __ATOMIC_RELEASE);

@@ -55,9 +55,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loop/aio.h"
-#include "loop/timer.h"
-#include "loop/thread-pool.h"
+#include "../loop/aio.h"
+#include "../loop/timer.h"
+#include "../loop/thread-pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelCoroutine KeelCoroutine;
 typedef void KeelCoroutineEntry(void *opaque);
@@ -173,5 +177,9 @@ int keel_thread_pool_submit_co(KeelThreadPoolFunc *fn, void *arg);
         __asm__ __volatile__("" : "+r"(keel_p_));                           \
         return keel_p_;                                                     \
     }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

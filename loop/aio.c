@@ -57,11 +57,13 @@ struct AioHandler {
     KeelIOHandler *io_write;
     KeelAioPollFn *io_poll;
     void (*notifier_cb)(KeelEventNotifier *e);  /* event-notifier handlers */
-    /* KeelAioPollOps companions (event notifiers only; get opaque = @e). */
-    void (*poll_ready)(KeelEventNotifier *e);
-    void (*poll_begin)(KeelEventNotifier *e);
-    void (*poll_end)(KeelEventNotifier *e);
+    /* Busy-poll companions: KeelAioPollOps for event notifiers (they get
+     * opaque = @e), KeelAioFdPollOps for fd handlers; at most one is set. */
+    KeelAioPollOps en_ops;
+    KeelAioFdPollOps fd_ops;
     bool poll_begun;                /* home thread: begin called, end not yet */
+    bool in_poll_ready;             /* home thread: its polled callback runs;
+                                       a nested aio_poll skips its io_poll */
     void *opaque;
     bool deleted;                   /* atomic */
     bool in_epoll;                  /* atomic: in the epoll set, not in a
@@ -78,7 +80,11 @@ enum {
     BH_SCHEDULED = 2,   /* run it when dequeued */
     BH_ONESHOT   = 4,   /* free after running */
     BH_DELETED   = 8,   /* free when dequeued, do not run */
+    BH_IDLE      = 16,  /* keel_bh_schedule_idle: not progress, no hurry */
 };
+
+/* How long an idle BH may wait for the loop to come round (QEMU: 10 ms). */
+#define BH_IDLE_TIMEOUT_NS (10 * 1000 * 1000)
 
 struct KeelBH {
     KeelAioContext *ctx;
@@ -106,9 +112,28 @@ static inline uintptr_t self_id(void)
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static KeelAioContext *registry_head;
+static pthread_once_t registry_atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork() while another thread holds registry_lock would leave it locked in
+ * the child, whose first keel_aio_context_new() would then hang. */
+static void registry_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+static void registry_after_fork(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_atfork_init(void)
+{
+    pthread_atfork(registry_prepare, registry_after_fork, registry_after_fork);
+}
 
 static void registry_add(KeelAioContext *ctx)
 {
+    pthread_once(&registry_atfork_once, registry_atfork_init);
     pthread_mutex_lock(&registry_lock);
     ctx->all_next = registry_head;
     if (registry_head) {
@@ -243,7 +268,19 @@ static void aio_bh_enqueue(KeelBH *bh, unsigned new_flags)
 
 void keel_bh_schedule(KeelBH *bh)
 {
+    /* A normal schedule wins over an idle one still pending. */
+    keel_atomic_fetch_and(&bh->flags, ~(unsigned)BH_IDLE);
     aio_bh_enqueue(bh, BH_SCHEDULED);
+}
+
+void keel_bh_schedule_idle(KeelBH *bh)
+{
+    unsigned flags = keel_atomic_read(&bh->flags);
+
+    if ((flags & BH_SCHEDULED) && !(flags & BH_IDLE)) {
+        return;                 /* already scheduled normally */
+    }
+    aio_bh_enqueue(bh, BH_SCHEDULED | BH_IDLE);
 }
 
 void keel_bh_cancel(KeelBH *bh)
@@ -262,29 +299,45 @@ void keel_aio_bh_schedule_oneshot(KeelAioContext *ctx, KeelBHFunc *cb, void *opa
     aio_bh_enqueue(keel_aio_bh_new(ctx, cb, opaque), BH_SCHEDULED | BH_ONESHOT);
 }
 
-static bool bh_runnable(KeelBH *bh)
+typedef enum { BHS_NONE, BHS_IDLE_ONLY, BHS_READY } BHsState;
+
+static BHsState bh_state(KeelBH *bh)
 {
     unsigned flags = keel_atomic_load_acquire(&bh->flags);
-    return (flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED;
+
+    if ((flags & (BH_SCHEDULED | BH_DELETED)) != BH_SCHEDULED) {
+        return BHS_NONE;
+    }
+    return flags & BH_IDLE ? BHS_IDLE_ONLY : BHS_READY;
 }
 
-/* Is a BH waiting to run?  Home thread. */
-static bool aio_bhs_ready(KeelAioContext *ctx)
+/* Is a BH waiting to run: BHS_READY for a normal one, BHS_IDLE_ONLY when
+ * only idle ones wait.  Home thread. */
+static BHsState aio_bhs_state(KeelAioContext *ctx)
 {
+    BHsState st = BHS_NONE, b;
+
     /* seq_cst load: second step of (A) on the sleeper side. */
     for (KeelBH *bh = keel_atomic_load_seq_cst(&ctx->bh_list); bh; bh = bh->next) {
-        if (bh_runnable(bh)) {
-            return true;
+        if ((b = bh_state(bh)) == BHS_READY) {
+            return b;
         }
+        st = MAX(st, b);
     }
     for (BHSlice *s = ctx->slice_first; s; s = s->next) {
         for (KeelBH *bh = s->head; bh; bh = bh->next) {
-            if (bh_runnable(bh)) {
-                return true;
+            if ((b = bh_state(bh)) == BHS_READY) {
+                return b;
             }
+            st = MAX(st, b);
         }
     }
-    return false;
+    return st;
+}
+
+static bool aio_bhs_ready(KeelAioContext *ctx)
+{
+    return aio_bhs_state(ctx) == BHS_READY;
 }
 
 /* Run the BHs scheduled so far, once each.  Home thread. */
@@ -342,9 +395,11 @@ static bool aio_bh_poll(KeelAioContext *ctx)
         }
         s->head = bh->next;
         /* (E): from here a new schedule pushes the BH again (next pass). */
-        flags = keel_atomic_fetch_and(&bh->flags, ~(unsigned)(BH_PENDING | BH_SCHEDULED));
+        flags = keel_atomic_fetch_and(&bh->flags,
+                                      ~(unsigned)(BH_PENDING | BH_SCHEDULED | BH_IDLE));
         if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
-            progress = true;
+            /* An idle BH is housekeeping, not progress (QEMU). */
+            progress |= !(flags & BH_IDLE);
             bh->cb(bh->opaque);
         }
         if (flags & (BH_DELETED | BH_ONESHOT)) {
@@ -599,10 +654,11 @@ bool aio_context_uses_epoll(KeelAioContext *ctx)
 }
 
 static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
-                            KeelIOHandler *io_write, const KeelAioPollOps *ops,
+                            KeelIOHandler *io_write, const KeelAioPollOps *en_ops,
+                            const KeelAioFdPollOps *fd_ops,
                             void (*notifier_cb)(KeelEventNotifier *e), void *opaque)
 {
-    KeelAioPollFn *io_poll = ops ? ops->poll : NULL;
+    KeelAioPollFn *io_poll = en_ops ? en_ops->poll : fd_ops ? fd_ops->poll : NULL;
     bool home = keel_aio_context_in_home_thread(ctx);
     AioHandler *new_node = NULL, *old = NULL, *to_free = NULL;
     AioHandler **old_pp = NULL;
@@ -615,10 +671,10 @@ static void aio_set_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
         new_node->io_read = io_read;
         new_node->io_write = io_write;
         new_node->io_poll = io_poll;
-        if (io_poll) {
-            new_node->poll_ready = ops->ready;
-            new_node->poll_begin = ops->begin;
-            new_node->poll_end = ops->end;
+        if (io_poll && en_ops) {
+            new_node->en_ops = *en_ops;
+        } else if (io_poll) {
+            new_node->fd_ops = *fd_ops;
         }
         new_node->notifier_cb = notifier_cb;
         new_node->opaque = opaque;
@@ -686,9 +742,18 @@ void keel_aio_set_fd_handler(KeelAioContext *ctx, int fd, KeelIOHandler *io_read
                              KeelIOHandler *io_write, KeelAioPollFn *io_poll,
                              void *opaque)
 {
-    KeelAioPollOps ops = { .poll = io_poll };
+    KeelAioFdPollOps ops = { .poll = io_poll };
 
-    aio_set_handler(ctx, fd, io_read, io_write, &ops, NULL, opaque);
+    aio_set_handler(ctx, fd, io_read, io_write, NULL, &ops, NULL, opaque);
+}
+
+void keel_aio_set_fd_handler_poll(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
+                                  KeelIOHandler *io_write, const KeelAioFdPollOps *ops,
+                                  void *opaque)
+{
+    KeelAioFdPollOps none = { .poll = NULL };
+
+    aio_set_handler(ctx, fd, io_read, io_write, NULL, ops ? ops : &none, NULL, opaque);
 }
 
 void keel_aio_set_event_notifier(KeelAioContext *ctx, KeelEventNotifier *e,
@@ -704,8 +769,10 @@ void keel_aio_set_event_notifier_poll(KeelAioContext *ctx, KeelEventNotifier *e,
                                       void (*cb)(KeelEventNotifier *e),
                                       const KeelAioPollOps *ops)
 {
+    KeelAioPollOps none = { .poll = NULL };
+
     aio_set_handler(ctx, keel_event_notifier_get_fd(e), NULL, NULL,
-                    cb ? ops : NULL, cb, e);
+                    cb && ops ? ops : &none, NULL, cb, e);
 }
 
 static bool handler_deleted(AioHandler *node)
@@ -725,10 +792,32 @@ static void handler_call_read(AioHandler *node)
 /* io_poll said @node has work: its ready companion, else the read side. */
 static void handler_call_polled(AioHandler *node)
 {
-    if (node->poll_ready) {
-        node->poll_ready(node->opaque);
+    if (node->en_ops.ready) {
+        node->en_ops.ready(node->opaque);
+    } else if (node->fd_ops.ready) {
+        node->fd_ops.ready(node->opaque);
     } else {
         handler_call_read(node);
+    }
+}
+
+static bool handler_has_poll_begin(AioHandler *node)
+{
+    return node->en_ops.begin || node->fd_ops.begin;
+}
+
+static void handler_poll_begin_end(AioHandler *node, bool begin)
+{
+    if (node->en_ops.begin || node->en_ops.end) {
+        void (*fn)(KeelEventNotifier *e) = begin ? node->en_ops.begin : node->en_ops.end;
+        if (fn) {
+            fn(node->opaque);
+        }
+    } else {
+        KeelIOHandler *fn = begin ? node->fd_ops.begin : node->fd_ops.end;
+        if (fn) {
+            fn(node->opaque);
+        }
     }
 }
 
@@ -861,13 +950,18 @@ static void poll_events_add(PollEvents *ev, AioHandler *node, int64_t seen_ns)
  * @ev when it is not NULL).  Returns whether it ran. */
 static bool aio_poll_node(AioHandler *node, PollEvents *ev)
 {
-    if (!node->io_poll(node->opaque) || handler_deleted(node)) {
+    /* A callback that runs a nested aio_poll on its own context would
+     * otherwise be called again for the same work (QEMU takes the handler
+     * off its poll list while io_poll_ready runs). */
+    if (node->in_poll_ready || !node->io_poll(node->opaque) || handler_deleted(node)) {
         return false;
     }
     if (ev) {
         poll_events_add(ev, node, 0);
     }
+    node->in_poll_ready = true;
     handler_call_polled(node);
+    node->in_poll_ready = false;
     return true;
 }
 
@@ -921,12 +1015,12 @@ static bool aio_poll_set_started(KeelAioContext *ctx, bool started, bool recheck
         if (handler_deleted(node)) {
             continue;
         }
-        if (started && node->poll_begin && !node->poll_begun) {
+        if (started && handler_has_poll_begin(node) && !node->poll_begun) {
             node->poll_begun = true;
-            node->poll_begin(node->opaque);
+            handler_poll_begin_end(node, true);
         } else if (!started && node->poll_begun) {
             node->poll_begun = false;
-            node->poll_end(node->opaque);
+            handler_poll_begin_end(node, false);
             if (recheck) {
                 progress |= aio_poll_node(node, ev);
             }
@@ -1046,11 +1140,19 @@ void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
  * requested, the nearest timer otherwise (-1: none). */
 static int64_t aio_compute_timeout(KeelAioContext *ctx)
 {
+    BHsState bhs = BHS_NONE;
+    int64_t deadline;
+
     /* (A) sleeper side, after notify_me was raised by the caller. */
-    if (keel_atomic_load_seq_cst(&ctx->notified) || aio_bhs_ready(ctx)) {
+    if (keel_atomic_load_seq_cst(&ctx->notified) ||
+        (bhs = aio_bhs_state(ctx)) == BHS_READY) {
         return 0;
     }
-    return aio_timers_deadline_ns(ctx);
+    deadline = aio_timers_deadline_ns(ctx);
+    if (bhs == BHS_IDLE_ONLY && (deadline < 0 || deadline > BH_IDLE_TIMEOUT_NS)) {
+        deadline = BH_IDLE_TIMEOUT_NS;
+    }
+    return deadline;
 }
 
 bool keel_aio_poll(KeelAioContext *ctx, bool blocking)
@@ -1233,6 +1335,10 @@ static gboolean aio_ctx_prepare(GSource *source, gint *timeout)
         *timeout = 0;
         return TRUE;
     }
+    if (aio_bhs_state(ctx) == BHS_IDLE_ONLY &&
+        (deadline < 0 || deadline > BH_IDLE_TIMEOUT_NS)) {
+        deadline = BH_IDLE_TIMEOUT_NS;      /* check() then runs it */
+    }
     /* A pending wake-up: do not sleep, but it is not work (check decides). */
     *timeout = keel_atomic_load_seq_cst(&ctx->notified) ? 0 : keel_poll_timeout_ms(deadline);
     return FALSE;
@@ -1246,7 +1352,8 @@ static gboolean aio_ctx_check(GSource *source)
     keel_atomic_fetch_and(&ctx->notify_me, ~1u);
     aio_notify_accept(ctx, ctx->notifier_pfd.revents != 0);
     ctx->notifier_pfd.revents = 0;
-    if (aio_bhs_ready(ctx) || ctx->poll_recheck) {
+    /* Idle BHs too: glib slept at most their 10 ms, now run them. */
+    if (aio_bhs_state(ctx) != BHS_NONE || ctx->poll_recheck) {
         return TRUE;
     }
     aio_walkers_enter(ctx);

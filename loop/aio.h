@@ -37,18 +37,33 @@
  *   keel_aio_set_fd_handler / _event_notifier   any thread, also from a handler
  *   keel_aio_poll                               home thread only (asserted)
  *   keel_aio_notify                             any thread, never blocks
- *   keel_aio_bh_new, keel_bh_schedule, keel_bh_cancel, keel_bh_delete,
+ *   keel_aio_bh_new, keel_bh_schedule, keel_bh_schedule_idle,
+ *   keel_bh_cancel, keel_bh_delete,
  *   keel_aio_bh_schedule_oneshot                any thread; lock-free
  *   keel_aio_get_g_source                       any thread; the GMainContext the
  *                                               source is attached to must be
  *                                               iterated by the home thread
  *   keel_aio_context_set_poll_params            any thread (read at the next poll)
  *   keel_aio_set_event_notifier_poll            like keel_aio_set_event_notifier
+ *   keel_aio_set_fd_handler_poll                like keel_aio_set_fd_handler
  *
  * A handler removed from a thread other than the home thread may still be
  * running in the home thread when the call returns (it is never *started*
  * afterwards).  To free a handler's opaque data safely, remove the handler
  * from the home thread (keel_aio_run_in_context_wait() gets you there).
+ *
+ * fork(): only the forking thread exists in the child, so every context,
+ * iothread, thread pool, BH, timer, fd handler, coroutine and block backend
+ * made before the fork belongs to threads that are gone.  The child may:
+ * create new contexts (keel_aio_context_new, then
+ * keel_aio_context_set_home_thread in the thread that runs it), new thread
+ * pools (keel_thread_pool_submit on a new context starts new workers), new
+ * iothreads, coroutines and block backends, and use the clocks, the
+ * features report and KEEL_AVOID.  It must not poll, schedule into, submit
+ * to, wake, unref or free anything from before the fork (leak it; the
+ * parent's copies are untouched), nor use the main loop set up by
+ * keel_main_loop_init in the parent.  Or it calls exec.
+ * (tests/loop-api-test forks with an iothread and a busy pool running.)
  */
 #ifndef KEEL_LOOP_AIO_H
 #define KEEL_LOOP_AIO_H
@@ -57,7 +72,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "compat/event-notifier.h"
+#include "../compat/event-notifier.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelAioContext KeelAioContext;
 typedef void KeelIOHandler(void *opaque);
@@ -121,6 +140,25 @@ void keel_aio_set_event_notifier_poll(KeelAioContext *ctx, KeelEventNotifier *e,
                                       void (*cb)(KeelEventNotifier *e),
                                       const KeelAioPollOps *ops);
 
+/* The same companions for a plain fd handler (QEMU's aio_set_fd_handler with
+ * io_poll, io_poll_ready, io_poll_begin/end): @poll says whether work is
+ * ready without a system call; when it does, @ready runs (NULL: @io_read);
+ * @begin / @end bracket busy-poll mode as above.  All get @opaque and run in
+ * the home thread.  While @ready (or @io_read for polled work) runs, a
+ * nested keel_aio_poll on the same context does not poll this handler. */
+typedef struct KeelAioFdPollOps {
+    KeelAioPollFn *poll;
+    KeelIOHandler *ready;
+    KeelIOHandler *begin;
+    KeelIOHandler *end;
+} KeelAioFdPollOps;
+
+/* keel_aio_set_fd_handler with the companions (@ops may be NULL; copied).
+ * All of io_read, io_write and ops->poll NULL removes the handler. */
+void keel_aio_set_fd_handler_poll(KeelAioContext *ctx, int fd, KeelIOHandler *io_read,
+                                  KeelIOHandler *io_write, const KeelAioFdPollOps *ops,
+                                  void *opaque);
+
 /* Run ready handlers, due BHs and expired timers; see the top of this file. */
 bool keel_aio_poll(KeelAioContext *ctx, bool blocking);
 
@@ -137,6 +175,14 @@ KeelBH *keel_aio_bh_new(KeelAioContext *ctx, KeelBHFunc *cb, void *opaque);
 void keel_bh_schedule(KeelBH *bh);
 void keel_bh_cancel(KeelBH *bh);
 void keel_bh_delete(KeelBH *bh);
+/* Schedule @bh as idle housekeeping (QEMU's qemu_bh_schedule_idle): it runs
+ * the next time the home thread goes round its loop, but no later than
+ * about 10 ms from now: a sleeping keel_aio_poll waits at most that long
+ * for it.  Running it is not progress: keel_aio_poll(ctx, false) that only
+ * ran idle BHs returns false, and a blocking one keeps waiting for real
+ * work afterwards.  A keel_bh_schedule() before it runs makes it a normal
+ * BH again; an idle schedule of a normally scheduled BH is a no-op. */
+void keel_bh_schedule_idle(KeelBH *bh);
 /* Run @cb(@opaque) once in @ctx's home thread. */
 void keel_aio_bh_schedule_oneshot(KeelAioContext *ctx, KeelBHFunc *cb, void *opaque);
 
@@ -156,5 +202,9 @@ GSource *keel_aio_get_g_source(KeelAioContext *ctx);
  * every context but iothreads'). */
 void keel_aio_context_set_poll_params(KeelAioContext *ctx, int64_t max_ns,
                                       int64_t grow, int64_t shrink);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -80,15 +80,24 @@ const char *keel_iothread_id(KeelIOThread *t)
     return t->id;
 }
 
+/* Runs in the iothread after every BH scheduled before the stop (BHs run in
+ * scheduling order), so that work, including coroutines woken from other
+ * threads (a one-shot BH each), is not dropped; as in QEMU's iothread_stop. */
+static void iothread_stop_bh(void *opaque)
+{
+    KeelIOThread *t = opaque;
+
+    keel_atomic_store_seq_cst(&t->stopping, true);
+}
+
 void keel_iothread_stop_join(KeelIOThread *t)
 {
     if (t->joined) {
         return;
     }
-    /* stopping is read after every aio_poll; the notify ends the one
-     * sleeping now (an explicit notify makes a blocking poll return). */
-    keel_atomic_store_seq_cst(&t->stopping, true);
-    keel_aio_notify(t->ctx);
+    /* stopping is read after every aio_poll, and the BH that sets it is
+     * progress, so the poll running it returns. */
+    keel_aio_bh_schedule_oneshot(t->ctx, iothread_stop_bh, t);
     pthread_join(t->thread, NULL);
     t->joined = true;
 }

@@ -17,12 +17,20 @@
  *                                          any thread but the iothread itself
  *   keel_iothread_get_aio_context, keel_iothread_id   any thread
  *   keel_aio_run_in_context_wait           any thread
- * Work scheduled into an iothread after keel_iothread_stop_join() never runs.
+ * keel_iothread_stop_join() queues the stop behind everything already
+ * scheduled into the context: BHs scheduled (and coroutines woken) before
+ * the call all run before the thread exits.  Work scheduled from other
+ * threads after the call starts may or may not run; after it returns it
+ * never runs.
  */
 #ifndef KEEL_LOOP_IOTHREAD_H
 #define KEEL_LOOP_IOTHREAD_H
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct KeelIOThread KeelIOThread;
 
@@ -35,12 +43,16 @@ typedef struct KeelIOThread KeelIOThread;
 KeelIOThread *keel_iothread_new(const char *id);
 KeelAioContext *keel_iothread_get_aio_context(KeelIOThread *t);
 const char *keel_iothread_id(KeelIOThread *t);
-/* Stops the loop after the callback running now and joins the thread.
- * Idempotent. */
+/* Stops the loop once the BHs scheduled before this call have run, and joins
+ * the thread.  Idempotent. */
 void keel_iothread_stop_join(KeelIOThread *t);
 /* Stops (if needed) and frees the thread and its context. */
 void keel_iothread_free(KeelIOThread *t);
 
 void keel_aio_run_in_context_wait(KeelAioContext *ctx, void (*fn)(void *), void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

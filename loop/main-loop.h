@@ -30,7 +30,11 @@
 
 #include <stdbool.h>
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* Creates the main AioContext (home: the caller), attaches it to the default
  * GMainContext and opens the signal fd.  Returns 0 or -errno.  A second call
@@ -57,5 +61,9 @@ bool keel_global_mutex_held(void);
  * 2.6.27 — falling back to poll when the kernel refuses epoll).  The event notifier, signal fd and poll seams it
  * builds on are compat's (keel_compat_features_register()). */
 void keel_loop_features_register(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

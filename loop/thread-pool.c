@@ -220,7 +220,9 @@ static void completion_bh_cb(void *opaque)
         if (pool->ready.head) {
             keel_bh_schedule(pool->completion_bh);
         }
-        req->cb(req->opaque, req->ret);
+        if (req->cb) {
+            req->cb(req->opaque, req->ret);
+        }
         g_free(req);
         keel_atomic_fetch_sub(&pool->in_flight, 1);
     }

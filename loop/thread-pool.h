@@ -3,7 +3,8 @@
  * calls.
  *
  * keel_thread_pool_submit() queues @fn(@arg) for a worker; when it returns,
- * @cb(@opaque, ret) runs in the home thread of @ctx by a bottom half.  The
+ * @cb(@opaque, ret) runs in the home thread of @ctx by a bottom half (@cb may
+ * be NULL: fire and forget, as QEMU's thread_pool_submit).  The
  * pool is created on first use; workers are started on demand up to the
  * maximum (default 64), an idle worker exits after 10 s unless that would
  * leave fewer than the minimum (default 0).  Workers block every async
@@ -28,7 +29,11 @@
 #ifndef KEEL_LOOP_THREAD_POOL_H
 #define KEEL_LOOP_THREAD_POOL_H
 
-#include "loop/aio.h"
+#include "aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef int KeelThreadPoolFunc(void *opaque);
 typedef void KeelThreadPoolCompletion(void *opaque, int ret);
@@ -41,5 +46,9 @@ void keel_thread_pool_cancel(KeelThreadPoolReq *req);
 /* 0 <= min <= max, max >= 1 (out-of-range values are clamped).  Starts
  * workers up to @min_workers; workers above @max_workers exit when idle. */
 void keel_thread_pool_set_limits(KeelAioContext *ctx, int min_workers, int max_workers);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,15 +10,8 @@
 #include "compat/osdep.h"
 
 #include <assert.h>
+#include <string.h>
 
-struct KeelTimer {
-    KeelAioContext *ctx;
-    KeelClockType type;
-    KeelTimerCb *cb;
-    void *opaque;
-    int64_t expire_ns;              /* -1: not pending; under the list lock */
-    KeelTimer *next;                /* under the list lock */
-};
 
 /* ---- the virtual clock: monotonic minus the time spent paused ---- */
 
@@ -33,6 +26,9 @@ int64_t keel_clock_get_ns(KeelClockType type)
 
     if (type == KEEL_CLOCK_REALTIME) {
         return keel_monotonic_ns();
+    }
+    if (type == KEEL_CLOCK_HOST) {
+        return keel_realtime_ns();
     }
     assert(type == KEEL_CLOCK_VIRTUAL);
     pthread_mutex_lock(&vclock_lock);
@@ -179,21 +175,30 @@ bool aio_timers_run(KeelAioContext *ctx)
     return progress;
 }
 
-KeelTimer *keel_aio_timer_new_ns(KeelAioContext *ctx, KeelClockType type,
-                                 KeelTimerCb *cb, void *opaque)
+void keel_timer_init(KeelTimer *t, KeelAioContext *ctx, KeelClockType type,
+                     KeelTimerCb *cb, void *opaque)
 {
-    KeelTimer *t = g_new0(KeelTimer, 1);
-
     assert(type >= 0 && type < KEEL_CLOCK__MAX);
+    memset(t, 0, sizeof(*t));
     t->ctx = ctx;
     t->type = type;
     t->cb = cb;
     t->opaque = opaque;
     t->expire_ns = -1;
+}
+
+KeelTimer *keel_aio_timer_new_ns(KeelAioContext *ctx, KeelClockType type,
+                                 KeelTimerCb *cb, void *opaque)
+{
+    KeelTimer *t = g_new0(KeelTimer, 1);
+
+    keel_timer_init(t, ctx, type, cb, opaque);
     return t;
 }
 
-void keel_timer_mod_ns(KeelTimer *t, int64_t expire_ns)
+/* Arm at @expire_ns; with @anticipate, only if that is sooner than the
+ * pending deadline (or none is pending). */
+static void timer_mod(KeelTimer *t, int64_t expire_ns, bool anticipate)
 {
     TimerList *tl = &t->ctx->timers[t->type];
     KeelTimer **pp;
@@ -203,6 +208,10 @@ void keel_timer_mod_ns(KeelTimer *t, int64_t expire_ns)
         expire_ns = 0;          /* -1 means "not pending" */
     }
     pthread_mutex_lock(&tl->lock);
+    if (anticipate && t->expire_ns >= 0 && t->expire_ns <= expire_ns) {
+        pthread_mutex_unlock(&tl->lock);
+        return;
+    }
     if (t->expire_ns >= 0) {
         timer_list_unlink(tl, t);
     }
@@ -219,6 +228,21 @@ void keel_timer_mod_ns(KeelTimer *t, int64_t expire_ns)
         /* The context may be sleeping with a later deadline. */
         aio_notify_internal(t->ctx);
     }
+}
+
+void keel_timer_mod_ns(KeelTimer *t, int64_t expire_ns)
+{
+    timer_mod(t, expire_ns, false);
+}
+
+void keel_timer_mod_anticipate_ns(KeelTimer *t, int64_t expire_ns)
+{
+    timer_mod(t, expire_ns, true);
+}
+
+void keel_timer_deinit(KeelTimer *t)
+{
+    keel_timer_del(t);
 }
 
 void keel_timer_del(KeelTimer *t)

@@ -18,6 +18,7 @@
 #include "vmm/virtio-blk.h"
 #include "compat/avoid.h"
 #include "compat/features.h"
+#include "block/features-all.h"
 #include "loop/main-loop.h"
 
 #include <glib.h>
@@ -76,12 +77,14 @@ static void on_signal(int signo, void *opaque)
     vm_request_stop(vm, VM_STOP_SIGNAL, 0);
 }
 
+/* The same header and library lines as keel-features and keel-img
+ * --features, then the VMM's own. */
 static void print_features(void)
 {
-    keel_compat_features_register();
-    keel_loop_features_register();
+    keel_all_features_register();
     kvm_features_register();
     vmm_block_features_register();      /* block engine, virtio interrupts */
+    printf("keel %s\n", PACKAGE_VERSION);
     keel_features_print(stdout);
 }
 
