@@ -20,22 +20,11 @@
 
 /* ---- little helpers ---------------------------------------------------- */
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
 
 static void put64(uint8_t *p, uint64_t v)
 {
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
+    fw_put32(p, (uint32_t)v);
+    fw_put32(p + 4, (uint32_t)(v >> 32));
 }
 
 uint8_t acpi_checksum(const uint8_t *p, size_t len)
@@ -56,14 +45,14 @@ uint8_t acpi_checksum(const uint8_t *p, size_t len)
 static void table_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
 {
     memcpy(t, sig, 4);
-    put32(t + 4, len);
+    fw_put32(t + 4, len);
     t[8] = rev;
     t[9] = 0;
     memcpy(t + 10, ACPI_OEM_ID, 6);
     memcpy(t + 16, ACPI_OEM_TABLE_ID, 8);
-    put32(t + 24, 1);                   /* OEM revision */
+    fw_put32(t + 24, 1);                   /* OEM revision */
     memcpy(t + 28, "KEEL", 4);          /* creator ID */
-    put32(t + 32, 1);                   /* creator revision */
+    fw_put32(t + 32, 1);                   /* creator revision */
 }
 
 static void table_finish(uint8_t *t, uint32_t len)
@@ -123,11 +112,11 @@ static void aml_int(GByteArray *a, uint64_t v)
         aml_byte(a, (uint8_t)v);
     } else if (v <= 0xffff) {
         aml_byte(a, AML_WORD);
-        put16(b, (uint16_t)v);
+        fw_put16(b, (uint16_t)v);
         g_byte_array_append(a, b, 2);
     } else {
         aml_byte(a, AML_DWORD);
-        put32(b, (uint32_t)v);
+        fw_put32(b, (uint32_t)v);
         g_byte_array_append(a, b, 4);
     }
 }
@@ -240,8 +229,8 @@ static void res_io(GByteArray *r, uint16_t base, uint8_t align, uint8_t len)
 {
     uint8_t d[8] = { 0x47, 0x01 };
 
-    put16(d + 2, base);
-    put16(d + 4, base);
+    fw_put16(d + 2, base);
+    fw_put16(d + 4, base);
     d[6] = align;
     d[7] = len;
     g_byte_array_append(r, d, sizeof(d));
@@ -252,7 +241,7 @@ static void res_irq(GByteArray *r, unsigned irq)
 {
     uint8_t d[3] = { 0x22 };
 
-    put16(d + 1, (uint16_t)(1u << irq));
+    fw_put16(d + 1, (uint16_t)(1u << irq));
     g_byte_array_append(r, d, sizeof(d));
 }
 
@@ -262,11 +251,11 @@ static void res_word_space(GByteArray *r, uint8_t type, uint8_t type_flags, uint
 {
     uint8_t d[16] = { 0x88, 13, 0, type, 0x0C /* MinFixed, MaxFixed */, type_flags };
 
-    put16(d + 6, 0);                            /* granularity */
-    put16(d + 8, min);
-    put16(d + 10, max);
-    put16(d + 12, 0);                           /* translation */
-    put16(d + 14, (uint16_t)(max - min + 1));   /* length */
+    fw_put16(d + 6, 0);                            /* granularity */
+    fw_put16(d + 8, min);
+    fw_put16(d + 10, max);
+    fw_put16(d + 12, 0);                           /* translation */
+    fw_put16(d + 14, (uint16_t)(max - min + 1));   /* length */
     g_byte_array_append(r, d, sizeof(d));
 }
 
@@ -276,11 +265,11 @@ static void res_dword_memory(GByteArray *r, uint32_t min, uint32_t max)
 {
     uint8_t d[26] = { 0x87, 23, 0, 0 /* memory */, 0x0C, 0x01 /* ReadWrite */ };
 
-    put32(d + 6, 0);
-    put32(d + 10, min);
-    put32(d + 14, max);
-    put32(d + 18, 0);
-    put32(d + 22, max - min + 1);
+    fw_put32(d + 6, 0);
+    fw_put32(d + 10, min);
+    fw_put32(d + 14, max);
+    fw_put32(d + 18, 0);
+    fw_put32(d + 22, max - min + 1);
     g_byte_array_append(r, d, sizeof(d));
 }
 
@@ -392,33 +381,33 @@ static void build_madt(uint8_t *t, const CpuTopology *topo)
 
     memset(t, 0, len);
     table_header(t, "APIC", len, 1);
-    put32(t + 36, LAPIC_ADDR);
-    put32(t + 40, 1);                   /* PCAT_COMPAT: there are 8259s */
+    fw_put32(t + 36, LAPIC_ADDR);
+    fw_put32(t + 40, 1);                   /* PCAT_COMPAT: there are 8259s */
     for (unsigned i = 0; i < topo->max_cpus; i++, e += 8) {
         e[0] = 0;                       /* Processor Local APIC */
         e[1] = 8;
         e[2] = (uint8_t)i;              /* ACPI processor UID */
         e[3] = (uint8_t)topo_apic_id(topo, i);
-        put32(e + 4, i < topo->cpus ? 1 : 0);      /* enabled */
+        fw_put32(e + 4, i < topo->cpus ? 1 : 0);      /* enabled */
     }
     e[0] = 1;                           /* I/O APIC */
     e[1] = 12;
     e[2] = 0;                           /* its ID, as QEMU's ACPI gives it */
-    put32(e + 4, IOAPIC_ADDR);
-    put32(e + 8, 0);                    /* GSI base */
+    fw_put32(e + 4, IOAPIC_ADDR);
+    fw_put32(e + 8, 0);                    /* GSI base */
     e += 12;
     for (size_t i = 0; i < G_N_ELEMENTS(iso); i++, e += 10) {
         e[0] = 2;                       /* Interrupt Source Override */
         e[1] = 10;
         e[2] = 0;                       /* ISA */
         e[3] = iso[i].irq;
-        put32(e + 4, iso[i].gsi);
-        put16(e + 8, iso[i].flags);
+        fw_put32(e + 4, iso[i].gsi);
+        fw_put16(e + 8, iso[i].flags);
     }
     e[0] = 4;                           /* Local APIC NMI */
     e[1] = 6;
     e[2] = 0xff;                        /* all processors */
-    put16(e + 3, 0);                    /* conforming */
+    fw_put16(e + 3, 0);                    /* conforming */
     e[5] = 1;                           /* LINT1 */
     table_finish(t, len);
 }
@@ -430,23 +419,23 @@ static void build_fadt(uint8_t *t, uint32_t facs, uint32_t dsdt)
 
     memset(t, 0, FADT_LEN);
     table_header(t, "FACP", FADT_LEN, 3);
-    put32(t + 36, facs);                /* FIRMWARE_CTRL */
-    put32(t + 40, dsdt);
+    fw_put32(t + 36, facs);                /* FIRMWARE_CTRL */
+    fw_put32(t + 40, dsdt);
     t[45] = 0;                          /* preferred PM profile: unspecified */
-    put16(t + 46, ACPI_SCI_IRQ);
-    put32(t + 48, 0);                   /* SMI_CMD 0: always in ACPI mode */
-    put32(t + 56, pm1_evt);             /* PM1a_EVT_BLK */
-    put32(t + 64, pm1_cnt);             /* PM1a_CNT_BLK */
-    put32(t + 76, pm_tmr);              /* PM_TMR_BLK */
+    fw_put16(t + 46, ACPI_SCI_IRQ);
+    fw_put32(t + 48, 0);                   /* SMI_CMD 0: always in ACPI mode */
+    fw_put32(t + 56, pm1_evt);             /* PM1a_EVT_BLK */
+    fw_put32(t + 64, pm1_cnt);             /* PM1a_CNT_BLK */
+    fw_put32(t + 76, pm_tmr);              /* PM_TMR_BLK */
     t[88] = ACPI_PM1_EVT_LEN;
     t[89] = ACPI_PM1_CNT_LEN;
     t[91] = ACPI_PM_TMR_LEN;
-    put16(t + 96, 101);                 /* P_LVL2_LAT > 100: no C2 */
-    put16(t + 98, 1001);                /* P_LVL3_LAT > 1000: no C3 */
+    fw_put16(t + 96, 101);                 /* P_LVL2_LAT > 100: no C2 */
+    fw_put16(t + 98, 1001);                /* P_LVL3_LAT > 1000: no C3 */
     t[108] = 0x32;                      /* CENTURY: the CMOS century byte rtc.c keeps */
-    put16(t + 109, 1u << 1);            /* IAPC_BOOT_ARCH: an 8042 */
+    fw_put16(t + 109, 1u << 1);            /* IAPC_BOOT_ARCH: an 8042 */
     /* Flags: WBINVD, PROC_C1, no fixed power/sleep buttons, RESET_REG_SUP. */
-    put32(t + 112, (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10));
+    fw_put32(t + 112, (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10));
     put_gas_io(t + 116, 0xcf9, 8, 1);   /* RESET_REG */
     t[128] = 0x06;                      /* RESET_VALUE: full reset, as on PIIX/ICH */
     put64(t + 132, facs);               /* X_FIRMWARE_CTRL */
@@ -461,7 +450,7 @@ static void build_facs(uint8_t *t)
 {
     memset(t, 0, FACS_LEN);
     memcpy(t, "FACS", 4);
-    put32(t + 4, FACS_LEN);
+    fw_put32(t + 4, FACS_LEN);
     t[32] = 1;                          /* version (ACPI 2.0+) */
 }
 
@@ -476,7 +465,7 @@ static uint32_t build_sdt(uint8_t *t, bool xsdt, const uint64_t *addrs, int n)
         if (xsdt) {
             put64(t + ACPI_HEADER_LEN + 8 * i, addrs[i]);
         } else {
-            put32(t + ACPI_HEADER_LEN + 4 * i, (uint32_t)addrs[i]);
+            fw_put32(t + ACPI_HEADER_LEN + 4 * i, (uint32_t)addrs[i]);
         }
     }
     table_finish(t, len);
@@ -489,8 +478,8 @@ static void build_rsdp(uint8_t *t, uint32_t rsdt, uint64_t xsdt)
     memcpy(t, "RSD PTR ", 8);
     memcpy(t + 9, ACPI_OEM_ID, 6);
     t[15] = 2;                          /* ACPI 2.0+: has the XSDT */
-    put32(t + 16, rsdt);
-    put32(t + 20, RSDP_LEN);
+    fw_put32(t + 16, rsdt);
+    fw_put32(t + 20, RSDP_LEN);
     put64(t + 24, xsdt);
     t[8] = (uint8_t)(0x100 - acpi_checksum(t, 20));
     t[32] = (uint8_t)(0x100 - acpi_checksum(t, RSDP_LEN));
@@ -601,10 +590,10 @@ static uint32_t acpi_pm_timer(AcpiPm *pm)
 static void acpi_pm_regs(AcpiPm *pm, uint8_t regs[ACPI_PM_LEN])
 {
     memset(regs, 0, ACPI_PM_LEN);
-    put16(regs + 0, pm->pm1_sts);
-    put16(regs + 2, pm->pm1_en);
-    put16(regs + 4, pm->pm1_cnt | PM1_CNT_SCI_EN);
-    put32(regs + 8, acpi_pm_timer(pm));
+    fw_put16(regs + 0, pm->pm1_sts);
+    fw_put16(regs + 2, pm->pm1_en);
+    fw_put16(regs + 4, pm->pm1_cnt | PM1_CNT_SCI_EN);
+    fw_put32(regs + 8, acpi_pm_timer(pm));
 }
 
 static uint64_t acpi_pm_read(void *opaque, uint64_t offset, unsigned size)

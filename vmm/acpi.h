@@ -79,6 +79,19 @@ size_t acpi_build_tables(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopolo
 size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *topo,
                      uint32_t cpu_signature, uint32_t cpu_features);
 
+/* Little-endian stores for the table builders (acpi.c, mptable.c). */
+static inline void fw_put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void fw_put32(uint8_t *p, uint32_t v)
+{
+    fw_put16(p, (uint16_t)v);
+    fw_put16(p + 2, (uint16_t)(v >> 16));
+}
+
 /* Sum of @len bytes, mod 256 (a valid table sums to 0). */
 uint8_t acpi_checksum(const uint8_t *p, size_t len);
 

@@ -25,17 +25,6 @@ enum { MP_INT = 0, MP_NMI = 1, MP_EXTINT = 3 };
 #define MP_BUS_PCI 0
 #define MP_BUS_ISA 1
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
 
 /* An 8-byte interrupt entry (I/O or local). */
 static uint8_t *mp_intr(uint8_t *e, uint8_t type, uint8_t kind, uint16_t flags, uint8_t bus,
@@ -43,7 +32,7 @@ static uint8_t *mp_intr(uint8_t *e, uint8_t type, uint8_t kind, uint16_t flags, 
 {
     e[0] = type;
     e[1] = kind;
-    put16(e + 2, flags);
+    fw_put16(e + 2, flags);
     e[4] = bus;
     e[5] = irq;
     e[6] = dst_id;
@@ -75,7 +64,7 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
     t[6] = MP_SPEC_REV;
     memcpy(t + 8, "KEEL    ", 8);        /* OEM ID */
     memcpy(t + 16, "KEEL-VMM    ", 12);  /* product ID */
-    put32(t + 36, LAPIC_ADDR);
+    fw_put32(t + 36, LAPIC_ADDR);
     e = t + 44;
 
     for (unsigned i = 0; i < topo->cpus; i++, entries++) {
@@ -83,8 +72,8 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
         e[1] = (uint8_t)topo_apic_id(topo, i);
         e[2] = MP_LAPIC_VERSION;
         e[3] = 0x01 | (i == 0 ? 0x02 : 0);  /* enabled; CPU 0 is the bootstrap CPU */
-        put32(e + 4, cpu_signature);
-        put32(e + 8, cpu_features);
+        fw_put32(e + 4, cpu_signature);
+        fw_put32(e + 8, cpu_features);
         e += 20;
     }
     e[0] = MP_BUS;
@@ -99,7 +88,7 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
     e[1] = ioapic_id;
     e[2] = MP_IOAPIC_VERSION;
     e[3] = 0x01;                        /* usable */
-    put32(e + 4, IOAPIC_ADDR);
+    fw_put32(e + 4, IOAPIC_ADDR);
     e += 8;
     entries += 3;
 
@@ -124,14 +113,14 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
     e = mp_intr(e, MP_LINTR, MP_NMI, 0, MP_BUS_ISA, 0, 0xff, 1);
     entries += 2;
 
-    put16(t + 4, (uint16_t)(e - t));    /* base table length */
-    put16(t + 34, entries);
+    fw_put16(t + 4, (uint16_t)(e - t));    /* base table length */
+    fw_put16(t + 34, entries);
     t[7] = (uint8_t)(0x100 - acpi_checksum(t, (size_t)(e - t)));
 
     /* The floating pointer: "_MP_", table address, 1 paragraph, rev 1.4,
      * feature bytes 0 (a table is present; virtual-wire mode). */
     memcpy(fp, "_MP_", 4);
-    put32(fp + 4, (uint32_t)(gpa + 16));
+    fw_put32(fp + 4, (uint32_t)(gpa + 16));
     fp[8] = 1;
     fp[9] = MP_SPEC_REV;
     fp[10] = (uint8_t)(0x100 - acpi_checksum(fp, 16));
