@@ -37,7 +37,8 @@ bad "-frobnicate" -frobnicate -kernel "$tmp/junk"
 bad "-kernel" -kernel
 bad "-kernel: required" -m 64
 bad "-m 12Q" -kernel "$tmp/junk" -m 12Q
-bad "-smp 4" -kernel "$tmp/junk" -smp 4
+bad "-smp 4,sockets=3" -kernel "$tmp/junk" -smp 4,sockets=3
+bad "no TCG" -kernel "$tmp/junk" -accel tcg
 bad "aio=posix" -kernel "$tmp/junk" -drive file=x,aio=posix
 bad "cache=often" -kernel "$tmp/junk" -drive file=x,cache=often
 bad "iothread=io7" -kernel "$tmp/junk" -drive file=x,iothread=io7
@@ -45,7 +46,7 @@ bad "-object" -kernel "$tmp/junk" -object memory-backend-ram,id=r
 bad "-device e1000" -kernel "$tmp/junk" -device e1000
 bad "-serial vc" -kernel "$tmp/junk" -serial vc
 # Every problem of a command line in one run, one line each, in order.
-"$vmm" -frobnicate -m 12Q -drive file=x,colour=red,aio=posix -smp 4 -serial vc \
+"$vmm" -frobnicate -m 12Q -drive file=x,colour=red,aio=posix -smp 4,sockets=3 -serial vc \
     >"$tmp/out" 2>"$tmp/err" </dev/null
 rc=$?
 sed 's/^/# /' "$tmp/err"

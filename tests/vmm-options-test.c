@@ -41,6 +41,107 @@ static void bad(const char *const *args, const char *needle, const char *what)
     }
 }
 
+/* -smp with QEMU's derivation rules: @arg → cpus/maxcpus/sockets/cores/threads. */
+static void smp_ok(const char *arg, unsigned cpus, unsigned maxcpus, unsigned sockets,
+                   unsigned cores, unsigned threads)
+{
+    VmmOptions o;
+    int r = parse(&o, ARGS("-kernel", kernel_path, "-smp", arg));
+
+    KEEL_OK(r == 0 && o.smp.cpus == cpus && o.smp.max_cpus == maxcpus &&
+            o.smp.sockets == sockets && o.smp.cores == cores && o.smp.threads == threads,
+            "-smp %s → cpus=%u maxcpus=%u sockets=%u cores=%u threads=%u (got %s %u %u %u %u %u)",
+            arg, cpus, maxcpus, sockets, cores, threads, r ? err : "", o.smp.cpus,
+            o.smp.max_cpus, o.smp.sockets, o.smp.cores, o.smp.threads);
+    if (r == 0) {
+        vmm_options_free(&o);
+    }
+}
+
+static void test_smp(void)
+{
+    /* The cases of QEMU's tests/unit/test-smp-parse.c that x86 shares
+     * (cores preferred over sockets, since QEMU 6.2). */
+    smp_ok("1", 1, 1, 1, 1, 1);
+    smp_ok("2", 2, 2, 1, 2, 1);
+    smp_ok("cpus=4", 4, 4, 1, 4, 1);
+    smp_ok("64", 64, 64, 1, 64, 1);
+    smp_ok("128", 128, 128, 1, 128, 1);
+    smp_ok("sockets=2", 2, 2, 2, 1, 1);
+    smp_ok("cores=4", 4, 4, 1, 4, 1);
+    smp_ok("threads=2", 2, 2, 1, 1, 2);
+    smp_ok("sockets=2,cores=3,threads=2", 12, 12, 2, 3, 2);
+    smp_ok("8,sockets=2", 8, 8, 2, 4, 1);
+    smp_ok("8,cores=2", 8, 8, 4, 2, 1);
+    smp_ok("8,threads=2", 8, 8, 1, 4, 2);
+    smp_ok("8,sockets=2,cores=2", 8, 8, 2, 2, 2);
+    smp_ok("4,maxcpus=8", 4, 8, 1, 8, 1);
+    smp_ok("maxcpus=8", 8, 8, 1, 8, 1);
+    smp_ok("2,maxcpus=4,sockets=2,cores=2,threads=1", 2, 4, 2, 2, 1);
+    smp_ok("4,sockets=2,cores=2,threads=1,dies=1", 4, 4, 2, 2, 1);
+
+    bad(ARGS("-kernel", kernel_path, "-smp", "4,sockets=3"), "product of the hierarchy",
+        "-smp 4,sockets=3: product does not match");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2,sockets=4"), "sockets (4) * cores (0)",
+        "-smp 2,sockets=4 derives 0 cores");
+    bad(ARGS("-kernel", kernel_path, "-smp", "8,maxcpus=4"), "maxcpus must be equal to or greater",
+        "-smp maxcpus < cpus");
+    bad(ARGS("-kernel", kernel_path, "-smp", "0"), "greater than zero", "-smp 0");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2,cores=0"), "greater than zero", "-smp cores=0");
+    bad(ARGS("-kernel", kernel_path, "-smp", "129"), "max CPUs supported by keel-vmm is 128",
+        "-smp 129");
+    bad(ARGS("-kernel", kernel_path, "-smp", "two"), "cpus=two", "-smp two");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2,-1"), "-smp 2,-1", "-smp with a junk element");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2,sockets=x"), "sockets=x", "-smp sockets=x");
+    bad(ARGS("-kernel", kernel_path, "-smp", "2,colour=2"), "'colour'", "-smp unknown key");
+    bad(ARGS("-kernel", kernel_path, "-smp", "4,dies=2"), "dies=2", "-smp dies=2");
+    /* 125 CPUs, but 5 threads and 5 cores take 3 APIC ID bits each: socket 4
+     * starts at APIC ID 256. */
+    bad(ARGS("-kernel", kernel_path, "-smp", "sockets=5,cores=5,threads=5"), "APIC ID",
+        "-smp topology beyond 8-bit APIC IDs");
+}
+
+static void test_cpu_accel(void)
+{
+    VmmOptions o;
+
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-accel", "kvm", "-cpu", "host",
+                           "-smp", "2")), 0, "-accel kvm -cpu host -smp 2 (%s)", err);
+    KEEL_OK(o.cpu_model && !strcmp(o.cpu_model, "host") && o.smp.cpus == 2, "-cpu host kept");
+    vmm_options_free(&o);
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-cpu", "max", "-accel",
+                           "kvm,kernel-irqchip=on", "-machine", "pc,accel=kvm:tcg")), 0,
+            "-cpu max, -accel kvm,kernel-irqchip=on, -machine accel=kvm:tcg (%s)", err);
+    vmm_options_free(&o);
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-accel", "accel=kvm")), 0,
+            "-accel accel=kvm (%s)", err);
+    vmm_options_free(&o);
+    bad(ARGS("-kernel", kernel_path, "-accel", "tcg"), "no TCG", "-accel tcg refused");
+    bad(ARGS("-kernel", kernel_path, "-machine", "accel=tcg"), "-machine accel=tcg: keel-vmm has no TCG",
+        "-machine accel=tcg refused");
+    bad(ARGS("-kernel", kernel_path, "-machine", "q35,accel=tcg:kvm"), "no TCG",
+        "-machine accel=tcg:kvm refused (QEMU would pick tcg)");
+    bad(ARGS("-kernel", kernel_path, "-accel", "hvf"), "unknown accelerator 'hvf'", "-accel hvf");
+    bad(ARGS("-kernel", kernel_path, "-accel", "kvm,kernel-irqchip=split"), "kernel-irqchip=split",
+        "-accel kernel-irqchip=split");
+    bad(ARGS("-kernel", kernel_path, "-accel", "kvm,dirty-ring-size=4096"), "'dirty-ring-size'",
+        "-accel unknown property");
+    bad(ARGS("-kernel", kernel_path, "-cpu", "qemu64"), "unsupported CPU model 'qemu64'",
+        "-cpu qemu64");
+    bad(ARGS("-kernel", kernel_path, "-cpu", "host,+avx512f"), "'+avx512f'",
+        "-cpu host,+feature");
+    {
+        int r = parse(&o, ARGS("-kernel", kernel_path, "-accel", "tcg", "-cpu", "EPYC", "-smp", "3,sockets=2"));
+        char **lines = r < 0 ? g_strsplit(err, "\n", -1) : NULL;
+
+        KEEL_OK(r < 0 && g_strv_length(lines) == 3 && strstr(lines[0], "-accel tcg") &&
+                strstr(lines[1], "EPYC") && strstr(lines[2], "-smp 3,sockets=2"),
+                "-accel, -cpu and -smp problems all named in one run (got '%s')",
+                r < 0 ? err : "success");
+        g_strfreev(lines);
+    }
+}
+
 int main(void)
 {
     VmmOptions o;
@@ -54,7 +155,9 @@ int main(void)
     /* Defaults. */
     KEEL_IS(parse(&o, ARGS("-kernel", kernel_path)), 0, "minimal command line parses");
     KEEL_IS(o.ram_size, 128ull << 20, "default RAM is 128 MiB");
-    KEEL_IS(o.smp, 1, "one vCPU");
+    KEEL_OK(o.smp.cpus == 1 && o.smp.max_cpus == 1 && o.smp.sockets == 1 && o.smp.cores == 1 &&
+            o.smp.threads == 1, "one vCPU");
+    KEEL_OK(o.cpu_model == NULL, "no -cpu");
     KEEL_OK(o.serial_stdio, "serial on stdio by default");
     KEEL_IS(o.nr_drives, 0, "no drives");
     vmm_options_free(&o);
@@ -159,8 +262,8 @@ int main(void)
     bad(ARGS("-kernel", kernel_path, "-m", "lots"), "-m lots", "-m junk");
     bad(ARGS("-kernel", kernel_path, "-m", "1"), "-m 1", "-m too small");
     bad(ARGS("-kernel", kernel_path, "-m", "4096G"), "-m 4096G", "-m too large");
-    bad(ARGS("-kernel", kernel_path, "-smp", "2"), "-smp 2", "-smp 2");
-    bad(ARGS("-kernel", kernel_path, "-smp", "cpus=4"), "only 1 vCPU", "-smp cpus=4");
+    test_smp();
+    test_cpu_accel();
     bad(ARGS("-kernel", kernel_path, "-drive", "format=raw"), "file= is required", "-drive no file");
     bad(ARGS("-kernel", kernel_path, "-drive", "file=x,format=qcow2"), "format=qcow2",
         "-drive format=qcow2");
@@ -199,14 +302,14 @@ int main(void)
      * key is not also "not used"; the refused backend not "missing"). */
     {
         int r = parse(&o, ARGS("-bogus", "-kernel", kernel_path, "-drive",
-                               "file=x,if=none,id=d0,colour=red,aio=posix", "-smp", "3",
+                               "file=x,if=none,id=d0,colour=red,aio=posix", "-smp", "3,cores=2",
                                "-object", "memory-backend-ram,id=m0,prealloc=on",
                                "-machine", "memory-backend=m0", "stray"));
         char **lines = r < 0 ? g_strsplit(err, "\n", -1) : NULL;
 
         KEEL_OK(r < 0 && g_strv_length(lines) == 6 && strstr(lines[0], "-bogus") &&
                 strstr(lines[1], "'colour'") && strstr(lines[2], "aio=posix") &&
-                strstr(lines[3], "-smp 3") && strstr(lines[4], "'prealloc'") &&
+                strstr(lines[3], "-smp 3,cores=2") && strstr(lines[4], "'prealloc'") &&
                 strstr(lines[5], "stray"),
                 "six problems named in one run, in order (got '%s')", r < 0 ? err : "success");
         g_strfreev(lines);

@@ -1,8 +1,9 @@
 /*
  * The guest's CPUID: what KVM_GET_SUPPORTED_CPUID offers (host features KVM
  * can virtualise, plus KVM's own paravirtual leaves at 0x40000000, which
- * give Linux kvmclock and so its TSC frequency), adjusted for a one-vCPU
- * machine and for host quirks.  Each quirk is documented where applied.
+ * give Linux kvmclock and so its TSC frequency), with the topology leaves
+ * rewritten to match -smp (cpuid_apply_topology, pure so it is unit-tested
+ * without KVM) and adjusted for host quirks, each documented where applied.
  */
 #include "config.h"
 
@@ -39,56 +40,193 @@ static struct kvm_cpuid2 *get_supported_cpuid(int kvm_fd)
     }
 }
 
-int vcpu_setup_cpuid(Vcpu *vcpu)
-{
-    Vm *vm = vcpu->vm;
-    struct kvm_cpuid2 *c = get_supported_cpuid(vm->kvm_fd);
-    uint32_t apic_id = (uint32_t)vcpu->id;
+#define CPUID_SIG_AMD_EBX       0x68747541u     /* "Auth" (AuthenticAMD) */
+#define CPUID_SIG_HYGON_EBX     0x6f677948u     /* "Hygo" (HygonGenuine) */
+#define CPUID_80000001_ECX_CMP_LEGACY (1u << 1)
 
-    if (!c) {
-        fprintf(stderr, "keel-vmm: KVM_GET_SUPPORTED_CPUID: %s\n", strerror(errno));
+static struct kvm_cpuid_entry2 *find_entry(struct kvm_cpuid_entry2 *e, int n, uint32_t fn,
+                                           uint32_t index)
+{
+    for (int i = 0; i < n; i++) {
+        if (e[i].function == fn && e[i].index == index) {
+            return &e[i];
+        }
+    }
+    return NULL;
+}
+
+/* Replaces every sub-leaf of leaf @fn (0xB or 0x1F) with SMT, core and the
+ * terminating invalid level, for @t and @apic_id.  Returns the new count,
+ * or -1 if @max is too small. */
+static int put_extended_topology(struct kvm_cpuid_entry2 *e, int n, int max, uint32_t fn,
+                                 const CpuTopology *t, uint32_t apic_id)
+{
+    int w = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (e[i].function != fn) {
+            e[w++] = e[i];
+        }
+    }
+    if (w + 3 > max) {
         return -1;
     }
-    for (uint32_t i = 0; i < c->nent; i++) {
-        struct kvm_cpuid_entry2 *e = &c->entries[i];
+    for (uint32_t level = 0; level < 3; level++) {
+        struct kvm_cpuid_entry2 *x = &e[w++];
 
-        switch (e->function) {
+        memset(x, 0, sizeof(*x));
+        x->function = fn;
+        x->index = level;
+        x->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+        x->edx = apic_id;
+        x->ecx = level;
+        if (level == 0) {           /* SMT: threads per core */
+            x->eax = topo_core_shift(t);
+            x->ebx = t->threads;
+            x->ecx |= 1u << 8;
+        } else if (level == 1) {    /* core: logical CPUs per package */
+            x->eax = topo_pkg_shift(t);
+            x->ebx = t->cores * t->threads;
+            x->ecx |= 2u << 8;
+        }                           /* level 2: type 0, the end of the list */
+    }
+    return w;
+}
+
+int cpuid_apply_topology(struct kvm_cpuid_entry2 *e, int n, int max, const CpuTopology *t,
+                         unsigned index, bool pvm_host)
+{
+    uint32_t apic_id = topo_apic_id(t, index);
+    unsigned per_pkg = t->cores * t->threads;
+    struct kvm_cpuid_entry2 *leaf0 = find_entry(e, n, 0, 0);
+    bool amd = leaf0 && (leaf0->ebx == CPUID_SIG_AMD_EBX || leaf0->ebx == CPUID_SIG_HYGON_EBX);
+    bool has_0b = false, has_1f = false;
+
+    for (int i = 0; i < n; i++) {
+        struct kvm_cpuid_entry2 *x = &e[i];
+
+        switch (x->function) {
         case 1:
-            /* Initial APIC ID in EBX[31:24]; one logical CPU per package
-             * (EBX[23:16]) and no HTT, since we have one vCPU. */
-            e->ebx = (e->ebx & 0x0000ffffu) | (apic_id << 24) | (1u << 16);
-            e->edx &= ~CPUID_1_EDX_HTT;
+            /* Initial APIC ID in EBX[31:24]; logical CPUs per package in
+             * EBX[23:16] with HTT when more than one (QEMU's values). */
+            x->ebx = (x->ebx & 0x0000ffffu) | (apic_id << 24) |
+                     ((per_pkg > 255 ? 255 : per_pkg) << 16);
+            if (per_pkg > 1) {
+                x->edx |= CPUID_1_EDX_HTT;
+            } else {
+                x->edx &= ~CPUID_1_EDX_HTT;
+            }
             /* Tell the guest it is virtualised (Linux then looks for the
              * KVM leaves and uses kvmclock). */
-            e->ecx |= CPUID_1_ECX_HYPERVISOR;
+            x->ecx |= CPUID_1_ECX_HYPERVISOR;
             /* kvm_pvm quirk: guest CPL0 code is run by KVM's instruction
              * emulator on such hosts, and the emulator has no CMPXCHG16B.
              * A Linux guest that sees CX16 uses it (this_cpu_cmpxchg_double
              * in SLUB) and dies with KVM_EXIT_INTERNAL_ERROR; without CX16
              * it takes its fallback path. */
-            if (vm->caps->pvm_host) {
-                e->ecx &= ~CPUID_1_ECX_CX16;
+            if (pvm_host) {
+                x->ecx &= ~CPUID_1_ECX_CX16;
             }
             break;
         case 4:
-            /* Deterministic cache parameters: one core and one thread share
-             * each cache (EAX[31:26] = cores-1, EAX[25:14] = threads-1). */
-            e->eax &= 0x00003fffu;
+            /* Intel deterministic cache parameters: EAX[31:26] addressable
+             * core IDs - 1; EAX[25:14] addressable IDs sharing the cache -
+             * 1 (L1/L2: a core's threads, L3: the package). */
+            if ((x->eax & 0x1f) != 0) {
+                unsigned level = (x->eax >> 5) & 7;
+                uint32_t sharing = level <= 2 ? (1u << topo_core_shift(t)) - 1
+                                              : (1u << topo_pkg_shift(t)) - 1;
+                uint32_t cores = (1u << (topo_pkg_shift(t) - topo_core_shift(t))) - 1;
+
+                x->eax = (x->eax & 0x3fffu) | ((sharing & 0xfff) << 14) | ((cores & 0x3f) << 26);
+            }
             break;
         case 0xb:
+            has_0b = true;
+            break;
         case 0x1f:
-            /* Extended topology: x2APIC ID of this vCPU in EDX; one thread
-             * per core and one core per package. */
-            e->edx = apic_id;
-            if ((e->ecx & 0xff00) != 0) {   /* a valid level */
-                e->ebx = 1;
-                e->eax = 0;
+            has_1f = true;
+            break;
+        case 0x80000001:
+            if (amd) {
+                /* CmpLegacy: more than one logical CPU per package (the
+                 * count is in 0x80000008). */
+                if (per_pkg > 1) {
+                    x->ecx |= CPUID_80000001_ECX_CMP_LEGACY;
+                } else {
+                    x->ecx &= ~CPUID_80000001_ECX_CMP_LEGACY;
+                }
+            }
+            break;
+        case 0x80000008:
+            if (amd) {
+                /* ECX[15:12] APIC ID bits for the package's CPUs, [7:0]
+                 * their count - 1. */
+                x->ecx = (x->ecx & ~0xf0ffu) | (topo_pkg_shift(t) << 12) |
+                         ((per_pkg - 1) & 0xff);
+            }
+            break;
+        case 0x8000001d:
+            if (amd && (x->eax & 0x1f) != 0) {
+                unsigned level = (x->eax >> 5) & 7;
+                uint32_t sharing = level <= 2 ? t->threads - 1 : per_pkg - 1;
+
+                x->eax = (x->eax & ~(0xfffu << 14)) | ((sharing & 0xfff) << 14);
+            }
+            break;
+        case 0x8000001e:
+            if (amd) {
+                /* Extended APIC ID; core ID and threads per core - 1; node
+                 * ID (one node per socket) and nodes per package - 1 (0). */
+                x->eax = apic_id;
+                x->ebx = ((apic_id >> topo_core_shift(t)) &
+                          ((1u << (topo_pkg_shift(t) - topo_core_shift(t))) - 1)) |
+                         ((t->threads - 1) << 8);
+                x->ecx = index / per_pkg;
+                x->edx = 0;
             }
             break;
         default:
             break;
         }
     }
+    if (has_0b) {
+        n = put_extended_topology(e, n, max, 0xb, t, apic_id);
+    }
+    if (has_1f && n >= 0) {
+        n = put_extended_topology(e, n, max, 0x1f, t, apic_id);
+    }
+    return n;
+}
+
+int vcpu_setup_cpuid(Vcpu *vcpu)
+{
+    Vm *vm = vcpu->vm;
+    struct kvm_cpuid2 *c = get_supported_cpuid(vm->kvm_fd);
+    int n;
+
+    if (!c) {
+        fprintf(stderr, "keel-vmm: KVM_GET_SUPPORTED_CPUID: %s\n", strerror(errno));
+        return -1;
+    }
+    /* Room for the topology sub-leaves put_extended_topology adds. */
+    {
+        struct kvm_cpuid2 *bigger = realloc(c, sizeof(*c) + (c->nent + 8) * sizeof(c->entries[0]));
+        if (!bigger) {
+            free(c);
+            fprintf(stderr, "keel-vmm: out of memory for the CPUID table\n");
+            return -1;
+        }
+        c = bigger;
+    }
+    n = cpuid_apply_topology(c->entries, (int)c->nent, (int)c->nent + 8, &vm->topo,
+                             (unsigned)vcpu->index, vm->caps->pvm_host);
+    if (n < 0) {
+        free(c);
+        fprintf(stderr, "keel-vmm: no room for the CPUID topology leaves\n");
+        return -1;
+    }
+    c->nent = (uint32_t)n;
     if (ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0) {
         fprintf(stderr, "keel-vmm: KVM_SET_CPUID2: %s\n", strerror(errno));
         free(c);

@@ -84,6 +84,19 @@ static void caps_probe_once(void)
     caps.ext_cpuid = kvm_check(fd, KVM_CAP_EXT_CPUID) > 0;
     caps.user_memory = kvm_check(fd, KVM_CAP_USER_MEMORY) > 0;
     caps.nr_memslots = kvm_check(fd, KVM_CAP_NR_MEMSLOTS);
+    /* KVM's API document: no MAX_VCPUS means NR_VCPUS; neither means 4. */
+    caps.max_vcpus = kvm_check(fd, KVM_CAP_MAX_VCPUS);
+    if (!caps.max_vcpus) {
+        caps.max_vcpus = kvm_check(fd, KVM_CAP_NR_VCPUS);
+    }
+    if (!caps.max_vcpus) {
+        caps.max_vcpus = 4;
+    }
+    caps.max_vcpu_id = kvm_check(fd, KVM_CAP_MAX_VCPU_ID);
+    if (!caps.max_vcpu_id) {
+        caps.max_vcpu_id = caps.max_vcpus;
+    }
+    caps.mp_state = kvm_check(fd, KVM_CAP_MP_STATE) > 0;
     close(fd);
 }
 
@@ -847,16 +860,19 @@ static bool vcpu_uses_immediate_exit(Vcpu *vcpu)
     return vcpu->vm->caps->immediate_exit;
 }
 
-int vcpu_create(Vm *vm, Vcpu *vcpu, int id)
+int vcpu_create(Vm *vm, Vcpu *vcpu, int index)
 {
     void *run;
 
     memset(vcpu, 0, sizeof(*vcpu));
     vcpu->vm = vm;
-    vcpu->id = id;
-    vcpu->fd = KEEL_RETRY_EINTR(ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id));
+    vcpu->index = index;
+    /* KVM makes the vCPU id the LAPIC ID: use the topology's APIC ID. */
+    vcpu->id = (int)topo_apic_id(&vm->topo, (unsigned)index);
+    vcpu->fd = KEEL_RETRY_EINTR(ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)vcpu->id));
     if (vcpu->fd < 0) {
-        fprintf(stderr, "keel-vmm: KVM_CREATE_VCPU: %s\n", strerror(errno));
+        fprintf(stderr, "keel-vmm: KVM_CREATE_VCPU (vCPU %d, APIC ID %d): %s\n", index,
+                vcpu->id, strerror(errno));
         return -1;
     }
     run = mmap(NULL, (size_t)vm->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
@@ -872,7 +888,76 @@ int vcpu_create(Vm *vm, Vcpu *vcpu, int id)
         vcpu_destroy(vcpu);
         return -1;
     }
+    if (index != 0 && vm->caps->mp_state) {
+        /* An AP: asleep until the BSP's INIT/SIPI, which the in-kernel
+         * LAPIC delivers (KVM already starts non-BSP vCPUs so with an
+         * in-kernel irqchip; saying it keeps that independent of the
+         * kernel's choice). */
+        struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_UNINITIALIZED };
+        if (ioctl(vcpu->fd, KVM_SET_MP_STATE, &mp) < 0) {
+            fprintf(stderr, "keel-vmm: KVM_SET_MP_STATE (vCPU %d): %s\n", index,
+                    strerror(errno));
+            vcpu_destroy(vcpu);
+            return -1;
+        }
+    }
     return 0;
+}
+
+int vcpus_create_all(Vm *vm, const CpuTopology *topo)
+{
+    const KvmCaps *c = vm->caps;
+
+    vm->topo = *topo;
+    if ((int)topo->cpus > c->max_vcpus || (int)topo_max_apic_id(topo) >= c->max_vcpu_id) {
+        fprintf(stderr, "keel-vmm: -smp %u (APIC IDs up to %u): this KVM allows %d vCPUs "
+                "with ids below %d\n", topo->cpus, topo_max_apic_id(topo), c->max_vcpus,
+                c->max_vcpu_id);
+        return -1;
+    }
+    vm->vcpus = calloc(topo->cpus, sizeof(Vcpu));
+    if (!vm->vcpus) {
+        fprintf(stderr, "keel-vmm: out of memory for %u vCPUs\n", topo->cpus);
+        return -1;
+    }
+    for (unsigned i = 0; i < topo->cpus; i++) {
+        if (vcpu_create(vm, &vm->vcpus[i], (int)i) < 0) {
+            return -1;
+        }
+        vm->nr_vcpus++;
+    }
+    return 0;
+}
+
+int vcpus_start_all(Vm *vm)
+{
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        if (vcpu_start_thread(&vm->vcpus[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void vcpus_stop_join_all(Vm *vm)
+{
+    /* Kick them all first, so they leave KVM_RUN in parallel. */
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        vcpu_kick(&vm->vcpus[i]);
+    }
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        vcpu_stop_join(&vm->vcpus[i]);
+    }
+}
+
+void vcpus_destroy_all(Vm *vm)
+{
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        vcpu_destroy(&vm->vcpus[i]);
+    }
+    free(vm->vcpus);
+    vm->vcpus = NULL;
+    vm->nr_vcpus = 0;
 }
 
 void vcpu_destroy(Vcpu *vcpu)

@@ -25,6 +25,12 @@
  * Ownership: the Vm owns its fds, RAM and buses; vm_destroy() releases them
  * after every vCPU thread has been joined.
  *
+ * vCPUs.  One thread per vCPU (vcpus_start_all).  Each runs KVM_RUN and
+ * dispatches its own PIO/MMIO exits; the bus takes the global mutex around
+ * every BUS_LOCKED device access, so device models see one vCPU at a time
+ * (as under QEMU's BQL), while LAPIC, IOAPIC, PIC and PIT traffic (IPIs,
+ * INIT/SIPI, EOIs) stays in the kernel.
+ *
  * Thread rules: vm_create/vm_destroy/vcpu_create from the main thread before
  * or after the vCPU threads run; vcpu_run_loop() in the vCPU's own thread;
  * vm_request_stop, vcpu_kick, vm_set_irq_line, vm_signal_msi, vm_gpa_to_hva
@@ -35,6 +41,7 @@
 #define KEEL_VMM_KVM_H
 
 #include "vmm/bus.h"
+#include "vmm/topology.h"
 #include "compat/avoid.h"
 
 #include <pthread.h>
@@ -56,6 +63,7 @@ typedef enum VmStopReason {
     VM_STOP_NONE,
     VM_STOP_DEBUG_EXIT,     /* guest wrote port 0xf4 */
     VM_STOP_RESET,          /* guest reset (i8042 0xFE, 0xCF9) */
+    VM_STOP_POWEROFF,       /* ACPI S5 (PM1a control SLP_EN) */
     VM_STOP_SIGNAL,         /* SIGTERM/SIGINT/SIGHUP */
     VM_STOP_TRIPLE_FAULT,   /* KVM_EXIT_SHUTDOWN */
     VM_STOP_ERROR,          /* internal error, failed entry, unexpected exit */
@@ -72,6 +80,9 @@ typedef struct KvmCaps {
     bool immediate_exit;
     bool irqchip, pit2, tss_addr, identity_map_addr, ext_cpuid, user_memory;
     int nr_memslots;
+    int max_vcpus;          /* KVM_CAP_MAX_VCPUS (or NR_VCPUS, or 4 as KVM documents) */
+    int max_vcpu_id;        /* KVM_CAP_MAX_VCPU_ID: APIC IDs must be below it */
+    bool mp_state;          /* KVM_CAP_MP_STATE */
     bool pvm_host;          /* kvm_pvm: guest CPL0 code runs in the emulator */
 } KvmCaps;
 
@@ -131,11 +142,18 @@ typedef struct Vm {
     struct kvm_irq_routing_entry *msi_routes;
     int nr_msi_routes;
     uint32_t next_msi_gsi;
+
+    /* The vCPUs: vcpus_create_all() makes topo.cpus of them, index i with
+     * APIC ID topo_apic_id(&topo, i); vcpus[0] is the bootstrap CPU. */
+    CpuTopology topo;
+    struct Vcpu *vcpus;
+    int nr_vcpus;
 } Vm;
 
 typedef struct Vcpu {
     Vm *vm;
-    int id;
+    int id;                 /* KVM vCPU id = APIC ID */
+    int index;              /* 0..topo.cpus-1, threads fastest (vmm/topology.h) */
     int fd;
     struct kvm_run *run;
     pthread_t thread;
@@ -176,9 +194,24 @@ int vm_msi_route_add(Vm *vm, uint64_t addr, uint32_t data);
 int vm_msi_route_update(Vm *vm, int gsi, uint64_t addr, uint32_t data);
 int vm_msi_route_commit(Vm *vm);
 
-/* vCPU 0 with CPUID set up.  Prints and returns -1 on failure. */
-int vcpu_create(Vm *vm, Vcpu *vcpu, int id);
+/* The vCPU of topology index @index (vm->topo must be set), with CPUID set
+ * up; every vCPU but index 0 starts in KVM_MP_STATE_UNINITIALIZED and waits
+ * in KVM_RUN for the in-kernel LAPIC's INIT/SIPI.  Prints and returns -1 on
+ * failure. */
+int vcpu_create(Vm *vm, Vcpu *vcpu, int index);
 void vcpu_destroy(Vcpu *vcpu);
+
+/* All vCPUs of @topo (copied to vm->topo): vm->vcpus[0..topo->cpus-1].
+ * Prints and returns -1 on failure (vcpus_destroy_all cleans up either
+ * way).  Main thread, before the vCPUs run. */
+int vcpus_create_all(Vm *vm, const CpuTopology *topo);
+/* One thread per vCPU ("vcpuN", N = index); -1 if one cannot start (the
+ * started ones keep running: stop them with vcpus_stop_join_all). */
+int vcpus_start_all(Vm *vm);
+/* Kicks every vCPU thread out of KVM_RUN and joins it.  Call without the
+ * global mutex: a vCPU may be waiting for it to finish an exit. */
+void vcpus_stop_join_all(Vm *vm);
+void vcpus_destroy_all(Vm *vm);
 
 /* Runs the guest until a stop is requested; then returns.  Call from the
  * vCPU's thread; vcpu_thread_prepare() first in that thread (unblocks the
@@ -196,6 +229,17 @@ void vcpu_stop_join(Vcpu *vcpu);
 
 /* CPUID set-up (vmm/cpuid.c). */
 int vcpu_setup_cpuid(Vcpu *vcpu);
+
+/* Rewrites the topology leaves of KVM's supported CPUID (@n entries, room
+ * for @max) for the CPU of @index in @t: leaf 1 (initial APIC ID, logical
+ * count, HTT), 4 (cores and cache sharing), 0xB and 0x1F (replaced by SMT
+ * and core levels, x2APIC ID), and on AMD 0x80000001 (CmpLegacy),
+ * 0x80000008 (package size), 0x8000001D (cache sharing), 0x8000001E (core
+ * and node IDs).  Leaves KVM does not offer are not invented.  @pvm_host
+ * applies the kvm_pvm quirks.  Returns the new count, or -1 if @max is too
+ * small.  Pure: any thread. */
+int cpuid_apply_topology(struct kvm_cpuid_entry2 *e, int n, int max, const CpuTopology *t,
+                         unsigned index, bool pvm_host);
 
 #define VCPU_KICK_SIGNAL SIGUSR1
 

@@ -22,6 +22,7 @@
 #include "config.h"
 
 #include "vmm/loader.h"
+#include "vmm/acpi.h"
 #include "vmm/options.h"
 
 #include <elf.h>
@@ -48,6 +49,7 @@
 #define HDR_CMDLINE_SIZE    0x238
 #define HDR_INIT_SIZE       0x260
 #define BP_E820_TABLE       0x2d0
+#define BP_ACPI_RSDP_ADDR   0x070   /* boot protocol 2.14+ */
 #define BP_E820_MAX         128
 
 #define LOADED_HIGH         0x01
@@ -196,6 +198,9 @@ int loader_load_bzimage(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         wr32(e + 16, map[i].type);
     }
     zp[BP_E820_ENTRIES] = (uint8_t)nmap;
+    if (version >= 0x20e) {
+        wr64(zp + BP_ACPI_RSDP_ADDR, ACPI_RSDP_ADDR);   /* saves the guest its scan */
+    }
 
     has64 = version >= 0x20c && (rd16(d + HDR_XLOADFLAGS) & XLF_KERNEL_64);
     loader_write_boot_gdt(vm, has64);
@@ -338,6 +343,7 @@ int loader_load_pvh(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         wr64(e + 8, map[i].size);
         wr32(e + 16, map[i].type);
     }
+    wr64(si + 32, ACPI_RSDP_ADDR);              /* rsdp_paddr */
     wr64(si + 40, PVH_MEMMAP_ADDR);             /* memmap_paddr */
     wr32(si + 48, (uint32_t)nmap);              /* memmap_entries */
 

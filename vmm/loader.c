@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "vmm/loader.h"
+#include "vmm/acpi.h"
 #include "vmm/options.h"
 
 #include <errno.h>
@@ -92,12 +93,12 @@ int loader_e820_map(Vm *vm, E820Entry *map, int max)
     int n = 0;
 
 #define ADD(a, s, t) do { if (n < max) { map[n++] = (E820Entry) { (a), (s), (t) }; } } while (0)
-    /* Conventional memory, with the top KiB reserved as an "EBDA" and the
-     * BIOS area reserved (no firmware lives there, but guests scan it for
-     * tables and must not allocate it). */
+    /* Conventional memory, with the top KiB reserved as an "EBDA", and the
+     * BIOS area reserved: the ACPI and MP tables live there (vmm/acpi.h),
+     * where guests scan for them, and must not be allocated. */
     ADD(0, BOOT_LOW_END, E820_RAM);
     ADD(BOOT_LOW_END, 0xA0000 - BOOT_LOW_END, E820_RESERVED);
-    ADD(0xF0000, 0x10000, E820_RESERVED);
+    ADD(FIRMWARE_AREA_START, FIRMWARE_AREA_END - FIRMWARE_AREA_START, E820_RESERVED);
     if (vm->low_ram_end > BOOT_KERNEL_ADDR) {
         ADD(BOOT_KERNEL_ADDR, vm->low_ram_end - BOOT_KERNEL_ADDR, E820_RAM);
     }

@@ -3,15 +3,16 @@
  *
  * Threads: the main thread parses options, builds the VM, then runs the
  * glib-integrated main loop (serial input, signals) holding the global
- * mutex except while it sleeps; one vCPU thread runs KVM_RUN.  Any stop
- * request (debug-exit, reset, triple fault, fatal exit, signal) wakes the
- * main loop, which kicks and joins the vCPU and exits with the status the
- * request recorded.
+ * mutex except while it sleeps; one thread per vCPU (-smp) runs KVM_RUN.
+ * Any stop request (debug-exit, reset, poweroff, triple fault, fatal exit,
+ * signal) wakes the main loop, which kicks and joins the vCPUs and exits
+ * with the status the request recorded.
  */
 #include "config.h"
 
 #include "vmm/options.h"
 #include "vmm/kvm.h"
+#include "vmm/acpi.h"
 #include "vmm/loader.h"
 #include "vmm/devices.h"
 #include "vmm/pci.h"
@@ -95,11 +96,11 @@ int main(int argc, char **argv)
     char cmdline_err[8192];
     const char *avoid_err;
     Vm vm;
-    Vcpu vcpu;
     Serial *serial = NULL;
     PciHost *pci = NULL;
     I8042 *i8042 = NULL;
     Rtc *rtc = NULL;
+    AcpiPm *acpi_pm = NULL;
     VmmBlockDevices *blkdevs = NULL;
     BootEntry entry;
     LoaderConfig lcfg;
@@ -158,7 +159,8 @@ int main(int argc, char **argv)
     if (vm_create(&vm, opts.ram_size, opts.ram_backing) < 0) {
         goto out_unlock;
     }
-    if (debug_exit_init(&vm) < 0 || !(i8042 = i8042_new(&vm)) || !(rtc = rtc_new(&vm))) {
+    if (debug_exit_init(&vm) < 0 || !(i8042 = i8042_new(&vm)) || !(rtc = rtc_new(&vm)) ||
+        !(acpi_pm = acpi_pm_new(&vm))) {
         fprintf(stderr, "keel-vmm: cannot set up the legacy devices\n");
         goto out_vm;
     }
@@ -183,18 +185,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-vmm: %s\n", err);
         goto out_vm;
     }
-    if (vcpu_create(&vm, &vcpu, 0) < 0) {
+    /* ACPI and the MP table in the BIOS area, so the guest finds every CPU. */
+    if (firmware_tables_install(&vm, &opts.smp, err, sizeof(err)) < 0) {
+        fprintf(stderr, "keel-vmm: %s\n", err);
         goto out_vm;
     }
-    r = vcpu_set_boot_entry(&vcpu, &entry);
+    if (vcpus_create_all(&vm, &opts.smp) < 0) {
+        goto out_vcpu;
+    }
+    r = vcpu_set_boot_entry(&vm.vcpus[0], &entry);
     if (r < 0) {
         fprintf(stderr, "keel-vmm: cannot set the vCPU's boot state: %s\n", strerror(-r));
         goto out_vcpu;
     }
 
     kvm_describe_paths(&vm, paths, sizeof(paths));
-    fprintf(stderr, "keel-vmm: %s boot=%s mem=%lluM\n", paths, entry.kind,
-            (unsigned long long)(opts.ram_size >> 20));
+    fprintf(stderr, "keel-vmm: %s boot=%s mem=%lluM smp=%u\n", paths, entry.kind,
+            (unsigned long long)(opts.ram_size >> 20), opts.smp.cpus);
     vmm_block_devices_print(blkdevs, stderr);
 
     vm.on_stop = wake_main_loop;
@@ -203,17 +210,17 @@ int main(int argc, char **argv)
         make_terminal_raw();
         serial_attach_input(serial, keel_main_aio_context(), STDIN_FILENO);
     }
-    if (vcpu_start_thread(&vcpu) < 0) {
-        goto out_vcpu;
+    if (vcpus_start_all(&vm) < 0) {
+        vm_request_stop(&vm, VM_STOP_ERROR, 1);     /* stop the ones that started */
     }
 
     while (vm_stop_reason(&vm) == VM_STOP_NONE) {
         keel_main_loop_wait(false);
     }
 
-    /* The vCPU may be waiting for the global mutex to finish an exit. */
+    /* A vCPU may be waiting for the global mutex to finish an exit. */
     keel_global_mutex_unlock();
-    vcpu_stop_join(&vcpu);
+    vcpus_stop_join_all(&vm);
     keel_global_mutex_lock();
 
     switch (vm_stop_reason(&vm)) {
@@ -223,13 +230,16 @@ int main(int argc, char **argv)
     case VM_STOP_RESET:
         fprintf(stderr, "keel-vmm: guest reset, exiting\n");
         break;
+    case VM_STOP_POWEROFF:
+        fprintf(stderr, "keel-vmm: guest powered off\n");
+        break;
     default:
         break;      /* debug-exit is silent; errors printed their message */
     }
     status = vm.exit_status;
 
 out_vcpu:
-    vcpu_destroy(&vcpu);
+    vcpus_destroy_all(&vm);
 out_vm:
     /* Drains the drives' in-flight requests; KEEL_VMM_STATS=1 prints their counters. */
     vmm_block_devices_free(blkdevs, getenv("KEEL_VMM_STATS") ? stderr : NULL);
@@ -237,6 +247,7 @@ out_vm:
     pci_host_free(pci);
     rtc_free(rtc);
     i8042_free(i8042);
+    acpi_pm_free(acpi_pm);
     vm_destroy(&vm);
 out_unlock:
     keel_global_mutex_unlock();

@@ -598,35 +598,214 @@ static void parse_memory(OptParse *p, const char *arg)
     free_suboptions(kv);
 }
 
+/* A -smp count: a decimal number ≥ 0 (0 is refused later, by name). */
+static bool parse_cpu_count(const char *v, unsigned *out)
+{
+    char *end;
+    unsigned long n;
+
+    if (!v || !g_ascii_isdigit(v[0])) {
+        return false;
+    }
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno || *end || n > 1000000) {
+        return false;
+    }
+    *out = (unsigned)n;
+    return true;
+}
+
+/*
+ * -smp [cpus=]N[,maxcpus=M][,sockets=S][,cores=C][,threads=T], with
+ * QEMU's (6.2 and later, "prefer cores") rules for what is not given:
+ *   - neither cpus nor maxcpus: missing sockets/cores/threads are 1, and
+ *     maxcpus = cpus = their product;
+ *   - otherwise maxcpus defaults to cpus; then cores (if missing) is
+ *     maxcpus / (sockets * threads) with those defaulting to 1, or sockets
+ *     (if missing) maxcpus / (cores * threads); threads, if still missing,
+ *     maxcpus / (sockets * cores);
+ *   - the product must equal maxcpus, and maxcpus ≥ cpus.
+ * dies=, clusters=, books= and drawers= are accepted as 1 (x86 here has no
+ * such level).  A later -smp replaces an earlier one.
+ */
 static void parse_smp(OptParse *p, const char *arg)
 {
     char **kv = split_suboptions(arg, "cpus");
+    unsigned problems_before = p->problems->len;
+    unsigned cpus = 0, maxcpus = 0, sockets = 0, cores = 0, threads = 0;
+    bool given_zero = false;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
-        const char *k = kv[i], *v = kv[i + 1];
-        char *end;
-        long n;
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+        unsigned n, *slot = NULL;
 
-        if (!v) {
-            problem(p, "-smp %s: expected a number of CPUs", arg);
+        if (!strcmp(k, "cpus")) {
+            slot = &cpus;
+        } else if (!strcmp(k, "maxcpus")) {
+            slot = &maxcpus;
+        } else if (!strcmp(k, "sockets")) {
+            slot = &sockets;
+        } else if (!strcmp(k, "cores")) {
+            slot = &cores;
+        } else if (!strcmp(k, "threads")) {
+            slot = &threads;
+        } else if (strcmp(k, "dies") && strcmp(k, "clusters") && strcmp(k, "books") &&
+                   strcmp(k, "drawers")) {
+            problem(p, "-smp %s: unknown parameter '%s'", arg, k);
             continue;
         }
-        errno = 0;
-        n = strtol(v, &end, 10);
-        if (errno || end == v || *end || n < 1) {
-            problem(p, "-smp %s: '%s' is not a positive number", arg, v);
+        if (!parse_cpu_count(v, &n)) {
+            problem(p, "-smp %s: %s=%s is not a number", arg, k, v ? v : "");
             continue;
         }
-        if (!strcmp(k, "cpus") || !strcmp(k, "maxcpus") || !strcmp(k, "sockets") ||
-            !strcmp(k, "cores") || !strcmp(k, "threads")) {
-            if (n != 1) {
-                problem(p, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
-            }
-        } else {
-            problem(p, "-smp: unknown parameter '%s'", k);
+        if (n == 0) {
+            given_zero = true;
+        } else if (!slot && n != 1) {
+            problem(p, "-smp %s: %s=%u: keel-vmm's x86 machine has no %s level (only 1)",
+                    arg, k, n, k);
+        } else if (slot) {
+            *slot = n;
         }
     }
-    p->opts->smp = 1;
+    free_suboptions(kv);
+    if (given_zero) {
+        problem(p, "-smp %s: Invalid CPU topology: CPU topology parameters must be "
+                "greater than zero", arg);
+    }
+    if (p->problems->len != problems_before) {
+        return;
+    }
+
+    if (!cpus && !maxcpus) {
+        sockets = sockets ? sockets : 1;
+        cores = cores ? cores : 1;
+        threads = threads ? threads : 1;
+    } else {
+        maxcpus = maxcpus ? maxcpus : cpus;
+        if (!cores) {
+            sockets = sockets ? sockets : 1;
+            threads = threads ? threads : 1;
+            cores = maxcpus / (sockets * threads);
+        } else if (!sockets) {
+            threads = threads ? threads : 1;
+            sockets = maxcpus / (cores * threads);
+        }
+        if (!threads) {
+            threads = maxcpus / (sockets * cores);
+        }
+    }
+    {
+        uint64_t total = (uint64_t)sockets * cores * threads;
+
+        maxcpus = maxcpus ? maxcpus : (unsigned)MIN(total, 1000000);
+        cpus = cpus ? cpus : maxcpus;
+        if (total != maxcpus) {
+            problem(p, "-smp %s: Invalid CPU topology: product of the hierarchy must match "
+                    "maxcpus: sockets (%u) * cores (%u) * threads (%u) != maxcpus (%u)",
+                    arg, sockets, cores, threads, maxcpus);
+            return;
+        }
+        if (maxcpus < cpus) {
+            problem(p, "-smp %s: Invalid CPU topology: maxcpus must be equal to or greater "
+                    "than smp: sockets (%u) * cores (%u) * threads (%u) == maxcpus (%u) < "
+                    "smp_cpus (%u)", arg, sockets, cores, threads, maxcpus, cpus);
+            return;
+        }
+    }
+    if (maxcpus > VMM_MAX_CPUS) {
+        problem(p, "-smp %s: Invalid SMP CPUs %u. The max CPUs supported by keel-vmm is %u",
+                arg, maxcpus, VMM_MAX_CPUS);
+        return;
+    }
+    {
+        CpuTopology t = { cpus, maxcpus, sockets, cores, threads };
+
+        /* Sparse APIC IDs (non-power-of-two cores or threads) can overflow
+         * the 8-bit xAPIC ID even below VMM_MAX_CPUS. */
+        if (topo_max_apic_id(&t) > VMM_MAX_APIC_ID) {
+            problem(p, "-smp %s: this topology needs APIC ID %u, above the xAPIC limit %u",
+                    arg, topo_max_apic_id(&t), VMM_MAX_APIC_ID);
+            return;
+        }
+        p->opts->smp = t;
+    }
+}
+
+/* -cpu host / -cpu max: keel-vmm gives the guest what KVM_GET_SUPPORTED_CPUID
+ * offers (the host's virtualisable features), with topology leaves matching
+ * -smp; that is what both names mean under QEMU with KVM.  Named models
+ * (qemu64, EPYC, ...) and +feature/-feature edits are refused. */
+static void parse_cpu(OptParse *p, const char *arg)
+{
+    char **kv = split_suboptions(arg, "model");
+    const char *model = NULL;
+    unsigned problems_before = p->problems->len;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "";
+
+        if (!strcmp(k, "model")) {
+            model = kv[i + 1];
+        } else {
+            problem(p, "-cpu %s: '%s': keel-vmm cannot change CPU features (it passes "
+                    "KVM's supported CPUID through)", arg, k);
+        }
+    }
+    if (!model || (strcmp(model, "host") && strcmp(model, "max"))) {
+        problem(p, "-cpu %s: unsupported CPU model '%s' (keel-vmm has host and max, which "
+                "both pass the host CPU through)", arg, model ? model : "");
+    }
+    if (p->problems->len == problems_before) {
+        g_free(p->opts->cpu_model);
+        p->opts->cpu_model = g_strdup(model);
+    }
+    free_suboptions(kv);
+}
+
+/* An accelerator name from -accel NAME or -machine accel=A[:B...] (QEMU
+ * tries a ':' list in order; keel-vmm takes it when KVM comes first).
+ * Returns whether it is acceptable; names the problem otherwise. */
+static bool check_accel(OptParse *p, const char *opt, const char *value)
+{
+    size_t first = strcspn(value, ":");
+
+    if (first == 3 && !strncmp(value, "kvm", 3)) {
+        return true;
+    }
+    if (first == 3 && !strncmp(value, "tcg", 3)) {
+        problem(p, "%s: keel-vmm has no TCG (QEMU's CPU emulator): it runs guests only "
+                "with KVM (-accel kvm)", opt);
+    } else {
+        problem(p, "%s: unknown accelerator '%.*s' (keel-vmm has only kvm)", opt,
+                (int)first, value);
+    }
+    return false;
+}
+
+/* -accel kvm[,kernel-irqchip=on][,thread=single|multi]: only KVM with the
+ * in-kernel irqchip, which is what keel-vmm always uses. */
+static void parse_accel(OptParse *p, const char *arg)
+{
+    char **kv = split_suboptions(arg, "accel");
+    char *opt = g_strdup_printf("-accel %s", arg);
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1] ? kv[i + 1] : "";
+        bool on;
+
+        if (!strcmp(k, "accel")) {
+            check_accel(p, opt, v);
+        } else if (!strcmp(k, "kernel-irqchip") && parse_bool(kv[i + 1], &on) == 0 && on) {
+            continue;
+        } else if (!strcmp(k, "kernel-irqchip")) {
+            problem(p, "%s: kernel-irqchip=%s: keel-vmm always uses KVM's in-kernel "
+                    "irqchip (on)", opt, v);
+        } else {
+            problem(p, "%s: unsupported accelerator property '%s'", opt, k);
+        }
+    }
+    g_free(opt);
     free_suboptions(kv);
 }
 
@@ -649,7 +828,7 @@ static bool check_file(OptParse *p, const char *opt, const char *path)
 typedef enum {
     OPT_M, OPT_SMP, OPT_KERNEL, OPT_INITRD, OPT_APPEND, OPT_DRIVE, OPT_OBJECT,
     OPT_DEVICE, OPT_SERIAL, OPT_NOGRAPHIC, OPT_DISPLAY, OPT_IGNORED, OPT_MACHINE,
-    OPT_HELP, OPT_VERSION, OPT_FEATURES,
+    OPT_HELP, OPT_VERSION, OPT_FEATURES, OPT_CPU, OPT_ACCEL,
 } OptId;
 
 static const struct {
@@ -659,6 +838,8 @@ static const struct {
 } option_table[] = {
     { "m", OPT_M, true },
     { "smp", OPT_SMP, true },
+    { "cpu", OPT_CPU, true },
+    { "accel", OPT_ACCEL, true },
     { "kernel", OPT_KERNEL, true },
     { "initrd", OPT_INITRD, true },
     { "append", OPT_APPEND, true },
@@ -725,7 +906,7 @@ static void options_parse(OptParse *p, int argc, char **argv)
 
     memset(opts, 0, sizeof(*opts));
     opts->ram_size = VMM_DEFAULT_RAM_SIZE;
-    opts->smp = 1;
+    opts->smp = (CpuTopology) { 1, 1, 1, 1, 1 };
     opts->serial_stdio = true;
 
     for (int i = 1; i < argc; i++) {
@@ -768,6 +949,12 @@ static void options_parse(OptParse *p, int argc, char **argv)
         case OPT_SMP:
             parse_smp(p, arg);
             break;
+        case OPT_CPU:
+            parse_cpu(p, arg);
+            break;
+        case OPT_ACCEL:
+            parse_accel(p, arg);
+            break;
         case OPT_KERNEL:
             g_free(opts->kernel);
             opts->kernel = g_strdup(arg);   /* kept even if refused: no "required" too */
@@ -806,11 +993,15 @@ static void options_parse(OptParse *p, int argc, char **argv)
             }
             break;
         case OPT_MACHINE: {
-            /* Only accel=kvm makes sense; accept the spellings QEMU users type. */
+            /* accel=kvm (tcg refused), memory-backend=, and the machine
+             * types whose PC shape keel-vmm gives. */
             char **kv = split_suboptions(arg, "type");
             for (int k = 0; kv[k] || kv[k + 1]; k += 2) {
                 const char *v = kv[k + 1] ? kv[k + 1] : "";
-                if (!strcmp(kv[k], "accel") && !strcmp(v, "kvm")) {
+                if (!strcmp(kv[k], "accel")) {
+                    char *opt = g_strdup_printf("%s %s", a, arg);
+                    check_accel(p, opt, v);
+                    g_free(opt);
                     continue;
                 }
                 if (!strcmp(kv[k], "memory-backend") && valid_id(v)) {
@@ -898,6 +1089,7 @@ static void options_parse(OptParse *p, int argc, char **argv)
 void vmm_options_free(VmmOptions *opts)
 {
     g_free(opts->kernel);
+    g_free(opts->cpu_model);
     g_free(opts->mem_backend_id);
     g_free(opts->machine_mem_backend);
     g_free(opts->initrd);
@@ -925,7 +1117,12 @@ void vmm_options_print_help(FILE *out)
 "  -initrd FILE        initramfs (Linux) or first module (multiboot)\n"
 "  -append STRING      kernel command line\n"
 "  -m SIZE             guest RAM (default 128M; 512, 512M, 2G)\n"
-"  -smp 1              number of vCPUs (only 1 for now)\n"
+"  -smp [cpus=]N[,maxcpus=M][,sockets=S][,cores=C][,threads=T]\n"
+"                      vCPUs (one thread each, up to 128), QEMU's rules for\n"
+"                      missing values; CPUID, ACPI and the MP table match\n"
+"  -cpu host|max       the host CPU as KVM can virtualise it (the default)\n"
+"  -accel kvm, -machine accel=kvm\n"
+"                      KVM is the only accelerator (tcg is refused)\n"
 "  -drive file=F[,format=raw][,if=virtio|none][,id=ID][,aio=threads|native|io_uring]\n"
 "         [,cache=none|writeback|directsync|unsafe][,readonly=on|off]\n"
 "         [,iothread=ID][,serial=STR][,inject=RULE]...\n"

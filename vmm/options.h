@@ -25,6 +25,7 @@
 #include <stdio.h>
 
 #include "vmm/kvm.h"
+#include "vmm/topology.h"
 
 #define VMM_MAX_DRIVES 16
 #define VMM_MAX_IOTHREADS 16
@@ -74,7 +75,8 @@ typedef struct VmmOptions {
     char *mem_backend_id;   /* the -object memory-backend-* id, or NULL */
     uint64_t mem_backend_size;  /* its size=, or 0 */
     char *machine_mem_backend;  /* -machine memory-backend=ID, or NULL */
-    int smp;
+    CpuTopology smp;        /* -smp, with QEMU's rules for the values not given */
+    char *cpu_model;        /* -cpu host|max (both: KVM's supported CPUID), or NULL */
     char *kernel;
     char *initrd;
     char *append;
