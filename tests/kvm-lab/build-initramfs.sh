@@ -4,7 +4,7 @@
 # Builds an initramfs (uncompressed newc cpio) for the kernel that
 # fetch-kernel.sh left in CACHE/SUITE, and caches it there:
 #   l1      CACHE/SUITE/l1.cpio: busybox-static, kvm + kvm_amd + irqbypass,
-#           9p over virtio and overlayfs; its /init is tests/kvm-lab/l1-init
+#           9p over virtio and overlayfs, loop + ext4; its /init is tests/kvm-lab/l1-init
 #   l2      CACHE/SUITE/l2.cpio: busybox-static, virtio_blk + ext4,
 #           mke2fs/e2fsck and util-linux's blkdiscard with their libraries;
 #           its /init is tests/kvm-lab/l2-init
@@ -85,12 +85,15 @@ cp "$init" "$stage/init"
 chmod 0755 "$stage/init"
 case $kind in
 l1)
-    add_modules kvm_amd 9pnet_virtio 9p overlay virtio_pci
+    # loop + ext4: a scratch file system with O_DIRECT for the images
+    add_modules kvm_amd 9pnet_virtio 9p overlay virtio_pci loop ext4 crc32c_generic
     ;;
 l2|l2-fio)
     add_modules virtio_pci virtio_blk ext4 crc32c_generic
     cp "$here/l2-checks.sh" "$stage/l2-checks.sh"
     add_binary "$(command -v mke2fs)" "$(command -v e2fsck)" "$(command -v blkdiscard)"
+    mkdir -p "$stage/etc"
+    cp /etc/mke2fs.conf "$stage/etc/"     # -t ext4 is defined there
     ;;
 esac
 [ -s "$stage/modules.load" ] || die "no modules found for $kver (depmod -b ran?)"
