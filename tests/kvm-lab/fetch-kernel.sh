@@ -46,17 +46,16 @@ if [ -z "$(find "$apt_dir/lists" -name '*_Packages' -mmin -1440 2>/dev/null)" ];
     apt-get $apt_opts update >"$apt_dir/update.log" 2>&1 ||
         die "apt-get update for $suite failed: $(tail -n 1 "$apt_dir/update.log")"
 fi
-depends() {  # PACKAGE PREFIX: the first dependency named PREFIX*
+depends() {  # PACKAGE PREFIX: the dependencies named PREFIX*
     # shellcheck disable=SC2086
-    apt-cache $apt_opts depends "$1" 2>/dev/null | awk -v p="$2" '$1 ~ /Depends:/ && index($2, p) == 1 { print $2; exit }'
+    apt-cache $apt_opts depends "$1" 2>/dev/null | awk -v p="$2" '$1 ~ /Depends:/ && index($2, p) == 1 { print $2 }'
 }
-pkg=$(depends linux-image-amd64 linux-image-)
+pkg=$(depends linux-image-amd64 linux-image- | head -n 1)
 [ -n "$pkg" ] || die "cannot resolve linux-image-amd64 in $suite"
-# From Debian 14 the image package holds only dependencies; the kernel and
-# its modules are in linux-binary-VERSION.
-pkgs=$pkg
-bin=$(depends "$pkg" linux-binary-)
-[ -n "$bin" ] && pkgs="$pkgs $bin"
+# From Debian 14 the image package holds only dependencies: the kernel is
+# in linux-binary-VERSION, its modules in linux-modules-VERSION and
+# modules.builtin & co. in linux-base-VERSION.
+pkgs="$pkg $(depends "$pkg" linux-binary-) $(depends "$pkg" linux-modules-) $(depends "$pkg" linux-base-)"
 
 work=$out/download
 rm -rf "$work" "$out/root"

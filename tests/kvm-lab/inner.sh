@@ -20,7 +20,6 @@
 # KVM_LAB_VMMTESTS (make check TESTS= list; "all" = everything but the
 # QEMU-peer tests).
 build=$1 kdir=$2 out=$3 steps=$4
-srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 vmm=$build/vmm/keel-vmm
 timeout_s=${KVM_LAB_TIMEOUT:-300}
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -151,7 +150,10 @@ EOF
         list=$(echo "$list" | tr ' ' '\n' | grep -v -e guest-qemu-test | tr '\n' ' ')
     fi
     t=$(now)
+    # aio=native and cache=none need O_DIRECT in TMPDIR.
+    scratch_fs && export TMPDIR=$scratch
     make -C "$build" -k check TESTS="$list" >"$out/vmmtests.log" 2>&1
+    unset TMPDIR
     log "make check TESTS=... took $(( $(now) - t )) s"
     for t in $list; do
         res=$build/$t.trs

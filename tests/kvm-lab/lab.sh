@@ -84,10 +84,18 @@ for suite in $kernels; do
     out=$outroot/$suite
     rm -rf "$out"
     mkdir -p "$out"
-    cat >"$out/job.sh" <<EOF
-export KVM_LAB_TIMEOUT='${KVM_LAB_TIMEOUT:-300}' KVM_LAB_VMMTESTS='${KVM_LAB_VMMTESTS:-}'
-exec sh '$here/inner.sh' '$build' '$kdir' '$out' '$steps' >'$out/inner.log' 2>&1
-EOF
+    {
+        # The lab's and keel's settings, as given here, reach L1.
+        env | grep -E '^(KVM_LAB_|KEEL_)[A-Z0-9_]*=' |
+            sed "s/'/'\\\\''/g; s/=/='/; s/\$/'/; s/^/export /"
+        # tests/vmm-linux-test.sh's kernel cache, as on this machine (L1 has
+        # no network).
+        echo "export HOME='${HOME:-/root}' KEEL_CACHE='${KEEL_CACHE:-${HOME:-/root}/.cache/keel}'"
+        echo "exec sh '$out/inner.sh' '$build' '$kdir' '$out' '$steps' >'$out/inner.log' 2>&1"
+    } >"$out/job.sh"
+    # A copy: sh reads a script as it runs it, so editing the tree's copy
+    # during a run would change what L1 runs.
+    cp "$here/inner.sh" "$out/inner.sh"
     console=$out/l1-console.log
     t1=$(date +%s)
     nice -n 5 qemu-system-x86_64 -accel tcg,thread=multi -cpu "$cpu" -smp 2 -m 4G \
