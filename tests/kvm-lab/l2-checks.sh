@@ -11,9 +11,15 @@ ok() {  # STATUS TEXT
 }
 pattern() { yes "keel-lab-$1-0123456789abcdef" | head -c "$2"; }
 MiB=1048576
-# util-linux's (with -z); busybox's sh runs its own applet for a bare name.
-blkdiscard=/usr/sbin/blkdiscard
-[ -x $blkdiscard ] || blkdiscard=/sbin/blkdiscard
+# The real programs (util-linux blkdiscard has -z, e2fsprogs mke2fs has -t):
+# busybox's sh runs its own applet for a bare name.
+real() {
+    for d in /usr/sbin /sbin /usr/bin; do
+        [ -x "$d/$1" ] && [ ! -L "$d/$1" ] && { echo "$d/$1"; return; }
+    done
+    echo "$1"
+}
+blkdiscard=$(real blkdiscard) mke2fs=$(real mke2fs) e2fsck=$(real e2fsck)
 
 [ -b $dev ] || { ok 1 "$dev exists (virtio_blk probed our device)"; exit 0; }
 echo "keel-lab: $dev: $(cat /sys/block/vda/size) sectors, ro=$(cat /sys/block/vda/ro)," \
@@ -28,7 +34,7 @@ dmesg | grep -iE 'PMU|perfctr|Performance Events' | sed 's/^/keel-lab: dmesg: /'
 case $1 in
 fs-write)
     # A file system written through the page cache, synced, and checked.
-    mke2fs -q -F -t ext4 $dev >/tmp/mkfs.log 2>&1
+    $mke2fs -q -F -t ext4 $dev >/tmp/mkfs.log 2>&1
     rc=$?
     ok $rc "mkfs.ext4 on $dev"
     [ $rc -eq 0 ] || sed 's/^/keel-lab: mkfs: /' /tmp/mkfs.log
@@ -43,7 +49,7 @@ fs-write)
     ok $? "files written and synced"
     umount /mnt
     ok $? "umount"
-    e2fsck -fn $dev >/tmp/fsck.log 2>&1
+    $e2fsck -fn $dev >/tmp/fsck.log 2>&1
     rc=$?
     ok $rc "e2fsck -fn clean after the writes (rc=$rc)"
     [ $rc -eq 0 ] || sed 's/^/keel-lab: fsck: /' /tmp/fsck.log
@@ -60,7 +66,7 @@ fs-read)
     for f in /mnt/dir/f*; do [ "$(cat "$f")" = "file ${f#/mnt/dir/f}" ] && n=$((n + 1)); done
     ok $([ $n -eq 50 ]; echo $?) "50 small files intact ($n)"
     umount /mnt
-    e2fsck -fn $dev >/tmp/fsck.log 2>&1
+    $e2fsck -fn $dev >/tmp/fsck.log 2>&1
     ok $? "e2fsck -fn still clean"
     ;;
 fio)
