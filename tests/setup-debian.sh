@@ -12,6 +12,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     pkgs="build-essential autoconf automake libtool pkg-config libglib2.0-dev
           liburing-dev libaio-dev linux-libc-dev clang valgrind libuv1-dev
           qemu-system-x86 qemu-utils fio busybox-static cpio zstd xz-utils acpica-tools
+          kmod
           debootstrap rpm debhelper dh-autoreconf devscripts lintian"
     missing=
     for p in $pkgs; do

@@ -14,13 +14,61 @@
 # when something cannot be fetched (the caller skips).
 set -eu
 
+die() { echo "vmm-linux-fetch: $*" >&2; exit 1; }
+
+# ---- extract-vmlinux --------------------------------------------------------
+# extract_vmlinux: $vmlinuz -> ./vmlinux (in the current directory).
+extract_vmlinux() {
+    # The setup header says where the compressed payload is (payload_offset at
+    # 0x248, payload_length at 0x24c, relative to the protected-mode part that
+    # starts after (setup_sects + 1) * 512 bytes); its magic says how it is
+    # compressed.  A missing decompressor is fetched like the rest (dpkg -x).
+    u8() { od -An -tu1 -j "$1" -N 1 "$vmlinuz" | tr -d ' '; }
+    u32() { od -An -tu4 -j "$1" -N 4 "$vmlinuz" | tr -d ' '; }
+    setup_sects=$(u8 $((0x1f1)))
+    [ "$setup_sects" -eq 0 ] && setup_sects=4
+    payload_off=$(( (setup_sects + 1) * 512 + $(u32 $((0x248))) ))
+    payload_len=$(u32 $((0x24c)))
+    tail -c +$((payload_off + 1)) "$vmlinuz" | head -c "$payload_len" >payload
+    magic=$(od -An -tx1 -N 6 payload | tr -d ' \n')
+    case $magic in
+    1f8b*)         tool=gzip deb=gzip        cmd="gzip -dc" ;;
+    fd377a585a00*) tool=xz   deb=xz-utils    cmd="xz -dc" ;;
+    28b52ffd*)     tool=zstd deb=zstd        cmd="zstd -dc" ;;
+    02214c18*)     tool=lz4  deb=lz4         cmd="lz4 -dc" ;;
+    425a68*)       tool=bzip2 deb=bzip2      cmd="bzip2 -dc" ;;
+    5d0000*)       tool=lzma deb=xz-utils    cmd="xz --format=lzma -dc" ;;
+    *) die "unknown compression of the kernel payload (magic $magic)" ;;
+    esac
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        apt-get download -q "$deb" >>download.log 2>&1 || die "$tool is missing and apt-get download $deb failed"
+        dpkg -x ./"$deb"_*.deb tools
+        PATH=$work/tools/usr/bin:$work/tools/bin:$PATH
+        export PATH
+    fi
+    # Trailing bytes after the stream are fine; only the ELF header counts.
+    $cmd <payload >vmlinux 2>decompress.log || true
+    [ "$(head -c 4 vmlinux | od -An -tx1 | tr -d ' \n')" = 7f454c46 ] ||
+        die "decompressing the kernel payload with $tool did not give an ELF file: $(head -c 200 decompress.log)"
+}
+
+# --extract-vmlinux BZIMAGE OUT: only that step (tests/kvm-lab uses it for
+# the generic kernels it fetches).
+if [ "${1:-}" = --extract-vmlinux ]; then
+    vmlinuz=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+    out=$3
+    work=$(mktemp -d "${TMPDIR:-/tmp}/keel-linux-fetch.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && extract_vmlinux) || exit 1
+    cp "$work/vmlinux" "$out.tmp" && mv "$out.tmp" "$out"
+    exit 0
+fi
+
 cache=${KEEL_CACHE:-${HOME:-/tmp}/.cache/keel}/linux
 if [ -s "$cache/vmlinux" ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/initramfs.cpio" ]; then
     echo "$cache"
     exit 0
 fi
-
-die() { echo "vmm-linux-fetch: $*" >&2; exit 1; }
 
 command -v apt-get >/dev/null 2>&1 || die "apt-get not found (needs a Debian-like host)"
 command -v dpkg >/dev/null 2>&1 || die "dpkg not found"
@@ -73,38 +121,7 @@ busybox=root/bin/busybox
 [ -x "$busybox" ] || busybox=root/usr/bin/busybox
 [ -x "$busybox" ] || die "no /bin/busybox or /usr/bin/busybox in busybox-static"
 
-# ---- extract-vmlinux --------------------------------------------------------
-# The setup header says where the compressed payload is (payload_offset at
-# 0x248, payload_length at 0x24c, relative to the protected-mode part that
-# starts after (setup_sects + 1) * 512 bytes); its magic says how it is
-# compressed.  A missing decompressor is fetched like the rest (dpkg -x).
-u8() { od -An -tu1 -j "$1" -N 1 "$vmlinuz" | tr -d ' '; }
-u32() { od -An -tu4 -j "$1" -N 4 "$vmlinuz" | tr -d ' '; }
-setup_sects=$(u8 $((0x1f1)))
-[ "$setup_sects" -eq 0 ] && setup_sects=4
-payload_off=$(( (setup_sects + 1) * 512 + $(u32 $((0x248))) ))
-payload_len=$(u32 $((0x24c)))
-tail -c +$((payload_off + 1)) "$vmlinuz" | head -c "$payload_len" >payload
-magic=$(od -An -tx1 -N 6 payload | tr -d ' \n')
-case $magic in
-1f8b*)         tool=gzip deb=gzip        cmd="gzip -dc" ;;
-fd377a585a00*) tool=xz   deb=xz-utils    cmd="xz -dc" ;;
-28b52ffd*)     tool=zstd deb=zstd        cmd="zstd -dc" ;;
-02214c18*)     tool=lz4  deb=lz4         cmd="lz4 -dc" ;;
-425a68*)       tool=bzip2 deb=bzip2      cmd="bzip2 -dc" ;;
-5d0000*)       tool=lzma deb=xz-utils    cmd="xz --format=lzma -dc" ;;
-*) die "unknown compression of the kernel payload (magic $magic)" ;;
-esac
-if ! command -v "$tool" >/dev/null 2>&1; then
-    apt-get download -q "$deb" >>download.log 2>&1 || die "$tool is missing and apt-get download $deb failed"
-    dpkg -x ./"$deb"_*.deb tools
-    PATH=$work/tools/usr/bin:$work/tools/bin:$PATH
-    export PATH
-fi
-# Trailing bytes after the stream are fine; only the ELF header counts.
-$cmd <payload >vmlinux 2>decompress.log || true
-[ "$(head -c 4 vmlinux | od -An -tx1 | tr -d ' \n')" = 7f454c46 ] ||
-    die "decompressing the kernel payload with $tool did not give an ELF file: $(head -c 200 decompress.log)"
+extract_vmlinux
 
 # ---- initramfs (newc) -------------------------------------------------------
 ino=1000

@@ -68,22 +68,20 @@ start_vm() {  # kernel
 # wait_for PATTERN SECONDS: until the serial output matches, keel-vmm ends,
 # or time runs out.  Returns 0 when it matched.
 wait_for() {
-    i=0
-    while [ $i -lt $(($2 * 5)) ]; do
+    end=$(( $(date +%s) + $2 ))     # elapsed time, not a count of polls
+    while [ "$(date +%s)" -lt $end ]; do
         grep -q -- "$1" "$tmp/out" 2>/dev/null && return 0
         kill -0 "$pid" 2>/dev/null || { grep -q -- "$1" "$tmp/out"; return $?; }
         sleep 0.2
-        i=$((i + 1))
     done
     return 1
 }
 
 # wait_exit SECONDS: until keel-vmm ends; sets rc (or 124 on timeout).
 wait_exit() {
-    i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt $(($1 * 5)) ]; do
+    end=$(( $(date +%s) + $1 ))
+    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
         sleep 0.2
-        i=$((i + 1))
     done
     if kill -0 "$pid" 2>/dev/null; then
         kill "$pid"

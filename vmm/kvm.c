@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KVM_DEVICE "/dev/kvm"
@@ -1201,6 +1202,67 @@ static bool vcpu_handle_exit(Vcpu *vcpu)
     }
 }
 
+/* ---- the ExtINT watchdog (see kvm.h, vcpu_start_thread) ---------------------- */
+
+bool pic_request_stuck(uint8_t irr_before, uint8_t imr_before, uint8_t irr_now, uint8_t imr_now)
+{
+    return ((irr_before & ~imr_before) & (irr_now & ~imr_now)) != 0;
+}
+
+/* In the vCPU thread, out of KVM_RUN: KVM_SET_MP_STATE raises KVM_REQ_EVENT
+ * (since Linux 2.6.3x), so the next KVM_RUN looks at the PIC again.  The
+ * state written is the state read: nothing else changes. */
+static void vcpu_recheck_events(Vcpu *vcpu)
+{
+    struct kvm_mp_state mp;
+
+    if (ioctl(vcpu->fd, KVM_GET_MP_STATE, &mp) < 0 ||
+        ioctl(vcpu->fd, KVM_SET_MP_STATE, &mp) < 0) {
+        return;
+    }
+    if (!vcpu->recheck_reported) {
+        vcpu->recheck_reported = true;
+        fprintf(stderr, "keel-vmm: a PIC interrupt stayed pending for 100+ ms: asked KVM to "
+                "evaluate interrupts again (it does not when the guest unmasks LINT0)\n");
+    }
+}
+
+static void *extint_watch_fn(void *opaque)
+{
+    Vcpu *vcpu = opaque;
+    struct kvm_irqchip last = { .chip_id = KVM_IRQCHIP_PIC_MASTER };
+    bool have_last = false;
+
+    pthread_mutex_lock(&vcpu->watch_lock);
+    while (!vcpu->watch_stop) {
+        struct kvm_irqchip now = { .chip_id = KVM_IRQCHIP_PIC_MASTER };
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&vcpu->watch_cond, &vcpu->watch_lock, &until);
+        if (vcpu->watch_stop) {
+            break;
+        }
+        if (ioctl(vcpu->vm->vm_fd, KVM_GET_IRQCHIP, &now) < 0) {
+            break;      /* no in-kernel PIC: nothing to watch */
+        }
+        if (have_last && pic_request_stuck(last.chip.pic.irr, last.chip.pic.imr,
+                                           now.chip.pic.irr, now.chip.pic.imr)) {
+            __atomic_store_n(&vcpu->recheck_events, true, __ATOMIC_RELEASE);
+            pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+        }
+        last = now;
+        have_last = true;
+    }
+    pthread_mutex_unlock(&vcpu->watch_lock);
+    return NULL;
+}
+
 void vcpu_run_loop(Vcpu *vcpu)
 {
     bool immediate_exit = vcpu_uses_immediate_exit(vcpu);
@@ -1216,6 +1278,9 @@ void vcpu_run_loop(Vcpu *vcpu)
                     vcpu->run->immediate_exit = 0;
                 } else {
                     vcpu_eat_kick();
+                }
+                if (__atomic_exchange_n(&vcpu->recheck_events, false, __ATOMIC_ACQ_REL)) {
+                    vcpu_recheck_events(vcpu);
                 }
                 continue;
             }
@@ -1241,6 +1306,7 @@ static void *vcpu_thread_fn(void *opaque)
 
 int vcpu_start_thread(Vcpu *vcpu)
 {
+    const char *no_watch;
     char name[16];
     int r;
 
@@ -1251,6 +1317,15 @@ int vcpu_start_thread(Vcpu *vcpu)
         return -1;
     }
     vcpu->thread_started = true;
+    pthread_mutex_init(&vcpu->watch_lock, NULL);
+    pthread_cond_init(&vcpu->watch_cond, NULL);
+    snprintf(name, sizeof(name), "extint%d", vcpu->id);
+    /* Without it the guest still runs; only the rare lost tick is not
+     * recovered.  The lab turns it off to show the hang it prevents
+     * (tests/kvm-lab, KEEL_VMM_NO_EXTINT_WATCH=1). */
+    no_watch = getenv("KEEL_VMM_NO_EXTINT_WATCH");
+    vcpu->watch_started = !(no_watch && *no_watch) &&
+        keel_thread_create(&vcpu->watch_thread, name, extint_watch_fn, vcpu) == 0;
     return 0;
 }
 
@@ -1259,7 +1334,17 @@ void vcpu_stop_join(Vcpu *vcpu)
     if (!vcpu->thread_started) {
         return;
     }
+    if (vcpu->watch_started) {
+        pthread_mutex_lock(&vcpu->watch_lock);
+        vcpu->watch_stop = true;
+        pthread_cond_signal(&vcpu->watch_cond);
+        pthread_mutex_unlock(&vcpu->watch_lock);
+        pthread_join(vcpu->watch_thread, NULL);
+        vcpu->watch_started = false;
+    }
     vcpu_kick(vcpu);
     pthread_join(vcpu->thread, NULL);
     vcpu->thread_started = false;
+    pthread_cond_destroy(&vcpu->watch_cond);
+    pthread_mutex_destroy(&vcpu->watch_lock);
 }

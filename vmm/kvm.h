@@ -159,6 +159,15 @@ typedef struct Vcpu {
     pthread_t thread;
     bool thread_started;
     bool stop;              /* atomic: leave the run loop */
+    /* The ExtINT watchdog (see vcpu_start_thread): its thread, its stop
+     * flag under watch_lock/watch_cond, and the request it makes the vCPU
+     * thread carry out (atomic). */
+    pthread_t watch_thread;
+    bool watch_started, watch_stop;
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_cond;
+    bool recheck_events;
+    bool recheck_reported;
 } Vcpu;
 
 /* Creates the VM (RAM of @ram_size bytes backed as @backing asks, irqchip,
@@ -222,10 +231,22 @@ void vcpu_run_loop(Vcpu *vcpu);
 /* Make the vCPU leave KVM_RUN and see vcpu->stop (any thread). */
 void vcpu_kick(Vcpu *vcpu);
 
-/* Starts vcpu_run_loop in a new thread (keel_thread_create); join after a
- * stop with vcpu_stop_join(). */
+/* Starts vcpu_run_loop in a new thread (keel_thread_create), and the
+ * ExtINT watchdog thread: KVM's in-kernel PIC requests an interrupt
+ * evaluation only when its output rises while the LAPIC accepts it; if the
+ * guest had LINT0 masked at that moment and unmasks it later, KVM never
+ * looks again and the PIC interrupt (the PIT tick of a guest without
+ * IOAPIC) stays pending forever.  The watchdog samples the master PIC
+ * every 100 ms; an unmasked request pending in two samples in a row makes
+ * the vCPU thread round-trip its MP state (KVM_GET/SET_MP_STATE), which
+ * makes KVM evaluate pending interrupts again.  Join after a stop with
+ * vcpu_stop_join(). */
 int vcpu_start_thread(Vcpu *vcpu);
 void vcpu_stop_join(Vcpu *vcpu);
+
+/* The watchdog's test: PIC requests (IRR & ~IMR) pending in both of two
+ * samples 100 ms apart.  Pure, for the unit tests. */
+bool pic_request_stuck(uint8_t irr_before, uint8_t imr_before, uint8_t irr_now, uint8_t imr_now);
 
 /* CPUID set-up (vmm/cpuid.c). */
 int vcpu_setup_cpuid(Vcpu *vcpu);

@@ -1,0 +1,85 @@
+#!/bin/sh
+# tests/kvm-lab/fetch-kernel.sh SUITE CACHE
+#
+# Fetches Debian's generic kernel (linux-image-amd64's dependency) of SUITE
+# (bullseye, bookworm, trixie, sid) with `apt-get download` and unpacks it
+# with `dpkg -x`: nothing is installed and the host's apt configuration and
+# state are untouched (apt runs with its own sources list, lists and cache
+# under CACHE/apt/SUITE).  Leaves in CACHE/SUITE:
+#   vmlinuz          the bzImage
+#   vmlinux          the uncompressed ELF (PVH entry), by tests/vmm-linux-fetch.sh
+#   root/            the unpacked package(s), with modules.dep made by depmod -b
+#   kernel-version
+# A second run with everything present does nothing.  Exits 1 with a message
+# when something cannot be fetched.
+# Environment: KEEL_DEBIAN_MIRROR (default http://deb.debian.org/debian).
+set -eu
+suite=$1
+mkdir -p "$2"
+cache=$(cd "$2" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+out=$cache/$suite
+die() { echo "fetch-kernel($suite): $*" >&2; exit 1; }
+
+if [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && [ -s "$out/kernel-version" ] &&
+   [ -d "$out/root/lib/modules/$(cat "$out/kernel-version")" ]; then
+    exit 0
+fi
+for t in apt-get apt-cache dpkg depmod; do
+    command -v $t >/dev/null 2>&1 || die "$t not found"
+done
+
+mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+apt_dir=$cache/apt/$suite
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/sources.list.d" "$out"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \
+    >"$apt_dir/sources.list"
+: >>"$apt_dir/status"
+# _apt (apt's sandbox user) downloads into these.
+chmod -R a+rwX "$apt_dir" 2>/dev/null || true
+apt_opts="-o Dir::Etc::sourcelist=$apt_dir/sources.list -o Dir::Etc::sourceparts=$apt_dir/sources.list.d
+ -o Dir::State::Lists=$apt_dir/lists -o Dir::Cache=$apt_dir -o Dir::Cache::archives=$apt_dir/archives
+ -o Dir::State::status=$apt_dir/status -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1"
+# Lists older than a day are refreshed (suites move; old versions vanish).
+if [ -z "$(find "$apt_dir/lists" -name '*_Packages' -mmin -1440 2>/dev/null)" ]; then
+    # shellcheck disable=SC2086
+    apt-get $apt_opts update >"$apt_dir/update.log" 2>&1 ||
+        die "apt-get update for $suite failed: $(tail -n 1 "$apt_dir/update.log")"
+fi
+depends() {  # PACKAGE PREFIX: the dependencies named PREFIX*
+    # shellcheck disable=SC2086
+    apt-cache $apt_opts depends "$1" 2>/dev/null | awk -v p="$2" '$1 ~ /Depends:/ && index($2, p) == 1 { print $2 }'
+}
+pkg=$(depends linux-image-amd64 linux-image- | head -n 1)
+[ -n "$pkg" ] || die "cannot resolve linux-image-amd64 in $suite"
+# From Debian 14 the image package holds only dependencies: the kernel is
+# in linux-binary-VERSION, its modules in linux-modules-VERSION and
+# modules.builtin & co. in linux-base-VERSION.
+pkgs="$pkg $(depends "$pkg" linux-binary-) $(depends "$pkg" linux-modules-) $(depends "$pkg" linux-base-)"
+
+work=$out/download
+rm -rf "$work" "$out/root"
+mkdir -p "$work"
+chmod 0777 "$work"
+# shellcheck disable=SC2086
+(cd "$work" && apt-get $apt_opts download -q $pkgs >download.log 2>&1) ||
+    die "apt-get download $pkgs failed: $(tail -n 1 "$work/download.log")"
+for deb in "$work"/*.deb; do
+    dpkg -x "$deb" "$out/root"
+done
+vmlinuz=$(ls "$out"/root/boot/vmlinuz-* "$out"/root/usr/lib/modules/*/vmlinuz 2>/dev/null | head -n 1)
+[ -n "$vmlinuz" ] || die "no vmlinuz in $pkgs"
+kver=$(ls "$out/root/lib/modules" 2>/dev/null | head -n 1)
+[ -n "$kver" ] || kver=$(ls "$out/root/usr/lib/modules" | head -n 1)
+# Usrmerged packages (14+) put modules under /usr/lib; depmod -b wants /lib.
+if [ ! -d "$out/root/lib/modules/$kver" ]; then
+    mkdir -p "$out/root/lib"
+    ln -s ../usr/lib/modules "$out/root/lib/modules"
+fi
+depmod -b "$out/root" "$kver" || die "depmod -b failed for $kver"
+cp "$vmlinuz" "$out/vmlinuz"
+# The uncompressed ELF for the PVH entry: the extraction vmm-linux-fetch.sh does.
+sh "$here/../vmm-linux-fetch.sh" --extract-vmlinux "$out/vmlinuz" "$out/vmlinux" ||
+    die "cannot extract vmlinux from $vmlinuz"
+rm -rf "$work"
+echo "$kver" >"$out/kernel-version"

@@ -1,0 +1,341 @@
+#!/bin/sh
+# tests/kvm-lab/inner.sh: what the lab runs inside L1 (in the chroot on this
+# machine's root, with a real /dev/kvm from kvm_amd).  Started by
+# OUT/job.sh, which lab.sh writes; its results go to OUT (the writable 9p
+# share, the same path as on the machine):
+#   OUT/tap          one "ok - TEXT" / "not ok - TEXT" / "ok - TEXT # SKIP"
+#                    line per check, numbered by lab.sh
+#   OUT/features-*.txt, OUT/vmmtests.log, OUT/run-*/{out,err}
+#
+#   inner.sh BUILD_DIR KERNEL_DIR OUT STEPS
+# STEPS: words out of
+#   vmmtests  keel's own tests against this kernel (vmm tests, the guest
+#             tests, and every test that needs no QEMU peer with =all)
+#   linux     a Linux guest through PVH and bzImage to a shell on ttyS0
+#   blk       Linux's virtio_blk on our device (ext4, fio, discard, ro,
+#             inject, fallbacks), the image checked from here afterwards
+#   qemu      the linux and blk checks with QEMU (-enable-kvm) as the VMM
+#   boots     KVM_LAB_BOOTS (20) boots to the shell through PVH and bzImage
+# Environment: KVM_LAB_TIMEOUT (seconds per guest run, default 300),
+# KVM_LAB_VMMTESTS (make check TESTS= list; "all" = everything but the
+# QEMU-peer tests).
+build=$1 kdir=$2 out=$3 steps=$4
+vmm=$build/vmm/keel-vmm
+timeout_s=${KVM_LAB_TIMEOUT:-300}
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+MiB=1048576
+
+tap() { echo "$1" >>"$out/tap"; }
+ok() {  # STATUS TEXT
+    if [ "$1" -eq 0 ]; then tap "ok - $2"; else tap "not ok - $2"; fi
+}
+skip() { tap "ok - $1 # SKIP $2"; }
+log() { echo "keel-lab: $*"; }
+now() { date +%s; }
+pattern() { yes "keel-lab-$1-0123456789abcdef" | head -c "$2"; }
+
+# ---- one guest run ---------------------------------------------------------
+# start_guest NAME VMM KERNEL INITRD TEST [DRIVE-OPTIONS]: a guest with
+# its console on a fifo (stdin) and OUT/run-NAME/out, stderr in .../err.
+run_dir= pid= t0=
+start_guest() {
+    name=$(echo "$1" | tr ' /=,' '----') which=$2 kernel=$3 initrd=$4 test=$5 drive=${6:-}
+    run_dir=$out/run-$name
+    rm -rf "$run_dir" "/tmp/in-$name"
+    mkdir -p "$run_dir"
+    mkfifo "/tmp/in-$name"       # FIFOs cannot live on the 9p share
+    cmdline="console=ttyS0 reboot=k panic=-1 pci=conf1 quiet keellab.test=$test${KVM_LAB_APPEND:+ $KVM_LAB_APPEND}"
+    set --
+    [ -n "$drive" ] && set -- -drive "$drive"
+    case $which in
+    keel)
+        "$vmm" -m 1G -kernel "$kernel" -initrd "$initrd" -append "$cmdline" "$@" \
+            <"/tmp/in-$name" >"$run_dir/out" 2>"$run_dir/err" &
+        ;;
+    qemu)
+        qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 1G -nodefaults -nographic \
+            -no-reboot -serial stdio -kernel "$kernel" -initrd "$initrd" \
+            -append "$cmdline" "$@" \
+            <"/tmp/in-$name" >"$run_dir/out" 2>"$run_dir/err" &
+        ;;
+    esac
+    pid=$!
+    exec 3>"/tmp/in-$name"
+    t0=$(now)
+}
+
+# wait_for PATTERN SECONDS: until the console matches, the VMM ends, or the
+# time (elapsed, not polls) is up.
+wait_for() {
+    end=$(( $(now) + $2 ))
+    while [ "$(now)" -lt $end ]; do
+        grep -q -- "$1" "$run_dir/out" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { grep -q -- "$1" "$run_dir/out"; return $?; }
+        sleep 0.5
+    done
+    return 1
+}
+
+# wait_exit SECONDS: sets rc to the VMM's status, or 124 after killing it.
+wait_exit() {
+    end=$(( $(now) + $1 ))
+    while kill -0 "$pid" 2>/dev/null && [ "$(now)" -lt $end ]; do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"; wait "$pid" 2>/dev/null; rc=124
+    else
+        wait "$pid"; rc=$?
+    fi
+    pid=
+    exec 3>&-
+    rm -f "/tmp/in-$name"
+}
+
+# A hang or a failure is shown with what the guest and the VMM said last.
+show_run() {  # WHY
+    log "---- $name: $1 after $(( $(now) - t0 )) s; console tail:"
+    tail -n 25 "$run_dir/out" | sed 's/^/keel-lab:   | /'
+    log "---- $name: VMM stderr:"
+    tail -n 25 "$run_dir/err" | sed 's/^/keel-lab:   ! /'
+}
+
+# run_check LABEL NAME VMM KERNEL INITRD TEST [DRIVE]: runs l2-checks.sh TEST
+# in the guest and turns its lines into TAP, plus "the run ended cleanly".
+run_check() {
+    label=$1
+    shift
+    start_guest "$@"
+    if wait_for "keel-lab: done $5" "$timeout_s"; then
+        wait_exit 60
+    else
+        wait_exit 1         # status 124 if it is still running (a hang)
+    fi
+    took=$(( $(now) - t0 ))
+    sed -n 's/^keel-lab: \(not ok\|ok\) - /\1 - /p' "$run_dir/out" | tr -d '\r' |
+        while read -r line; do tap "$(echo "$line" | sed "s/ - / - $label: /")"; done
+    grep -q "keel-lab: done $5" "$run_dir/out"
+    st=$?
+    ok $([ $st -eq 0 ] && [ $rc -eq 0 ]; echo $?) \
+        "$label: guest ran '$5' to the end and reboot -f ended the VMM with 0 (rc=$rc, ${took}s)"
+    { [ $st -eq 0 ] && [ $rc -eq 0 ] && ! grep -q 'keel-lab: not ok' "$run_dir/out"; } ||
+        show_run "$([ $rc -eq 124 ] && echo HANG || echo failure)"
+    grep 'keel-lab: [^on]' "$run_dir/out" | tr -d '\r' | head -n 20
+}
+
+# ---- steps -------------------------------------------------------------------
+kver=$(cat "$kdir/kernel-version")
+vmlinux=$kdir/vmlinux vmlinuz=$kdir/vmlinuz
+l2=$kdir/l2.cpio l2fio=$kdir/l2-fio.cpio
+
+step_features() {
+    uname -a >"$out/features-l1.txt"
+    grep . /sys/module/kvm_amd/parameters/* >>"$out/features-l1.txt" 2>/dev/null
+    "$build/keel-features" >"$out/features-keel.txt" 2>&1
+    ok $? "keel-features runs on $kver"
+    "$vmm" --features >"$out/features-vmm.txt" 2>&1
+    ok $? "keel-vmm --features runs on $kver"
+    grep -q 'kvm' "$out/features-vmm.txt" && ! grep -qi 'kvm_pvm' "$out/features-vmm.txt"
+    ok $? "keel-vmm --features: plain KVM (no kvm_pvm quirks)"
+    sed 's/^/keel-lab: features: /' "$out/features-vmm.txt"
+}
+
+step_vmmtests() {
+    list=${KVM_LAB_VMMTESTS:-"tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh"}
+    if [ "$list" = all ]; then
+        # Everything but the tests that need QEMU as a peer.
+        list=$(make -s -C "$build" -f Makefile -f - print-tests <<'EOF' 2>/dev/null
+print-tests:
+	@echo $(TESTS)
+EOF
+)
+        list=$(echo "$list" | tr ' ' '\n' | grep -v -e guest-qemu-test | tr '\n' ' ')
+    fi
+    t=$(now)
+    # aio=native and cache=none need O_DIRECT in TMPDIR.
+    scratch_fs && export TMPDIR=$scratch
+    make -C "$build" -k check TESTS="$list" >"$out/vmmtests.log" 2>&1
+    unset TMPDIR
+    log "make check TESTS=... took $(( $(now) - t )) s"
+    for t in $list; do
+        res=$build/$t.trs
+        res=${res%.sh.trs}.trs
+        [ -f "$res" ] || res=$build/${t%.sh}.trs
+        [ -f "$build/${t%.sh}.log" ] && cp "$build/${t%.sh}.log" "$out/$(basename "${t%.sh}").log"
+        r=$(sed -n 's/^:global-test-result: //p' "$res" 2>/dev/null)
+        case $r in
+        PASS) ok 0 "make check $t" ;;
+        SKIP) skip "make check $t" "$(grep -m1 'SKIP' "$build/${t%.sh}.log" | sed 's/.*# SKIP//')" ;;
+        *) ok 1 "make check $t (${r:-no result})"
+           grep -E '^(not ok|#)' "$build/${t%.sh}.log" 2>/dev/null | tail -n 15 | sed 's/^/keel-lab:   /' ;;
+        esac
+    done
+}
+
+# The interactive check: boot to the shell, type a command, reboot -f.
+shell_check() {  # LABEL VMM KERNEL
+    start_guest "$1" "$2" "$3" "$l2" shell
+    if wait_for 'keel-initramfs: up' "$timeout_s"; then
+        ok 0 "$1: the initramfs /init ran ($(( $(now) - t0 )) s)"
+    else
+        ok 1 "$1: the initramfs /init ran"
+    fi
+    echo 'echo keel-answer-$((6*7))' >&3
+    wait_for 'keel-answer-42' 60
+    ok $? "$1: the shell answered a command typed on ttyS0"
+    echo 'reboot -f' >&3
+    wait_exit 60
+    ok $([ "$rc" -eq 0 ]; echo $?) "$1: reboot -f ends the VMM with status 0 (rc=$rc, $(( $(now) - t0 )) s)"
+    grep -q 'keel-answer-42' "$run_dir/out" && [ "$rc" -eq 0 ] ||
+        show_run "$([ $rc -eq 124 ] && echo HANG || echo failure)"
+}
+
+step_linux() {  # VMM
+    shell_check "$1 PVH" "$1" "$vmlinux"
+    [ "$1" = keel ] && { grep -q 'boot=linux-pvh' "$run_dir/err"; ok $? "keel PVH: keel-vmm entered through the PVH note"; }
+    shell_check "$1 bzImage" "$1" "$vmlinuz"
+    [ "$1" = keel ] && { grep -q 'boot=linux-bzimage-64' "$run_dir/err"; ok $? "keel bzImage: 64-bit entry"; }
+}
+
+# Repeated boots to the shell (issue 16 item 7: hangs after "Run /init"):
+# KVM_LAB_BOOTS boots (default 20) through each entry, with KVM_LAB_APPEND
+# added to the guest's command line (e.g. noxsave).
+step_boots() {  # VMM
+    nboots=${KVM_LAB_BOOTS:-20}
+    for entry in PVH bzImage; do
+        [ $entry = PVH ] && k=$vmlinux || k=$vmlinuz
+        good=0 i=0
+        while [ $i -lt "$nboots" ]; do
+            i=$((i + 1))
+            start_guest "$1 boots $entry $i" "$1" "$k" "$l2" shell
+            if wait_for 'keel-initramfs: up' "${KVM_LAB_BOOT_TIMEOUT:-90}"; then
+                echo 'reboot -f' >&3
+                wait_exit 60
+                [ "$rc" -eq 0 ] && good=$((good + 1))
+            else
+                wait_exit 1
+                if [ "$rc" -eq 124 ]; then
+                    show_run "boot $i of $nboots: no shell (HANG)"
+                else
+                    show_run "boot $i of $nboots: no shell, the VMM ended with status $rc"
+                fi
+            fi
+        done
+        ok $([ $good -eq "$nboots" ]; echo $?) \
+            "$1 $entry: $good of $nboots boots${KVM_LAB_APPEND:+ with '$KVM_LAB_APPEND'} reached the shell and reboot -f gave 0"
+    done
+}
+
+image_is() {  # IMAGE OFFSET LEN PATTERN-WORD|zero: the bytes there, from L1
+    if [ "$4" = zero ]; then
+        want=$(head -c "$3" /dev/zero | md5sum)
+    else
+        want=$(pattern "$4" "$3" | md5sum)
+    fi
+    [ "$(dd if="$1" bs=65536 skip=$(($2 / 65536)) count=$(($3 / 65536)) 2>/dev/null | md5sum)" = "$want" ]
+}
+
+# The images live on ext4 (a loop device over a file in L1's RAM): tmpfs
+# and 9p have no O_DIRECT, which cache=none and aio=native need.
+scratch=
+scratch_fs() {
+    [ -n "$scratch" ] && return 0
+    scratch=/var/tmp/keel-lab
+    mkdir -p $scratch
+    truncate -s 1200M /tmp/scratch.ext4
+    loopdev=$(losetup -f --show /tmp/scratch.ext4) &&
+        mke2fs -q -F -t ext4 "$loopdev" && mount "$loopdev" $scratch ||
+        { log "no ext4 scratch (loop device): images go to tmpfs (no O_DIRECT)"; return 1; }
+}
+
+step_blk() {  # VMM
+    v=$1
+    scratch_fs
+    img=$scratch/lab-$v.img
+    aio=threads
+    [ "$v" = qemu ] && cache=",cache=none" || cache=
+    rm -f "$img"; truncate -s 256M "$img"
+
+    # ext4 across a power cycle, read back by a new VMM; then from here.
+    run_check "$v ext4" "$v-fs-write" "$v" "$vmlinux" "$l2" fs-write "file=$img,format=raw,if=virtio"
+    run_check "$v ext4" "$v-fs-read" "$v" "$vmlinux" "$l2" fs-read "file=$img,format=raw,if=virtio"
+    e2fsck -fn "$img" >"$out/e2fsck-$v.log" 2>&1
+    ok $? "$v ext4: e2fsck -fn of the image from L1 (the host side) is clean"
+    [ "$(debugfs -R 'cat /big' "$img" 2>/dev/null | md5sum)" = "$(pattern big $((8 * MiB)) | md5sum)" ]
+    ok $? "$v ext4: /big read from the image by debugfs in L1 equals the pattern"
+
+    for aio in threads native io_uring; do
+        case $aio in native) c=",cache=none" ;; *) c=$cache ;; esac
+        run_check "$v fio aio=$aio" "$v-fio-$aio" "$v" "$vmlinux" "$l2fio" fio \
+            "file=$img,format=raw,if=virtio,aio=$aio$c"
+    done
+
+    blocks_before=$(stat -c %b "$img")
+    # QEMU drops guest discards unless told discard=unmap; keel-vmm passes them.
+    [ "$v" = qemu ] && unmap=",discard=unmap" || unmap=
+    run_check "$v discard" "$v-discard" "$v" "$vmlinux" "$l2" discard "file=$img,format=raw,if=virtio$cache$unmap"
+    image_is "$img" $((4 * MiB)) $((4 * MiB)) zero
+    ok $? "$v discard: L1 sees zeroes in the image where the guest wrote zeroes (blkdiscard -z)"
+    # DISCARD does not promise zeroes; report what the image got.
+    image_is "$img" 0 $((4 * MiB)) zero && d="zeroes" || d="the old data"
+    log "$v discard: the discarded 4 MiB hold $d in the image; image blocks $blocks_before -> $(stat -c %b "$img") (512 B units)"
+
+    pattern ro $((1 * MiB)) | dd of="$img" bs=1M conv=notrunc 2>/dev/null
+    sum_before=$(md5sum <"$img")
+    run_check "$v readonly" "$v-readonly" "$v" "$vmlinux" "$l2" readonly "file=$img,format=raw,if=virtio,readonly=on"
+    [ "$(md5sum <"$img")" = "$sum_before" ]
+    ok $? "$v readonly: the image is unchanged"
+
+    if [ "$v" = keel ]; then
+        run_check "$v inject" "$v-inject" "$v" "$vmlinux" "$l2" inject "file=$img,format=raw,if=virtio,inject=write:EIO:once"
+        image_is "$img" $((1 * MiB)) $((4 * MiB)) inj2
+        ok $? "$v inject: the writes after the error are in the image"
+        for avoid in ioeventfd,irqfd,msix signal-msi; do
+            export KEEL_AVOID=$avoid
+            run_check "$v KEEL_AVOID=$avoid" "$v-avoid-$avoid" "$v" "$vmlinux" "$l2" pattern \
+                "file=$img,format=raw,if=virtio"
+            unset KEEL_AVOID
+            image_is "$img" 0 $((4 * MiB)) pat
+            ok $? "$v KEEL_AVOID=$avoid: the data is in the image"
+            case $avoid in
+            signal-msi) grep -q 'signal-msi=no' "$run_dir/err" ;;
+            *) grep -q 'notify=exit-handler' "$run_dir/err" && grep -q 'msix=off' "$run_dir/err" ;;
+            esac
+            ok $? "$v KEEL_AVOID=$avoid: keel-vmm says it took the fallback ($(grep -o 'notify=[^ ]*\|msix=[^ ]*\|signal-msi=[^ ]*' "$run_dir/err" | tr '\n' ' '))"
+        done
+    else
+        # QEMU's error injection is blkdebug's, with a rules file.
+        cat >/tmp/blkdebug.conf <<'EOF'
+[inject-error]
+event = "write_aio"
+errno = "5"
+once = "on"
+EOF
+        run_check "$v inject" "$v-inject" "$v" "$vmlinux" "$l2" inject \
+            "file=blkdebug:/tmp/blkdebug.conf:$img,format=raw,if=virtio"
+        image_is "$img" $((1 * MiB)) $((4 * MiB)) inj2
+        ok $? "$v inject: the writes after the error are in the image"
+    fi
+    rm -f "$img"
+}
+
+: >"$out/tap"
+for s in $steps; do
+    t=$(now)
+    log "step $s"
+    case $s in
+    features) step_features ;;
+    vmmtests) step_vmmtests ;;
+    linux) step_linux keel ;;
+    boots) step_boots keel ;;
+    blk) step_blk keel ;;
+    qemu)
+        if command -v qemu-system-x86_64 >/dev/null; then
+            step_linux qemu
+            step_blk qemu
+        else
+            skip "qemu as peer" "qemu-system-x86_64 not found"
+        fi
+        ;;
+    *) ok 1 "unknown step $s" ;;
+    esac
+    log "step $s took $(( $(now) - t )) s; L1 kernel log: $(dmesg | grep -ci 'unhandled wrmsr') 'Unhandled WRMSR' lines so far: $(dmesg | grep -oi 'unhandled wrmsr[^=]*' | sort | uniq -c | tr '\n' ' ')"
+done
