@@ -22,6 +22,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -335,12 +336,43 @@ static void test_bzimage(void)
     free(f);
 }
 
+/* loader_read_file() itself (not only the option parser's stat) must not
+ * block in open() on a FIFO that replaced the file: it opens O_NONBLOCK and
+ * refuses what fstat says is not a regular file.  alarm() ends a hang. */
+static void test_fifo(void)
+{
+    char path[300], good[300];
+    const char *kind;
+    uint8_t *f = calloc(1, FILE_SIZE);
+    LoaderConfig cfg = { .cmdline = "" };
+    BootEntry entry;
+
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    if (mkfifo(path, 0600) < 0) {
+        keel_test_skip("mkfifo: %s", strerror(errno));
+        free(f);
+        return;
+    }
+    alarm(20);
+    KEEL_OK(loader_probe_kernel(path, &kind, err, sizeof(err)) < 0 && strstr(err, "is a FIFO"),
+            "probe of a FIFO: refused without blocking (%s)", err);
+    pvh_kernel(f, CODE_OFF, FILE_SIZE - CODE_OFF);
+    snprintf(good, sizeof(good), "%s", put_file("pvh-good", f, FILE_SIZE));
+    cfg.kernel = good;
+    cfg.initrd = path;
+    KEEL_OK(loader_load_kernel(&vm, &cfg, &entry, err, sizeof(err)) < 0 && strstr(err, "is a FIFO"),
+            "a FIFO as the initrd: refused without blocking (%s)", err);
+    alarm(0);
+    free(f);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
         keel_test_skip_all("mkdtemp: %s", strerror(errno));
     }
     fake_vm();
+    test_fifo();
     test_segments();
     test_multiboot_short();
     test_bzimage();

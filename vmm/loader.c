@@ -23,7 +23,9 @@
 int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (the signals
+     * may already be blocked for the signal fd); fstat then refuses it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     size_t done = 0;
 
     memset(f, 0, sizeof(*f));
@@ -31,9 +33,14 @@ int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
     if (fd < 0) {
         return vmm_fail(err, errlen, "%s: %s", path, strerror(errno));
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        vmm_fail(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
-        return vmm_fail(err, errlen, "%s: not a regular file", path);
+        return -1;
+    }
+    if (vmm_check_file_type(NULL, path, &st, false, err, errlen) < 0) {
+        close(fd);
+        return -1;
     }
     /* A kernel or initrd larger than 1 GiB is a mistake, not a boot. */
     if (st.st_size > (1 << 30)) {

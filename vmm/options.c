@@ -627,17 +627,44 @@ out:
     return ret;
 }
 
-static int check_file(const char *opt, const char *path, char *err, size_t errlen)
+static const char *file_type_name(mode_t mode)
+{
+    return S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket" :
+           S_ISCHR(mode) ? "a character device" : S_ISBLK(mode) ? "a block device" :
+           "not a regular file";
+}
+
+int vmm_check_file_type(const char *what, const char *path, const struct stat *st,
+                        bool block_ok, char *err, size_t errlen)
+{
+    size_t wl = what ? strlen(what) : 0;
+    const char *sep = wl && what[wl - 1] != '=' ? " " : "";   /* "-kernel f", "file=f" */
+
+    if (S_ISREG(st->st_mode) || (block_ok && S_ISBLK(st->st_mode))) {
+        return 0;
+    }
+    if (S_ISDIR(st->st_mode)) {
+        return vmm_fail(err, errlen, "%s%s%s: is a directory", what ? what : "", sep, path);
+    }
+    return vmm_fail(err, errlen, "%s%s%s: is %s; keel-vmm needs a regular file%s", what ? what : "",
+                    sep, path, file_type_name(st->st_mode), block_ok ? " or a block device" : "");
+}
+
+int vmm_check_user_file(const char *what, const char *path, bool block_ok,
+                        char *err, size_t errlen)
 {
     struct stat st;
 
+    /* stat() never blocks on a FIFO, unlike open() without O_NONBLOCK. */
     if (stat(path, &st) < 0) {
-        return vmm_fail(err, errlen, "%s %s: %s", opt, path, strerror(errno));
+        return vmm_fail(err, errlen, "%s %s: %s", what, path, strerror(errno));
     }
-    if (S_ISDIR(st.st_mode)) {
-        return vmm_fail(err, errlen, "%s %s: is a directory", opt, path);
-    }
-    return 0;
+    return vmm_check_file_type(what, path, &st, block_ok, err, errlen);
+}
+
+static int check_file(const char *opt, const char *path, char *err, size_t errlen)
+{
+    return vmm_check_user_file(opt, path, false, err, errlen);
 }
 
 /* The table of options: name, whether it takes an argument. */
