@@ -25,7 +25,11 @@
  *
  * Result: KEEL-GUEST: RESULT status=ok|fail test=blk ops= iops= mibps=
  *   errors= verify_failures= elapsed_us= ... (elapsed covers the main
- *   pass only; set-up, discard and the verify pass are reported apart).
+ *   pass only; set-up, discard and the verify pass are reported apart),
+ *   and with verify=1: written_blocks= (blocks holding a known write at
+ *   the end), written_verified= (of those, read back intact: must be all),
+ *   main_verified_reads= (main-pass reads of a block written earlier).
+ *   randrw's read/write choice has its own PRNG stream (vmm/guest/rand.h).
  */
 #include "config.h"
 
@@ -43,7 +47,8 @@ struct workload {
     uint64_t offset, size, runtime_ms;
     bool verify, flush, discard, write_zeroes, irq_mode;
     uint32_t gen, seed;
-    uint64_t rng;
+    uint64_t rng;                    /* block picks (xorshift64) */
+    uint64_t rw_rng;                 /* randrw's read/write choice (its own stream) */
     uint64_t nblocks;
     uint32_t *block_gen;             /* per block: 0 = content unknown */
     uint8_t *block_busy;
@@ -51,6 +56,9 @@ struct workload {
     /* results */
     uint64_t ops, bytes, errors, verify_failures, verified_blocks;
     uint64_t unverified_reads, elapsed_us;
+    uint64_t main_verified_reads;    /* main-pass reads of a block written before */
+    uint64_t written_blocks;         /* blocks holding a known write at the end */
+    uint64_t written_verified;       /* of those, read back intact by the verify pass */
 };
 
 static struct blk_dev blk;
@@ -162,6 +170,7 @@ static bool parse_options(void)
     wl.gen = cmdline_u64("gen", 1);
     wl.seed = cmdline_u64("seed", 1);
     wl.rng = 0x9E3779B97F4A7C15ull ^ wl.seed;
+    wl.rw_rng = rw_choice_seed(wl.seed);
     if (!wl.gen) {
         kprintf("KEEL-GUEST: gen must be >= 1\n");
         return false;
@@ -238,6 +247,13 @@ static bool verify_pass(bool zeroes)
     uint64_t failures_before = wl.verify_failures, checked = 0;
     uint64_t deadline = deadline_after_ms(10000);
 
+    if (!zeroes) {
+        wl.written_blocks = 0;
+        for (uint64_t b = 0; b < wl.nblocks; b++) {
+            wl.written_blocks += wl.block_gen[b] != 0;
+        }
+    }
+
     for (;;) {
         for (unsigned s = 0; s < blk.nslots && next < wl.nblocks; s++) {
             if (blk.slot[s].busy) {
@@ -288,8 +304,8 @@ static bool verify_pass(bool zeroes)
                         break;
                     }
                 }
-            } else {
-                check_block(wl.buf[s], sl->block, wl.block_gen[sl->block]);
+            } else if (check_block(wl.buf[s], sl->block, wl.block_gen[sl->block])) {
+                wl.written_verified++;
             }
         }
     }
@@ -355,6 +371,7 @@ static void finish_request(unsigned s)
         }
     } else if (sl->verify) {
         check_block(sl->data, sl->block, sl->gen);
+        wl.main_verified_reads++;
     } else if (wl.verify) {
         wl.unverified_reads++;
     }
@@ -381,7 +398,7 @@ static bool main_pass(void)
                 break;                           /* retry after a completion */
             }
             bool write = wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE ||
-                         (wl.rw == RW_RANDRW && (xorshift64(&wl.rng) & 1));
+                         (wl.rw == RW_RANDRW && rw_choose_write(&wl.rw_rng));
             sl->block = block;
             sl->verify = false;
             if (write) {
@@ -515,6 +532,12 @@ static bool run_workload(void)
     }
     if (ok && does_writes() && wl.verify) {
         ok &= verify_pass(false);
+        /* Every block written must have been read back intact. */
+        if (wl.written_verified != wl.written_blocks) {
+            kprintf("KEEL-GUEST: verify pass: %lu of %lu written blocks read back intact\n",
+                    wl.written_verified, wl.written_blocks);
+            ok = false;
+        }
     }
     return ok;
 }
@@ -679,11 +702,13 @@ static void print_result(const char *test, bool ok)
     kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
             "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
             "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
-            "irq_waits=%lu tsc_khz=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
+            "irq_waits=%lu tsc_khz=%lu written_blocks=%lu written_verified=%lu "
+            "main_verified_reads=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
             mibps_x100 / 100, mibps_x100 % 100, wl.errors, wl.verify_failures,
             wl.elapsed_us, rw_names[wl.rw], wl.bs, blk.nslots,
             wl.irq_mode ? "irq" : "poll", wl.verified_blocks, blk.vq.kicks,
-            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz);
+            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz,
+            wl.written_blocks, wl.written_verified, wl.main_verified_reads);
 }
 
 int run_block_test(const char *test)
