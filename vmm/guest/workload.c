@@ -550,10 +550,16 @@ enum chain_fault {
     FAULT_HEADER_WRITABLE,  /* the request header marked device-writable */
     FAULT_STATUS_READONLY,  /* the status byte marked device-readable */
     FAULT_BEYOND_CAPACITY,  /* well-formed read past the end of the disk */
+    FAULT_NEXT_RANGE,       /* a next index >= the queue size */
+    FAULT_INDIRECT_OUTSIDE, /* an indirect table far outside guest RAM */
+    FAULT_INDIRECT_SIZE,    /* an indirect table of 20 bytes (not n * 16) */
+    FAULT_INDIRECT_NESTED,  /* an indirect table holding an indirect descriptor */
+    FAULT_AVAIL_AHEAD,      /* avail idx a queue size and more ahead of the device */
 };
 static const char *const fault_names[] = {
     "out-of-range-address", "loop", "oversized", "header-writable",
-    "status-readonly", "beyond-capacity",
+    "status-readonly", "beyond-capacity", "next-out-of-range", "indirect-outside-ram",
+    "indirect-bad-size", "indirect-nested", "avail-idx-far-ahead",
 };
 
 /* Builds a bad chain in slot 0's descriptors (direct layout). */
@@ -599,6 +605,29 @@ static void submit_bad_chain(enum chain_fault fault)
         break;
     case FAULT_BEYOND_CAPACITY:
         break;
+    case FAULT_NEXT_RANGE:
+        d[1].next = (uint16_t)(blk.vq.size + 3);
+        break;
+    case FAULT_INDIRECT_OUTSIDE:
+        d[0] = (struct vring_desc){ 1ull << 46, 3 * 16, VRING_DESC_F_INDIRECT, 0 };
+        break;
+    case FAULT_INDIRECT_SIZE:
+    case FAULT_INDIRECT_NESTED: {
+        /* The table in the data buffer; its first entry is itself indirect. */
+        struct vring_desc *t = wl.buf[0];
+        t[0] = (struct vring_desc){ data + 0x100, 48, VRING_DESC_F_INDIRECT, 0 };
+        t[1] = (struct vring_desc){ status, 1, VRING_DESC_F_WRITE, 0 };
+        d[0] = (struct vring_desc){ data, fault == FAULT_INDIRECT_SIZE ? 20 : 32,
+                                    VRING_DESC_F_INDIRECT, 0 };
+        break;
+    }
+    case FAULT_AVAIL_AHEAD:
+        /* No new chain: the index alone claims size + 7 new entries. */
+        blk.vq.avail_idx = (uint16_t)(blk.vq.avail_idx + blk.vq.size + 7);
+        barrier();
+        ((volatile struct vring_avail *)blk.vq.avail)->idx = blk.vq.avail_idx;
+        *blk.vq.notify = (uint16_t)blk.vq.index;
+        return;
     }
     vq_add(&blk.vq, h);
     vq_kick(&blk.vq);
@@ -691,6 +720,186 @@ static bool run_badchain(void)
     return all_ok;
 }
 
+/* ---- test=hostile: a driver that breaks the transport's rules ------------------- */
+/* Each case ends with a reset (if the device asks for one, or the case
+ * leaves it unusable), a fresh set-up and a good read: the device must
+ * have failed safely and still work.  The verdicts name what was seen. */
+
+/* Waits up to 1 s for NEEDS_RESET or a completion; "needs-reset",
+ * "completed" (with the status in *st) or "nothing". */
+static const char *watch_device(int *st)
+{
+    uint64_t deadline = deadline_after_ms(1000);
+
+    while (rdtsc() < deadline) {
+        int s = blk_complete(&blk);
+        if (s >= 0) {
+            *st = *blk.slot[s].status;
+            return "completed";
+        }
+        if (virtio_get_status(&blk.pci) & VIRTIO_STATUS_NEEDS_RESET) {
+            return "needs-reset";
+        }
+        cpu_relax();
+    }
+    return "nothing";
+}
+
+/* Set-up by hand up to DRIVER_OK with one rule broken; then one read. */
+enum setup_fault { SETUP_NO_FEATURES_OK, SETUP_QUEUE_SIZE, SETUP_RING_OUTSIDE };
+
+static const char *hostile_setup(enum setup_fault fault, bool *acceptable)
+{
+    struct virtio_pci_dev *d = &blk.pci;
+    volatile uint8_t *c = d->common;
+    int st = -1;
+
+    virtio_reset(d);
+    virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    if (fault != SETUP_NO_FEATURES_OK) {
+        *(volatile uint32_t *)(c + VCC_DRIVER_FEATURE_SELECT) = 1;
+        *(volatile uint32_t *)(c + VCC_DRIVER_FEATURE) = 1;      /* VERSION_1 only */
+        virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                             VIRTIO_STATUS_FEATURES_OK);
+    }
+    *(volatile uint16_t *)(c + VCC_QUEUE_SELECT) = 0;
+    *(volatile uint16_t *)(c + VCC_QUEUE_SIZE) =
+        fault == SETUP_QUEUE_SIZE ? 3 : (uint16_t)blk.vq.size;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DESC) =
+        fault == SETUP_RING_OUTSIDE ? 1ull << 46 : (uint64_t)(uintptr_t)blk.vq.desc;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DRIVER) = (uint64_t)(uintptr_t)blk.vq.avail;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DEVICE) = (uint64_t)(uintptr_t)blk.vq.used;
+    *(volatile uint16_t *)(c + VCC_QUEUE_ENABLE) = 1;
+    virtio_set_status(d, virtio_get_status(d) | VIRTIO_STATUS_DRIVER_OK);
+    uint8_t status = virtio_get_status(d);
+    /* The rings were zeroed by nobody: start them over, then one read. */
+    memset(blk.vq.avail, 0, 6 + 2ull * blk.vq.size);
+    memset(blk.vq.used, 0, 6 + 8ull * blk.vq.size);
+    blk.vq.avail_idx = blk.vq.kicked_idx = blk.vq.last_used = 0;
+    blk_submit(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
+    *blk.vq.notify = 0;
+    const char *seen = watch_device(&st);
+    /* Refusing the set-up, asking for a reset, or doing nothing are safe;
+     * so is serving the read when nothing was wrong with the rings (a
+     * device may accept DRIVER_OK without FEATURES_OK, as legacy did). */
+    *acceptable = strcmp(seen, "completed") || fault == SETUP_NO_FEATURES_OK ||
+                  st != VIRTIO_BLK_S_OK;
+    kprintf("KEEL-GUEST: hostile setup status after DRIVER_OK 0x%x\n", status);
+    return seen;
+}
+
+static const char *hostile_reset_inflight(bool *acceptable)
+{
+    unsigned n = blk.nslots;
+
+    for (unsigned s = 0; s < n; s++) {
+        blk_submit(&blk, s, VIRTIO_BLK_T_IN, 8ull * s, wl.buf[s], 4096);
+    }
+    vq_kick(&blk.vq);
+    *acceptable = virtio_reset(&blk.pci);       /* must complete, drained */
+    return *acceptable ? "reset-completed" : "reset-stuck";
+}
+
+static const char *hostile_config_write(bool *acceptable)
+{
+    uint64_t cap = virtio_cfg64(&blk.pci, VBLK_CFG_CAPACITY);
+
+    for (unsigned i = 0; i < 64; i++) {
+        blk.pci.device_cfg[i] = 0xa5;
+    }
+    *acceptable = virtio_cfg64(&blk.pci, VBLK_CFG_CAPACITY) == cap;
+    return *acceptable ? "ignored, capacity unchanged" : "capacity changed";
+}
+
+static const char *hostile_msix(bool *acceptable)
+{
+    struct pci_func *f = blk.pci.pci;
+    unsigned cap = pci_read8(f, 0x34) & 0xfc;      /* capabilities pointer */
+
+    for (unsigned n = 0; cap && pci_read8(f, cap) != 0x11 && n < 48; n++) {
+        cap = pci_read8(f, cap + 1) & 0xfc;
+    }
+    if (!cap) {
+        *acceptable = true;
+        return "no MSI-X capability";
+    }
+    uint32_t table = pci_read32(f, cap + 4);
+    uint64_t base = pci_bar_address(f, table & 7);
+    volatile uint32_t *t = (volatile uint32_t *)(uintptr_t)(base + (table & ~7u));
+    if (!base || !map_mmio(base + (table & ~7u), 32)) {
+        *acceptable = true;
+        return "MSI-X table not mappable";
+    }
+    /* Entries 0 and 1: an address nothing decodes, all data bits, unmasked;
+     * MSI-X on, both vectors used, then a read (polled: we take no MSI). */
+    for (unsigned e = 0; e < 2; e++) {
+        t[4 * e] = 0xdead0000u;
+        t[4 * e + 1] = 0xffffffffu;
+        t[4 * e + 2] = 0xffffffffu;
+        t[4 * e + 3] = 0;
+    }
+    pci_write16(f, cap + 2, 0x8000);
+    *(volatile uint16_t *)(blk.pci.common + VCC_MSIX_CONFIG) = 1;
+    *(volatile uint16_t *)(blk.pci.common + VCC_QUEUE_SELECT) = 0;
+    *(volatile uint16_t *)(blk.pci.common + VCC_QUEUE_MSIX_VECTOR) = 0;
+    int st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
+    pci_write16(f, cap + 2, 0);
+    for (unsigned e = 0; e < 2; e++) {
+        t[4 * e + 3] = 1;
+    }
+    *acceptable = true;         /* surviving is the point; the read may go either way */
+    return st == VIRTIO_BLK_S_OK ? "read completed with bogus vectors" : "read failed";
+}
+
+static const char *hostile_bar_move(bool *acceptable)
+{
+    int st = -1;
+
+    if (!virtio_pci_move_bar(&blk.pci, false)) {
+        *acceptable = false;
+        return "could not move the BAR";
+    }
+    vq_refresh_notify(&blk.vq);
+    st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);   /* at the new place */
+    bool back = virtio_pci_move_bar(&blk.pci, true);
+    vq_refresh_notify(&blk.vq);
+    *acceptable = back && st == VIRTIO_BLK_S_OK;
+    return st == VIRTIO_BLK_S_OK ? "served at the new address" : "failed at the new address";
+}
+
+static bool run_hostile(void)
+{
+    static const char *const names[] = {
+        "reset-inflight", "driver-ok-without-features-ok", "bad-queue-size",
+        "ring-outside-ram", "config-write-live", "bogus-msix-entries", "bar-moved-live",
+    };
+    bool all_ok = sanity_read();
+
+    for (unsigned i = 0; i < ARRAY_SIZE(names) && all_ok; i++) {
+        bool acceptable = false;
+        const char *verdict;
+        switch (i) {
+        case 0: verdict = hostile_reset_inflight(&acceptable); break;
+        case 1: verdict = hostile_setup(SETUP_NO_FEATURES_OK, &acceptable); break;
+        case 2: verdict = hostile_setup(SETUP_QUEUE_SIZE, &acceptable); break;
+        case 3: verdict = hostile_setup(SETUP_RING_OUTSIDE, &acceptable); break;
+        case 4: verdict = hostile_config_write(&acceptable); break;
+        case 5: verdict = hostile_msix(&acceptable); break;
+        default: verdict = hostile_bar_move(&acceptable); break;
+        }
+        uint8_t status = virtio_get_status(&blk.pci);
+        bool works = blk_reinit(&blk) && sanity_read();
+        kprintf("KEEL-GUEST: hostile %s: %s (device status 0x%x)%s\n", names[i], verdict,
+                status, works ? ", device works after a reset" : ", DEVICE BROKEN");
+        if (!acceptable || !works) {
+            wl.errors++;
+            all_ok = false;
+        }
+    }
+    kprintf("KEEL-GUEST: hostile: %s\n", all_ok ? "every case failed safely" : "FAILED");
+    return all_ok;
+}
+
 /* ---- entry ------------------------------------------------------------------------ */
 static void print_result(const char *test, bool ok)
 {
@@ -713,16 +922,16 @@ static void print_result(const char *test, bool ok)
 
 int run_block_test(const char *test)
 {
-    bool badchain = !strcmp(test, "badchain");
+    bool badchain = !strcmp(test, "badchain"), hostile = !strcmp(test, "hostile");
     bool ok = true;
 
     if (!parse_options()) {
         kprintf("KEEL-GUEST: RESULT status=fail test=%s reason=bad-cmdline\n", test);
         guest_exit(EXIT_BAD_CMDLINE);
     }
-    if (badchain) {
+    if (badchain || hostile) {
         wl.bs = 4096;
-        wl.iodepth = 1;
+        wl.iodepth = hostile ? 8 : 1;
     }
     if (ok) {
         ok = blk_init(&blk, cmdline_u64("dev", 0), wanted_features(), wl.iodepth,
@@ -743,7 +952,7 @@ int run_block_test(const char *test)
         ok = print_device_id();
     }
     if (ok) {
-        ok = badchain ? run_badchain() : run_workload();
+        ok = badchain ? run_badchain() : hostile ? run_hostile() : run_workload();
     }
     ok &= !wl.errors && !wl.verify_failures;
     /* Only a failure if we slept waiting for one: a device that is always
