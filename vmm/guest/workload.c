@@ -780,9 +780,10 @@ static const char *hostile_setup(enum setup_fault fault, bool *acceptable)
     *blk.vq.notify = 0;
     const char *seen = watch_device(&st);
     /* Refusing the set-up, asking for a reset, or doing nothing are safe;
-     * so is serving the read when nothing was wrong with the rings (a
-     * device may accept DRIVER_OK without FEATURES_OK, as legacy did). */
-    *acceptable = strcmp(seen, "completed") || fault == SETUP_NO_FEATURES_OK ||
+     * so is serving the read when the rings it used are real (a device may
+     * accept DRIVER_OK without FEATURES_OK, as legacy did, and QEMU takes a
+     * queue of 3).  Only a descriptor table outside RAM cannot serve it. */
+    *acceptable = fault != SETUP_RING_OUTSIDE || strcmp(seen, "completed") ||
                   st != VIRTIO_BLK_S_OK;
     kprintf("KEEL-GUEST: hostile setup status after DRIVER_OK 0x%x\n", status);
     return seen;
