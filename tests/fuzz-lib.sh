@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # tests/fuzz-lib.sh — shared by the libFuzzer scripts (tests/fuzz-*.sh; sourced,
 # not run).  fuzz_main NAME "SOURCES" MAX_LEN LEAKS builds tests/fuzz-NAME.c
 # plus SOURCES (paths under the source tree) with clang's libFuzzer,

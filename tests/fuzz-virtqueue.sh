@@ -4,6 +4,7 @@
 # and run by tests/fuzz-lib.sh (see there for the environment); 10 s in
 # make check, FUZZ_SECONDS in `make fuzz`.  Leak detection off: the device
 # and loop live for the whole process on purpose.
+# shellcheck source=tests/fuzz-lib.sh disable=SC2154  # top_builddir: set by fuzz-lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 fuzz_main virtqueue "vmm/virtqueue.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/kvm.c vmm/cpuid.c \
     vmm/bus.c vmm/pci.c" 4096 0

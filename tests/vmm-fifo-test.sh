@@ -57,8 +57,8 @@ refused "-drive file=/dev/zero: is a character device" -kernel "$guest" -drive f
 timeout -s KILL 10 "$vmm" -kernel "$guest" -drive file="$tmp/fifo",format=raw \
     -drive file=/dev/zero,format=raw,readonly=on >"$tmp/out" 2>"$tmp/err" </dev/null
 rc=$?
-ok $([ $rc -eq 1 ] && grep -q "fifo: is a FIFO" "$tmp/err" && grep -q "/dev/zero: is a character" "$tmp/err"
-     echo $?) "two bad drives: both named in one run (rc=$rc)"
+ok "$([ $rc -eq 1 ] && grep -q "fifo: is a FIFO" "$tmp/err" && grep -q "/dev/zero: is a character" "$tmp/err"
+     echo $?)" "two bad drives: both named in one run (rc=$rc)"
 
 if command -v python3 >/dev/null 2>&1 &&
     python3 -c "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$tmp/sock" 2>/dev/null; then
@@ -71,14 +71,14 @@ fi
 # A regular file is still fine up to the point where KVM is needed.
 timeout -s KILL 10 "$vmm" -kernel "$guest" -drive file="$tmp/disk",format=raw >"$tmp/out" 2>"$tmp/err" </dev/null
 rc=$?
-ok $([ $rc -ne 137 ] && ! grep -q "FIFO\|regular file" "$tmp/err"; echo $?) \
+ok "$([ $rc -ne 137 ] && ! grep -q "FIFO\|regular file" "$tmp/err"; echo $?)" \
     "a regular drive file passes the check (rc=$rc: KVM or not)"
 
 if [ -x "$img" ]; then
     timeout -s KILL 10 "$img" info "$tmp/fifo" >"$tmp/out" 2>"$tmp/err" </dev/null
     rc=$?
-    ok $([ $rc -ne 0 ] && [ $rc -ne 137 ] && grep -q "not a regular file or block device" "$tmp/err"
-         echo $?) "keel-img info on a FIFO: an error, not a hang (rc=$rc)"
+    ok "$([ $rc -ne 0 ] && [ $rc -ne 137 ] && grep -q "not a regular file or block device" "$tmp/err"
+         echo $?)" "keel-img info on a FIFO: an error, not a hang (rc=$rc)"
 fi
 echo "1..$n"
 exit $failed

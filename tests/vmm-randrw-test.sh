@@ -96,20 +96,21 @@ for peer in $peers; do
         wb=$(result_field "$name" written_blocks)
         wv=$(result_field "$name" written_verified)
         mr=$(result_field "$name" main_verified_reads)
-        ok $([ "$st" = ok ]; echo $?) "$peer, $mode: the guest's randrw+verify run passes"
+        ok "$([ "$st" = ok ]; echo $?)" "$peer, $mode: the guest's randrw+verify run passes"
         [ "$st" = ok ] || tr -d '\r' <"$TMP/$name.out" | cat - "$TMP/$name.err" | tail -n 20 | sed 's/^/#   /'
-        ok $([ -n "$wb" ] && [ "$wb" -gt 0 ] && [ "$wb" = "$wv" ]; echo $?) \
+        ok "$([ -n "$wb" ] && [ "$wb" -gt 0 ] && [ "$wb" = "$wv" ]; echo $?)" \
             "$peer, $mode: in the guest, all $wb written blocks read back intact ($wv)"
-        ok $([ -n "$mr" ] && [ "$mr" -gt 0 ]; echo $?) \
+        ok "$([ -n "$mr" ] && [ "$mr" -gt 0 ]; echo $?)" \
             "$peer, $mode: main-pass reads landed on written blocks ($mr; 0 before the fix)"
         if [ $mode = runtime ]; then
             # thousands of random requests over 1024 blocks: a fair choice
             # writes every one (the old one only the 512 its bits allowed)
-            ok $([ "$wb" = 1024 ]; echo $?) "$peer, $mode: writes reached all 1024 blocks ($wb)"
+            ok "$([ "$wb" = 1024 ]; echo $?)" "$peer, $mode: writes reached all 1024 blocks ($wb)"
         fi
         # shellcheck disable=SC2046
         set -- $(scan_image "$img" 4096 $seed 1)
-        ok $([ "${3:-1}" -eq 0 ] && [ "${1:-0}" = "$wb" ]; echo $?) \
+        [ "${3:-1}" -eq 0 ] && [ "${1:-0}" = "$wb" ]
+        ok $? \
             "$peer, $mode: from the host, $1 blocks hold the pattern (guest: $wb), $2 are zero, ${3:-?} are neither"
     done
 done
