@@ -39,7 +39,7 @@ REPEAT=${BENCH_REPEAT:-3}
 ENGINES=${BENCH_ENGINES:-threads native io_uring}
 KEEL_VMM_TIMEOUT=120
 
-if ! (exec 3<>/dev/kvm) 2>/dev/null; then
+if ! { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
     echo "bench-vmm: skipped: cannot open /dev/kvm"
     exit 0
 fi

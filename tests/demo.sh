@@ -36,7 +36,7 @@ if [ ! -s "$GUEST" ]; then
     echo "demo: $GUEST is not built (run make in $top_builddir)"
     exit 1
 fi
-if ! (exec 3<>/dev/kvm) 2>/dev/null; then
+if ! { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
     echo "demo: /dev/kvm cannot be opened here, so keel-vmm cannot run a guest."
     echo "demo: (the block layer alone: $KEEL_IMG bench -c 20000 -d 32 -r FILE)"
     exit 0

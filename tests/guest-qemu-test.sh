@@ -41,7 +41,7 @@ GUEST=$top_builddir/vmm/guest/keel-guest
 TIMEOUT=${KEEL_GUEST_TIMEOUT:-120}
 if [ -n "${KEEL_QEMU_ACCEL:-}" ]; then
     ACCEL=$KEEL_QEMU_ACCEL
-elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+elif [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     ACCEL="-accel kvm -accel tcg"        # falls back to TCG if KVM refuses
 else
     ACCEL="-accel tcg"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # keel-vmm's command line as a user meets it (no /dev/kvm needed): each bad
-# command line prints exactly one line naming the option and exits 1; an
+# command line prints one line per problem naming its option and exits 1; an
 # unknown kernel format is refused before KVM is touched; --version, --help,
 # --features (KVM capabilities with their fallbacks; KEEL_AVOID honoured).
 top_builddir=${top_builddir:-.}
@@ -33,7 +33,7 @@ bad() {
     fi
 }
 
-bad "-frobnicate" -frobnicate
+bad "-frobnicate" -frobnicate -kernel "$tmp/junk"
 bad "-kernel" -kernel
 bad "-kernel: required" -m 64
 bad "-m 12Q" -kernel "$tmp/junk" -m 12Q
@@ -44,6 +44,22 @@ bad "iothread=io7" -kernel "$tmp/junk" -drive file=x,iothread=io7
 bad "-object" -kernel "$tmp/junk" -object memory-backend-ram,id=r
 bad "-device e1000" -kernel "$tmp/junk" -device e1000
 bad "-serial vc" -kernel "$tmp/junk" -serial vc
+# Every problem of a command line in one run, one line each, in order.
+"$vmm" -frobnicate -m 12Q -drive file=x,colour=red,aio=posix -smp 4 -serial vc \
+    >"$tmp/out" 2>"$tmp/err" </dev/null
+rc=$?
+sed 's/^/# /' "$tmp/err"
+ok $([ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 7 ] &&
+     sed -n 1p "$tmp/err" | grep -qF -- "-frobnicate: unknown option" &&
+     sed -n 2p "$tmp/err" | grep -qF -- "-m 12Q" &&
+     sed -n 3p "$tmp/err" | grep -qF -- "'colour'" &&
+     sed -n 4p "$tmp/err" | grep -qF -- "aio=posix" &&
+     sed -n 5p "$tmp/err" | grep -qF -- "-smp 4" &&
+     sed -n 6p "$tmp/err" | grep -qF -- "-serial vc" &&
+     sed -n 7p "$tmp/err" | grep -qF -- "-kernel: required" &&
+     [ ! -s "$tmp/out" ]; echo $?) \
+    "a line with seven problems names all seven in one run, in order"
+
 KEEL_AVOID=warp-drive "$vmm" -kernel "$tmp/junk" >"$tmp/out" 2>"$tmp/err" </dev/null
 rc=$?
 ok $([ $rc -eq 1 ] && grep -q "warp-drive" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]; echo $?) \
@@ -78,7 +94,7 @@ ok $(grep -q '^kvm-ioeventfd active=exit-handler .*reason=' "$tmp/out" &&
      grep -q '^kvm-irqfd active=ioctl ' "$tmp/out" &&
      grep -q '^kvm-signal-msi active=intx ' "$tmp/out"; echo $?) \
     "KEEL_AVOID=ioeventfd,irqfd,signal-msi switches all three to their fallbacks"
-if (exec 3<>/dev/kvm) 2>/dev/null; then
+if { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
     ok $(grep -q '^kvm-ioeventfd active=exit-handler .*reason=KEEL_AVOID' "$tmp/out"; echo $?) \
         "and the reason says KEEL_AVOID"
 else

@@ -194,6 +194,36 @@ int main(void)
     bad(ARGS("-kernel", kernel_path, "-serial", "pty"), "-serial pty", "-serial pty");
     bad(ARGS("-kernel", kernel_path, "-display", "gtk"), "-display gtk", "-display gtk");
 
+    /* Every problem in one run, one line each, in command-line order; a
+     * refused option yields no derived problem (the drive refused for its
+     * key is not also "not used"; the refused backend not "missing"). */
+    {
+        int r = parse(&o, ARGS("-bogus", "-kernel", kernel_path, "-drive",
+                               "file=x,if=none,id=d0,colour=red,aio=posix", "-smp", "3",
+                               "-object", "memory-backend-ram,id=m0,prealloc=on",
+                               "-machine", "memory-backend=m0", "stray"));
+        char **lines = r < 0 ? g_strsplit(err, "\n", -1) : NULL;
+
+        KEEL_OK(r < 0 && g_strv_length(lines) == 6 && strstr(lines[0], "-bogus") &&
+                strstr(lines[1], "'colour'") && strstr(lines[2], "aio=posix") &&
+                strstr(lines[3], "-smp 3") && strstr(lines[4], "'prealloc'") &&
+                strstr(lines[5], "stray"),
+                "six problems named in one run, in order (got '%s')", r < 0 ? err : "success");
+        g_strfreev(lines);
+    }
+    /* More problems than the caller's buffer holds: whole lines only, and a
+     * count of the rest. */
+    {
+        char small[128];
+        const char *argv[] = { "keel-vmm", "-kernel", kernel_path, "-a1", "-a2", "-a3", "-a4",
+                               "-a5", "-a6", "-a7", "-a8", "-a9", NULL };
+        int r = vmm_options_parse(&o, 12, (char **)argv, small, sizeof(small));
+
+        KEEL_OK(r < 0 && strstr(small, "-a1: unknown option") && strstr(small, "more problems not shown") &&
+                strlen(small) < sizeof(small), "a full buffer ends with how many were not shown (got '%s')",
+                small);
+    }
+
     unlink(kernel_path);
     return keel_test_done();
 }

@@ -20,6 +20,7 @@
 #include "compat/features.h"
 #include "loop/main-loop.h"
 
+#include <glib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
 {
     VmmOptions opts;
     char err[512];
+    char cmdline_err[8192];
     const char *avoid_err;
     Vm vm;
     Vcpu vcpu;
@@ -120,8 +122,13 @@ int main(int argc, char **argv)
     char paths[256];
     int status = 1, r;
 
-    if (vmm_options_parse(&opts, argc, argv, err, sizeof(err)) < 0) {
-        fprintf(stderr, "keel-vmm: %s\n", err);
+    if (vmm_options_parse(&opts, argc, argv, cmdline_err, sizeof(cmdline_err)) < 0) {
+        /* Every problem of the command line, one "keel-vmm: " line each. */
+        char **lines = g_strsplit(cmdline_err, "\n", -1);
+        for (char **l = lines; *l; l++) {
+            fprintf(stderr, "keel-vmm: %s\n", *l);
+        }
+        g_strfreev(lines);
         return 1;
     }
     if (opts.want_help) {

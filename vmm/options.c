@@ -170,14 +170,49 @@ static bool valid_id(const char *id)
     return strlen(id) < 64;
 }
 
-static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+/*
+ * The parse in progress.  Every problem is collected, one line each, and the
+ * parse goes on: a user fixing a long (libvirt-style) command line sees all
+ * its refusals in one run, not one per run.  An option with a problem is not
+ * applied, so later whole-line checks may name follow-on problems only where
+ * they are independent (see the end of options_parse).
+ */
+typedef struct OptParse {
+    VmmOptions *opts;
+    GPtrArray *problems;        /* char *, one line each, in command-line order */
+    bool kernel_named;          /* -kernel given, even without a usable argument */
+    bool mem_backend_refused;   /* an -object memory-backend-* had a problem */
+} OptParse;
+
+static void G_GNUC_PRINTF(2, 3) problem(OptParse *p, const char *fmt, ...)
 {
+    va_list ap;
+
+    va_start(ap, fmt);
+    g_ptr_array_add(p->problems, g_strdup_vprintf(fmt, ap));
+    va_end(ap);
+}
+
+static void drive_clear(VmmDrive *d)
+{
+    g_free(d->file);
+    g_free(d->id);
+    g_free(d->iothread);
+    g_free(d->serial);
+    g_free(d->inject);
+    memset(d, 0, sizeof(*d));
+}
+
+static void parse_drive(OptParse *p, const char *arg)
+{
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
     VmmDrive *d;
     char **kv;
-    int ret = -1;
 
     if (opts->nr_drives == VMM_MAX_DRIVES) {
-        return vmm_fail(err, errlen, "-drive: at most %d drives are supported", VMM_MAX_DRIVES);
+        problem(p, "-drive %s: at most %d drives are supported", arg, VMM_MAX_DRIVES);
+        return;
     }
     d = &opts->drives[opts->nr_drives];
     memset(d, 0, sizeof(*d));
@@ -189,24 +224,23 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
         const char *k = kv[i], *v = kv[i + 1];
 
         if (!k || !*k) {
-            vmm_fail(err, errlen, "-drive: empty parameter in '%s'", arg);
-            goto out;
+            problem(p, "-drive: empty parameter in '%s'", arg);
+            continue;
         }
         if (!v && strcmp(k, "readonly") != 0) {
-            vmm_fail(err, errlen, "-drive: parameter '%s' needs a value (%s=...)", k, k);
-            goto out;
+            problem(p, "-drive: parameter '%s' needs a value (%s=...)", k, k);
+            continue;
         }
         if (!strcmp(k, "file")) {
             if (!*v) {
-                vmm_fail(err, errlen, "-drive: file= is empty");
-                goto out;
+                problem(p, "-drive: file= is empty");
+                continue;
             }
             g_free(d->file);
             d->file = g_strdup(v);
         } else if (!strcmp(k, "format")) {
             if (strcmp(v, "raw") != 0) {
-                vmm_fail(err, errlen, "-drive: format=%s: only format=raw is supported", v);
-                goto out;
+                problem(p, "-drive: format=%s: only format=raw is supported", v);
             }
         } else if (!strcmp(k, "if")) {
             if (!strcmp(v, "virtio")) {
@@ -214,8 +248,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "none")) {
                 d->if_none = true;
             } else {
-                vmm_fail(err, errlen, "-drive: if=%s: expected virtio or none", v);
-                goto out;
+                problem(p, "-drive: if=%s: expected virtio or none", v);
             }
         } else if (!strcmp(k, "aio")) {
             if (!strcmp(v, "threads")) {
@@ -225,8 +258,7 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "io_uring")) {
                 d->aio = VMM_AIO_IO_URING;
             } else {
-                vmm_fail(err, errlen, "-drive: aio=%s: expected threads, native or io_uring", v);
-                goto out;
+                problem(p, "-drive: aio=%s: expected threads, native or io_uring", v);
             }
         } else if (!strcmp(k, "cache")) {
             if (!strcmp(v, "writeback")) {
@@ -238,27 +270,24 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             } else if (!strcmp(v, "unsafe")) {
                 d->cache = VMM_CACHE_UNSAFE;
             } else {
-                vmm_fail(err, errlen,
-                     "-drive: cache=%s: expected none, writeback, directsync or unsafe", v);
-                goto out;
+                problem(p, "-drive: cache=%s: expected none, writeback, directsync or unsafe", v);
             }
         } else if (!strcmp(k, "readonly")) {
             if (parse_bool(v, &d->readonly) < 0) {
-                vmm_fail(err, errlen, "-drive: readonly=%s: expected on or off", v);
-                goto out;
+                problem(p, "-drive: readonly=%s: expected on or off", v);
             }
         } else if (!strcmp(k, "iothread")) {
             if (!valid_id(v)) {
-                vmm_fail(err, errlen, "-drive: iothread=%s: not a valid id", v);
-                goto out;
+                problem(p, "-drive: iothread=%s: not a valid id", v);
+                continue;
             }
             g_free(d->iothread);
             d->iothread = g_strdup(v);
         } else if (!strcmp(k, "serial")) {
             /* virtio-blk's GET_ID answer is 20 bytes, not NUL-terminated. */
             if (strlen(v) > 20) {
-                vmm_fail(err, errlen, "-drive: serial=%s: longer than 20 characters", v);
-                goto out;
+                problem(p, "-drive: serial=%s: longer than 20 characters", v);
+                continue;
             }
             g_free(d->serial);
             d->serial = g_strdup(v);
@@ -270,63 +299,54 @@ static int parse_drive(VmmOptions *opts, const char *arg, char *err, size_t errl
             d->inject = joined;
         } else if (!strcmp(k, "id")) {
             if (!valid_id(v)) {
-                vmm_fail(err, errlen, "-drive: id=%s: not a valid id", v);
-                goto out;
+                problem(p, "-drive: id=%s: not a valid id", v);
+                continue;
             }
             g_free(d->id);
             d->id = g_strdup(v);
         } else {
-            vmm_fail(err, errlen, "-drive: unknown parameter '%s'", k);
-            goto out;
+            problem(p, "-drive: unknown parameter '%s'", k);
         }
     }
+    free_suboptions(kv);
     if (!d->file) {
-        vmm_fail(err, errlen, "-drive: file= is required");
-        goto out;
+        problem(p, "-drive %s: file= is required", arg);
     }
     if (d->aio == VMM_AIO_NATIVE &&
         d->cache != VMM_CACHE_NONE && d->cache != VMM_CACHE_DIRECTSYNC) {
         /* Same rule as QEMU: io_submit only runs asynchronously on O_DIRECT. */
-        vmm_fail(err, errlen, "-drive: aio=native needs cache=none or cache=directsync");
-        goto out;
+        problem(p, "-drive %s: aio=native needs cache=none or cache=directsync", arg);
     }
     if (d->if_none && !d->id) {
-        vmm_fail(err, errlen, "-drive: if=none needs id= (for -device virtio-blk-pci,drive=ID)");
-        goto out;
+        problem(p, "-drive %s: if=none needs id= (for -device virtio-blk-pci,drive=ID)", arg);
     }
     if (d->id) {
         for (int j = 0; j < opts->nr_drives; j++) {
             if (opts->drives[j].id && !strcmp(opts->drives[j].id, d->id)) {
-                vmm_fail(err, errlen, "-drive: id=%s: duplicate id", d->id);
-                goto out;
+                problem(p, "-drive: id=%s: duplicate id", d->id);
+                break;
             }
         }
     }
+    if (p->problems->len != problems_before) {
+        drive_clear(d);
+        return;
+    }
     d->attached = !d->if_none;
     opts->nr_drives++;
-    ret = 0;
-out:
-    if (ret < 0) {
-        g_free(d->file);
-        g_free(d->id);
-        g_free(d->iothread);
-        g_free(d->serial);
-        g_free(d->inject);
-        memset(d, 0, sizeof(*d));
-    }
-    free_suboptions(kv);
-    return ret;
 }
 
 /* -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S][,share=..]
  * [,hugetlb=off]: what backs guest RAM, chosen by -machine memory-backend=ID.
  * One such object; share= must match what keel-vmm maps (memfd: shared,
  * ram: private). */
-static int parse_memory_backend(VmmOptions *opts, const char *type, char **kv, char *err,
-                                size_t errlen)
+static void parse_memory_backend(OptParse *p, const char *type, char **kv)
 {
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
     bool memfd = !strcmp(type, "memory-backend-memfd");
     const char *id = NULL;
+    uint64_t size = 0;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
@@ -349,47 +369,49 @@ static int parse_memory_backend(VmmOptions *opts, const char *type, char **kv, c
                 r = vmm_parse_size_mib(v, &bytes);
             }
             if (r < 0) {
-                return vmm_fail(err, errlen, "-object %s: size=%s: not a size (e.g. 512M, 2G)",
-                                type, v ? v : "");
+                problem(p, "-object %s: size=%s: not a size (e.g. 512M, 2G)", type, v ? v : "");
+                continue;
             }
-            opts->mem_backend_size = bytes;
+            size = bytes;
         } else if (!strcmp(k, "share") && parse_bool(v, &on) == 0) {
             if (on != memfd) {
-                return vmm_fail(err, errlen, "-object %s: share=%s: keel-vmm maps %s",
-                                type, v ? v : "on",
-                                memfd ? "memfd RAM shared (share=on)"
-                                      : "anonymous RAM private (share=off)");
+                problem(p, "-object %s: share=%s: keel-vmm maps %s", type, v ? v : "on",
+                        memfd ? "memfd RAM shared (share=on)"
+                              : "anonymous RAM private (share=off)");
             }
         } else if (memfd && !strcmp(k, "hugetlb") && parse_bool(v, &on) == 0) {
             if (on) {
-                return vmm_fail(err, errlen, "-object %s: hugetlb=on is not supported "
-                                "(guest RAM asks for transparent huge pages instead)", type);
+                problem(p, "-object %s: hugetlb=on is not supported "
+                        "(guest RAM asks for transparent huge pages instead)", type);
             }
         } else {
-            return vmm_fail(err, errlen, "-object %s: unknown parameter '%s'", type, k);
+            problem(p, "-object %s: unknown parameter '%s'", type, k);
         }
     }
     if (!id || !valid_id(id)) {
-        return vmm_fail(err, errlen, "-object %s: needs a valid id= (got '%s')", type,
-                        id ? id : "");
+        problem(p, "-object %s: needs a valid id= (got '%s')", type, id ? id : "");
+    } else if (opts->mem_backend_id) {
+        problem(p, "-object %s,id=%s: only one memory backend (already %s)", type, id,
+                opts->mem_backend_id);
     }
-    if (opts->mem_backend_id) {
-        return vmm_fail(err, errlen, "-object %s,id=%s: only one memory backend (already %s)",
-                        type, id, opts->mem_backend_id);
+    if (p->problems->len != problems_before) {
+        p->mem_backend_refused = true;
+        return;
     }
     opts->mem_backend_id = g_strdup(id);
+    opts->mem_backend_size = size;
     opts->ram_backing = memfd ? VM_RAM_MEMFD : VM_RAM_ANONYMOUS;
-    return 0;
 }
 
-static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+static void parse_object(OptParse *p, const char *arg)
 {
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
     char **kv = split_suboptions(arg, "qom-type");
     const char *type = NULL, *id = NULL;
     /* poll-max-ns, poll-grow, poll-shrink, in that order */
     static const char *const poll_knobs[] = { "poll-max-ns", "poll-grow", "poll-shrink" };
     int64_t poll[3] = { -1, -1, -1 };
-    int ret = -1;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         if (kv[i] && !strcmp(kv[i], "qom-type")) {
@@ -397,12 +419,12 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
         }
     }
     if (type && (!strcmp(type, "memory-backend-ram") || !strcmp(type, "memory-backend-memfd"))) {
-        ret = parse_memory_backend(opts, type, kv, err, errlen);
+        parse_memory_backend(p, type, kv);
         goto out;
     }
     if (!type || strcmp(type, "iothread") != 0) {
-        vmm_fail(err, errlen, "-object %s: unknown object type (keel-vmm has iothread, "
-                 "memory-backend-ram and memory-backend-memfd)", type ? type : "");
+        problem(p, "-object %s: unknown object type (keel-vmm has iothread, "
+                "memory-backend-ram and memory-backend-memfd)", type ? type : "");
         goto out;
     }
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
@@ -423,28 +445,30 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
                               ? strtoll(kv[i + 1], &end, 10) : -1;
             /* QEMU takes these as unsigned integers; keep them sane. */
             if (v < 0 || !end || *end || v > 1000000000LL) {
-                vmm_fail(err, errlen, "-object iothread: %s=%s: want an integer from 0 to 1000000000",
-                         kv[i], kv[i + 1] ? kv[i + 1] : "");
-                goto out;
+                problem(p, "-object iothread: %s=%s: want an integer from 0 to 1000000000",
+                        kv[i], kv[i + 1] ? kv[i + 1] : "");
+                continue;
             }
             poll[knob] = v;
         } else {
-            vmm_fail(err, errlen, "-object: unknown parameter '%s'", kv[i] ? kv[i] : "");
-            goto out;
+            problem(p, "-object iothread: unknown parameter '%s'", kv[i] ? kv[i] : "");
         }
     }
     if (!id || !valid_id(id)) {
-        vmm_fail(err, errlen, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
+        problem(p, "-object iothread: needs a valid id= (got '%s')", id ? id : "");
         goto out;
     }
     for (int j = 0; j < opts->nr_iothreads; j++) {
         if (!strcmp(opts->iothreads[j].id, id)) {
-            vmm_fail(err, errlen, "-object iothread: id=%s: duplicate id", id);
+            problem(p, "-object iothread: id=%s: duplicate id", id);
             goto out;
         }
     }
     if (opts->nr_iothreads == VMM_MAX_IOTHREADS) {
-        vmm_fail(err, errlen, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
+        problem(p, "-object iothread: at most %d iothreads", VMM_MAX_IOTHREADS);
+        goto out;
+    }
+    if (p->problems->len != problems_before) {
         goto out;
     }
     opts->iothreads[opts->nr_iothreads].id = g_strdup(id);
@@ -452,10 +476,8 @@ static int parse_object(VmmOptions *opts, const char *arg, char *err, size_t err
     opts->iothreads[opts->nr_iothreads].poll_grow = poll[1];
     opts->iothreads[opts->nr_iothreads].poll_shrink = poll[2];
     opts->nr_iothreads++;
-    ret = 0;
 out:
     free_suboptions(kv);
-    return ret;
 }
 
 static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id)
@@ -473,11 +495,12 @@ static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id)
  * at 0xf4 (so QEMU's usual spelling is accepted when it matches);
  * virtio-blk-pci,drive=ID attaches an if=none drive.
  */
-static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+static void parse_device(OptParse *p, const char *arg)
 {
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
     char **kv = split_suboptions(arg, "driver");
     const char *driver = NULL;
-    int ret = -1;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         if (kv[i] && !strcmp(kv[i], "driver")) {
@@ -486,10 +509,8 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
         }
     }
     if (!driver) {
-        vmm_fail(err, errlen, "-device: missing device name");
-        goto out;
-    }
-    if (!strcmp(driver, "isa-debug-exit")) {
+        problem(p, "-device %s: missing device name", arg);
+    } else if (!strcmp(driver, "isa-debug-exit")) {
         for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
             const char *k = kv[i], *v = kv[i + 1];
             if (!strcmp(k, "driver")) {
@@ -501,9 +522,8 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
                         strtoul(v, NULL, 0) == 4)) {
                 continue;
             }
-            vmm_fail(err, errlen, "-device isa-debug-exit: %s%s%s: keel-vmm's debug-exit port is "
-                 "built in at iobase=0xf4", k, v ? "=" : "", v ? v : "");
-            goto out;
+            problem(p, "-device isa-debug-exit: %s%s%s: keel-vmm's debug-exit port is "
+                    "built in at iobase=0xf4", k, v ? "=" : "", v ? v : "");
         }
     } else if (!strcmp(driver, "virtio-blk-pci") || !strcmp(driver, "virtio-blk")) {
         VmmDrive *d = NULL;
@@ -516,83 +536,71 @@ static int parse_device(VmmOptions *opts, const char *arg, char *err, size_t err
             } else if (!strcmp(k, "drive") && v) {
                 d = find_drive_by_id(opts, v);
                 if (!d || !d->if_none) {
-                    vmm_fail(err, errlen, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
-                         "before it", v, v);
-                    goto out;
-                }
-                if (d->attached) {
-                    vmm_fail(err, errlen, "-device virtio-blk-pci: drive=%s: already attached", v);
-                    goto out;
+                    problem(p, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
+                            "before it", v, v);
+                    d = NULL;
+                } else if (d->attached) {
+                    problem(p, "-device virtio-blk-pci: drive=%s: already attached", v);
+                    d = NULL;
                 }
             } else if (!strcmp(k, "iothread") && v && valid_id(v)) {
                 iothread = v;
             } else if (!strcmp(k, "id") && v && valid_id(v)) {
                 continue;
             } else {
-                vmm_fail(err, errlen, "-device virtio-blk-pci: unknown parameter '%s'", k);
-                goto out;
+                problem(p, "-device virtio-blk-pci: unknown parameter '%s'", k);
             }
         }
-        if (!d) {
-            vmm_fail(err, errlen, "-device virtio-blk-pci: drive= is required");
-            goto out;
+        if (!d && p->problems->len == problems_before) {
+            problem(p, "-device virtio-blk-pci: drive= is required");
         }
-        d->attached = true;
-        if (iothread) {
-            g_free(d->iothread);
-            d->iothread = g_strdup(iothread);
+        if (p->problems->len == problems_before) {
+            d->attached = true;
+            if (iothread) {
+                g_free(d->iothread);
+                d->iothread = g_strdup(iothread);
+            }
+        } else if (d) {
+            d->attached = true;   /* named: don't also report it as unused */
         }
     } else {
-        vmm_fail(err, errlen, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
-             "isa-debug-exit)", driver);
-        goto out;
+        problem(p, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
+                "isa-debug-exit)", driver);
     }
-    ret = 0;
-out:
     free_suboptions(kv);
-    return ret;
 }
 
-static int parse_memory(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+static void parse_memory(OptParse *p, const char *arg)
 {
+    VmmOptions *opts = p->opts;
     char **kv = split_suboptions(arg, "size");
     const char *size = NULL;
-    int ret = -1;
     uint64_t bytes;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         if (kv[i] && !strcmp(kv[i], "size")) {
             size = kv[i + 1];
         } else {
-            vmm_fail(err, errlen, "-m: unknown parameter '%s'", kv[i] ? kv[i] : "");
-            goto out;
+            problem(p, "-m: unknown parameter '%s'", kv[i] ? kv[i] : "");
         }
     }
     if (vmm_parse_size_mib(size, &bytes) < 0) {
-        vmm_fail(err, errlen, "-m %s: not a size (e.g. 512, 512M, 2G)", arg);
-        goto out;
+        problem(p, "-m %s: not a size (e.g. 512, 512M, 2G)", arg);
+    } else if (bytes < VMM_MIN_RAM_SIZE || bytes > VMM_MAX_RAM_SIZE) {
+        problem(p, "-m %s: guest RAM must be between %llu MiB and %llu GiB", arg,
+                VMM_MIN_RAM_SIZE >> 20, VMM_MAX_RAM_SIZE >> 30);
+    } else if (bytes & 0xfff) {
+        problem(p, "-m %s: not a multiple of 4 KiB", arg);
+    } else {
+        opts->ram_size = bytes;
+        opts->ram_size_given = true;
     }
-    if (bytes < VMM_MIN_RAM_SIZE || bytes > VMM_MAX_RAM_SIZE) {
-        vmm_fail(err, errlen, "-m %s: guest RAM must be between %llu MiB and %llu GiB", arg,
-             VMM_MIN_RAM_SIZE >> 20, VMM_MAX_RAM_SIZE >> 30);
-        goto out;
-    }
-    if (bytes & 0xfff) {
-        vmm_fail(err, errlen, "-m %s: not a multiple of 4 KiB", arg);
-        goto out;
-    }
-    opts->ram_size = bytes;
-    opts->ram_size_given = true;
-    ret = 0;
-out:
     free_suboptions(kv);
-    return ret;
 }
 
-static int parse_smp(VmmOptions *opts, const char *arg, char *err, size_t errlen)
+static void parse_smp(OptParse *p, const char *arg)
 {
     char **kv = split_suboptions(arg, "cpus");
-    int ret = -1;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         const char *k = kv[i], *v = kv[i + 1];
@@ -600,31 +608,26 @@ static int parse_smp(VmmOptions *opts, const char *arg, char *err, size_t errlen
         long n;
 
         if (!v) {
-            vmm_fail(err, errlen, "-smp %s: expected a number of CPUs", arg);
-            goto out;
+            problem(p, "-smp %s: expected a number of CPUs", arg);
+            continue;
         }
         errno = 0;
         n = strtol(v, &end, 10);
         if (errno || end == v || *end || n < 1) {
-            vmm_fail(err, errlen, "-smp %s: '%s' is not a positive number", arg, v);
-            goto out;
+            problem(p, "-smp %s: '%s' is not a positive number", arg, v);
+            continue;
         }
         if (!strcmp(k, "cpus") || !strcmp(k, "maxcpus") || !strcmp(k, "sockets") ||
             !strcmp(k, "cores") || !strcmp(k, "threads")) {
             if (n != 1) {
-                vmm_fail(err, errlen, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
-                goto out;
+                problem(p, "-smp %s: keel-vmm supports only 1 vCPU for now", arg);
             }
         } else {
-            vmm_fail(err, errlen, "-smp: unknown parameter '%s'", k);
-            goto out;
+            problem(p, "-smp: unknown parameter '%s'", k);
         }
     }
-    opts->smp = 1;
-    ret = 0;
-out:
+    p->opts->smp = 1;
     free_suboptions(kv);
-    return ret;
 }
 
 static const char *file_type_name(mode_t mode)
@@ -662,9 +665,16 @@ int vmm_check_user_file(const char *what, const char *path, bool block_ok,
     return vmm_check_file_type(what, path, &st, block_ok, err, errlen);
 }
 
-static int check_file(const char *opt, const char *path, char *err, size_t errlen)
+/* -kernel and -initrd: a regular file (a FIFO would block keel-vmm). */
+static bool check_file(OptParse *p, const char *opt, const char *path)
 {
-    return vmm_check_user_file(opt, path, false, err, errlen);
+    char msg[512];
+
+    if (vmm_check_user_file(opt, path, false, msg, sizeof(msg)) < 0) {
+        problem(p, "%s", msg);
+        return false;
+    }
+    return true;
 }
 
 /* The table of options: name, whether it takes an argument. */
@@ -701,27 +711,54 @@ static const struct {
     { "features", OPT_FEATURES, false },
 };
 
-static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen);
+static void options_parse(OptParse *p, int argc, char **argv);
 
 int vmm_options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen)
 {
-    int ret = options_parse(opts, argc, argv, err, errlen);
+    OptParse p = { .opts = opts, .problems = g_ptr_array_new_with_free_func(g_free) };
+    int ret = 0;
 
-    if (ret < 0) {
-        vmm_options_free(opts);     /* nothing left for the caller to free */
+    if (errlen) {
+        err[0] = '\0';
     }
+    options_parse(&p, argc, argv);
+    if (p.problems->len) {
+        /* One line per problem; when they do not all fit, say how many
+         * were left out rather than cut a line in half. */
+        GString *all = g_string_new(NULL);
+        unsigned shown = 0;
+
+        for (; shown < p.problems->len; shown++) {
+            const char *line = g_ptr_array_index(p.problems, shown);
+            size_t need = all->len + (shown ? 1 : 0) + strlen(line) + 48;
+
+            if (need >= errlen && shown) {
+                break;
+            }
+            g_string_append_printf(all, "%s%s", shown ? "\n" : "", line);
+        }
+        if (shown < p.problems->len) {
+            g_string_append_printf(all, "\n(%u more problems not shown)", p.problems->len - shown);
+        }
+        if (errlen) {
+            g_strlcpy(err, all->str, errlen);
+        }
+        g_string_free(all, TRUE);
+        vmm_options_free(opts);     /* nothing left for the caller to free */
+        ret = -1;
+    }
+    g_ptr_array_free(p.problems, TRUE);
     return ret;
 }
 
-static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, size_t errlen)
+static void options_parse(OptParse *p, int argc, char **argv)
 {
+    VmmOptions *opts = p->opts;
+
     memset(opts, 0, sizeof(*opts));
     opts->ram_size = VMM_DEFAULT_RAM_SIZE;
     opts->smp = 1;
     opts->serial_stdio = true;
-    if (errlen) {
-        err[0] = '\0';
-    }
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -729,7 +766,8 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
         int found = -1;
 
         if (a[0] != '-' || a[1] == '\0') {
-            return vmm_fail(err, errlen, "%s: unexpected argument (options start with '-')", a);
+            problem(p, "%s: unexpected argument (options start with '-')", a);
+            continue;
         }
         name = a + 1 + (a[1] == '-');   /* QEMU takes -opt and --opt alike */
         for (size_t t = 0; t < G_N_ELEMENTS(option_table); t++) {
@@ -739,58 +777,51 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
             }
         }
         if (found < 0) {
-            return vmm_fail(err, errlen, "%s: unknown option (see --help)", a);
+            /* Its argument, if it takes one, is reported as unexpected:
+             * we cannot know whether it does. */
+            problem(p, "%s: unknown option (see --help)", a);
+            continue;
+        }
+        if (option_table[found].id == OPT_KERNEL) {
+            p->kernel_named = true;
         }
         if (option_table[found].has_arg) {
             if (i + 1 >= argc) {
-                return vmm_fail(err, errlen, "%s: requires an argument", a);
+                problem(p, "%s: requires an argument", a);
+                break;
             }
             arg = argv[++i];
         }
 
         switch (option_table[found].id) {
         case OPT_M:
-            if (parse_memory(opts, arg, err, errlen) < 0) {
-                return -1;
-            }
+            parse_memory(p, arg);
             break;
         case OPT_SMP:
-            if (parse_smp(opts, arg, err, errlen) < 0) {
-                return -1;
-            }
+            parse_smp(p, arg);
             break;
         case OPT_KERNEL:
-            if (check_file("-kernel", arg, err, errlen) < 0) {
-                return -1;
-            }
             g_free(opts->kernel);
-            opts->kernel = g_strdup(arg);
+            opts->kernel = g_strdup(arg);   /* kept even if refused: no "required" too */
+            check_file(p, "-kernel", arg);
             break;
         case OPT_INITRD:
-            if (check_file("-initrd", arg, err, errlen) < 0) {
-                return -1;
-            }
             g_free(opts->initrd);
             opts->initrd = g_strdup(arg);
+            check_file(p, "-initrd", arg);
             break;
         case OPT_APPEND:
             g_free(opts->append);
             opts->append = g_strdup(arg);
             break;
         case OPT_DRIVE:
-            if (parse_drive(opts, arg, err, errlen) < 0) {
-                return -1;
-            }
+            parse_drive(p, arg);
             break;
         case OPT_OBJECT:
-            if (parse_object(opts, arg, err, errlen) < 0) {
-                return -1;
-            }
+            parse_object(p, arg);
             break;
         case OPT_DEVICE:
-            if (parse_device(opts, arg, err, errlen) < 0) {
-                return -1;
-            }
+            parse_device(p, arg);
             break;
         case OPT_SERIAL:
             if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
@@ -798,18 +829,17 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
             } else if (!strcmp(arg, "none") || !strcmp(arg, "null")) {
                 opts->serial_stdio = false;
             } else {
-                return vmm_fail(err, errlen, "-serial %s: expected stdio or none", arg);
+                problem(p, "-serial %s: expected stdio or none", arg);
             }
             break;
         case OPT_DISPLAY:
             if (strcmp(arg, "none") != 0) {
-                return vmm_fail(err, errlen, "-display %s: keel-vmm has no display (use none)", arg);
+                problem(p, "-display %s: keel-vmm has no display (use none)", arg);
             }
             break;
         case OPT_MACHINE: {
             /* Only accel=kvm makes sense; accept the spellings QEMU users type. */
             char **kv = split_suboptions(arg, "type");
-            int bad = 0;
             for (int k = 0; kv[k] || kv[k + 1]; k += 2) {
                 const char *v = kv[k + 1] ? kv[k + 1] : "";
                 if (!strcmp(kv[k], "accel") && !strcmp(v, "kvm")) {
@@ -824,14 +854,9 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
                                               !strncmp(v, "pc-", 3))) {
                     continue;
                 }
-                vmm_fail(err, errlen, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
-                bad = 1;
-                break;
+                problem(p, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
             }
             free_suboptions(kv);
-            if (bad) {
-                return -1;
-            }
             break;
         }
         case OPT_NOGRAPHIC:
@@ -849,7 +874,8 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
         }
     }
 
-    /* Whole-command-line checks. */
+    /* Whole-command-line checks: each looks only at options that were
+     * accepted, so a refused option does not also yield a derived problem. */
     for (int i = 0; i < opts->nr_drives; i++) {
         VmmDrive *d = &opts->drives[i];
         bool known = !d->iothread;
@@ -858,52 +884,47 @@ static int options_parse(VmmOptions *opts, int argc, char **argv, char *err, siz
             known = !strcmp(opts->iothreads[j].id, d->iothread);
         }
         if (!known) {
-            return vmm_fail(err, errlen, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
-                        d->file, d->iothread, d->iothread);
+            problem(p, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
+                    d->file, d->iothread, d->iothread);
         }
         if (!d->attached) {
-            return vmm_fail(err, errlen, "-drive file=%s: if=none drive %s is not used by any "
-                        "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
+            problem(p, "-drive file=%s: if=none drive %s is not used by any "
+                    "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
         }
     }
     if (opts->mem_backend_id &&
         (!opts->machine_mem_backend || strcmp(opts->machine_mem_backend, opts->mem_backend_id))) {
-        return vmm_fail(err, errlen, "-object %s,id=%s: not used (add -machine memory-backend=%s)",
-                        opts->ram_backing == VM_RAM_MEMFD ? "memory-backend-memfd"
-                                                           : "memory-backend-ram",
-                        opts->mem_backend_id, opts->mem_backend_id);
+        problem(p, "-object %s,id=%s: not used (add -machine memory-backend=%s)",
+                opts->ram_backing == VM_RAM_MEMFD ? "memory-backend-memfd" : "memory-backend-ram",
+                opts->mem_backend_id, opts->mem_backend_id);
     }
-    if (opts->machine_mem_backend && !opts->mem_backend_id) {
-        return vmm_fail(err, errlen, "-machine memory-backend=%s: no -object memory-backend-ram "
-                        "or memory-backend-memfd with id=%s", opts->machine_mem_backend,
-                        opts->machine_mem_backend);
+    if (opts->machine_mem_backend && !opts->mem_backend_id && !p->mem_backend_refused) {
+        problem(p, "-machine memory-backend=%s: no -object memory-backend-ram "
+                "or memory-backend-memfd with id=%s", opts->machine_mem_backend,
+                opts->machine_mem_backend);
     }
     if (opts->mem_backend_size) {
         /* QEMU wants -m and the backend to agree; without -m the backend
          * gives the size. */
         if (opts->ram_size_given && opts->mem_backend_size != opts->ram_size) {
-            return vmm_fail(err, errlen, "-object memory-backend: size=%llu MiB does not match "
-                            "-m %llu MiB", (unsigned long long)(opts->mem_backend_size >> 20),
-                            (unsigned long long)(opts->ram_size >> 20));
+            problem(p, "-object memory-backend: size=%llu MiB does not match -m %llu MiB",
+                    (unsigned long long)(opts->mem_backend_size >> 20),
+                    (unsigned long long)(opts->ram_size >> 20));
+        } else if (opts->mem_backend_size < VMM_MIN_RAM_SIZE ||
+                   opts->mem_backend_size > VMM_MAX_RAM_SIZE || (opts->mem_backend_size & 0xfff)) {
+            problem(p, "-object memory-backend: size= must be a multiple of "
+                    "4 KiB between %llu MiB and %llu GiB", VMM_MIN_RAM_SIZE >> 20,
+                    VMM_MAX_RAM_SIZE >> 30);
+        } else {
+            opts->ram_size = opts->mem_backend_size;
         }
-        if (opts->mem_backend_size < VMM_MIN_RAM_SIZE || opts->mem_backend_size > VMM_MAX_RAM_SIZE ||
-            (opts->mem_backend_size & 0xfff)) {
-            return vmm_fail(err, errlen, "-object memory-backend: size= must be a multiple of "
-                            "4 KiB between %llu MiB and %llu GiB", VMM_MIN_RAM_SIZE >> 20,
-                            VMM_MAX_RAM_SIZE >> 30);
-        }
-        opts->ram_size = opts->mem_backend_size;
     }
     if (opts->want_help || opts->want_version || opts->want_features) {
-        return 0;
+        return;
     }
-    if (!opts->kernel) {
-        return vmm_fail(err, errlen, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
+    if (!p->kernel_named) {
+        problem(p, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
     }
-    if (opts->initrd && !opts->kernel) {
-        return vmm_fail(err, errlen, "-initrd: needs -kernel");
-    }
-    return 0;
 }
 
 void vmm_options_free(VmmOptions *opts)

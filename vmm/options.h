@@ -4,9 +4,11 @@
  * vmm_options_parse() turns argv into a VmmOptions and validates it as a
  * whole (sizes, enum values, -drive iothread= naming an -object iothread,
  * -device virtio-blk-pci,drive= naming an if=none drive).  It never prints
- * and never exits: on a bad command line it returns -1 with one line in the
- * caller's buffer that names the offending option, so main() prints it and
- * exits 1 (and tests can check the text).
+ * and never exits: on a bad command line it returns -1 with every problem
+ * of the line in the caller's buffer, one '\n'-separated line each naming
+ * its option (all of them, not just the first, so one run shows what to fix;
+ * a refused option is not applied, so no derived problem follows from it).
+ * main() prints each line and exits 1; tests check the text.
  *
  * Ownership: the options own their strings (g_strdup); free them with
  * vmm_options_free().  The struct is plain data: the virtio-blk work reads
