@@ -149,7 +149,9 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     if (raw->direct) {
         flags |= O_DIRECT;
     }
-    fd = KEEL_RETRY_EINTR(open(opts->filename, flags));
+    /* O_NONBLOCK: a FIFO must not hang open() (fstat refuses it below);
+     * cleared once the file is known to be one we do I/O on. */
+    fd = KEEL_RETRY_EINTR(open(opts->filename, flags | O_NONBLOCK));
     if (fd < 0) {
         int err = errno;
         if (err == EINVAL && raw->direct) {
@@ -169,7 +171,14 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
             *errmsg = g_strdup_printf("Could not open '%s': Is a directory", opts->filename);
             return -EISDIR;
         }
+        if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+            close(fd);
+            *errmsg = g_strdup_printf("Could not open '%s': not a regular file or block device "
+                                      "(a FIFO, socket or character device)", opts->filename);
+            return -EINVAL;
+        }
     }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     raw->fd = fd;
     raw->readonly = opts->readonly;
     raw->discard_unmap = opts->discard_unmap;

@@ -18,6 +18,19 @@
  * a 1 MiB image, thread-pool engine): DRIVER_OK, kick, let it work, then a
  * reset, which must drain everything.  Sanitizers catch the rest.
  *
+ * Register programs (byte 0 bit 6): bytes 1-2 give a length P, the next P
+ * bytes are a program and the rest is guest RAM.  The program drives the
+ * transport as a hostile driver would: BAR reads and writes anywhere in
+ * BAR 0 (common cfg in any status order, queue select/size/addresses of
+ * queues that do not exist, ISR, device cfg while live, notify, the MSI-X
+ * table and PBA), PCI config writes (command, BAR moves while in use, the
+ * MSI-X enable/mask bits), guest RAM changing under the device (rings,
+ * avail idx running ahead), kicks and main-loop turns.  Byte 0 bit 7 picks
+ * the second device: MSI-X (KVM_SIGNAL_MSI claimed, so the table is live)
+ * with injected host errors (reads of 512k-1M fail EIO, writes of
+ * 768k-1M ENOSPC).  Afterwards both devices are
+ * reset and the PCI state put back, so every input starts the same.
+ *
  * KEEL_FUZZ_SEEDS=DIR writes a few well-formed inputs to DIR and exits
  * (the script's seed corpus).
  */
@@ -45,10 +58,10 @@ static KvmCaps caps;
 static Vm vm;
 static uint8_t *slot0, *slot1;
 static PciHost *host;
-static VirtioBlk *blk;
-static VirtioPci *vp;
-static uint64_t bar;
-static char disk_path[64];
+static VirtioBlk *blk, *blk_msix;
+static VirtioPci *vp, *vp_msix;
+static uint64_t bar, bar_msix;
+static char disk_path[64], disk_path2[64];
 
 typedef struct Layout {
     uint16_t qsize;
@@ -163,6 +176,183 @@ static void fuzz_device(const Layout *l, const uint8_t *image, size_t len)
     mmio_write(0x14, 1, 0);     /* reset: drains what is in flight */
 }
 
+/* ---- phase 3: register programs ------------------------------------------------ */
+static void conf_write(VirtioPci *d, unsigned reg, unsigned size, uint32_t v)
+{
+    bus_write(&vm.pio_bus, 0xcf8, 4, 0x80000000u | (unsigned)d->pci->slot << 11 | (reg & 0xfc));
+    bus_write(&vm.pio_bus, 0xcfc + (reg & 3), size, v);
+}
+
+static uint32_t conf_read(VirtioPci *d, unsigned reg, unsigned size)
+{
+    uint64_t v = 0;
+
+    bus_write(&vm.pio_bus, 0xcf8, 4, 0x80000000u | (unsigned)d->pci->slot << 11 | (reg & 0xfc));
+    bus_read(&vm.pio_bus, 0xcfc + (reg & 3), size, &v);
+    return (uint32_t)v;
+}
+
+/* Reads @n bytes of the program (zeros past its end). */
+static uint64_t take(const uint8_t **p, const uint8_t *end, unsigned n)
+{
+    uint64_t v = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        v |= (uint64_t)(*p < end ? *(*p)++ : 0) << (8 * i);
+    }
+    return v;
+}
+
+static void dev_write(VirtioPci *d, unsigned off, unsigned size, uint64_t v)
+{
+    uint64_t at = d->pci->bars[VIRTIO_PCI_BAR].mapped_addr;
+
+    if (at != PCI_BAR_UNMAPPED) {
+        bus_write(&vm.mmio_bus, at + off, size, v);
+    }
+}
+
+static void bring_up(VirtioPci *d, const Layout *l, uint64_t features)
+{
+    dev_write(d, 0x14, 1, 0);
+    dev_write(d, 0x14, 1, 3);
+    dev_write(d, 0x08, 4, 0);
+    dev_write(d, 0x0c, 4, (uint32_t)features);
+    dev_write(d, 0x08, 4, 1);
+    dev_write(d, 0x0c, 4, (uint32_t)(features >> 32));
+    dev_write(d, 0x14, 1, 0xb);
+    dev_write(d, 0x16, 2, 0);
+    dev_write(d, 0x18, 2, l->qsize);
+    dev_write(d, 0x1a, 2, 0);              /* queue MSI-X vector 0 */
+    dev_write(d, 0x10, 2, 1);              /* config MSI-X vector 1 */
+    dev_write(d, 0x20, 8, l->desc);
+    dev_write(d, 0x28, 8, l->avail);
+    dev_write(d, 0x30, 8, l->used);
+    dev_write(d, 0x1c, 2, 1);
+    dev_write(d, 0x14, 1, 0xf);
+}
+
+static void run_loop(unsigned turns)
+{
+    for (unsigned i = 0; i < turns; i++) {
+        keel_aio_poll(keel_main_aio_context(), false);
+    }
+}
+
+static void run_program(VirtioPci *d, const Layout *l, uint64_t features, const uint8_t *p,
+                        const uint8_t *end)
+{
+    static const unsigned sizes[4] = { 1, 2, 4, 8 };
+    uint64_t v;
+
+    while (p < end) {
+        uint8_t op = *p++;
+        unsigned size = sizes[(op >> 4) & 3];
+
+        switch (op & 15) {
+        case 0:     /* BAR 0 write anywhere (32 KiB) */
+            v = take(&p, end, 2) & 0x7fff;
+            dev_write(d, (unsigned)v, size, take(&p, end, 8));
+            break;
+        case 1: {   /* BAR 0 read */
+            uint64_t at = d->pci->bars[VIRTIO_PCI_BAR].mapped_addr, r;
+            v = take(&p, end, 2) & 0x7fff;
+            if (at != PCI_BAR_UNMAPPED) {
+                bus_read(&vm.mmio_bus, at + v, size, &r);
+            }
+            break;
+        }
+        case 2:     /* PCI config write (command, BAR moves, MSI-X control) */
+            v = take(&p, end, 1);
+            conf_write(d, (unsigned)v, size > 4 ? 4 : size, (uint32_t)take(&p, end, 4));
+            break;
+        case 3:     /* PCI config read */
+            (void)conf_read(d, (unsigned)take(&p, end, 1), size > 4 ? 4 : size);
+            break;
+        case 4:     /* main-loop turns: completions, bottom halves */
+            run_loop(1 + (op >> 4));
+            break;
+        case 5:     /* guest RAM changes under the device */
+            v = take(&p, end, 2) % (SLOT_SIZE - 8);
+            {
+                uint64_t w = take(&p, end, 8);
+                memcpy(slot0 + v, &w, size);
+            }
+            break;
+        case 6:     /* the ordinary bring-up, to reach a live queue at once */
+            bring_up(d, l, features);
+            break;
+        case 7:     /* kick queue q (0 exists; others must be ignored) */
+            dev_write(d, VIRTIO_PCI_NOTIFY_OFF + 4 * (op >> 4), 2, op >> 4);
+            break;
+        case 8:     /* device_status in any order */
+            dev_write(d, 0x14, 1, take(&p, end, 1));
+            break;
+        case 9:     /* an MSI-X table entry: address, data, vector control */
+            v = VIRTIO_PCI_MSIX_TABLE_OFF + 16 * ((op >> 4) & 1);
+            dev_write(d, (unsigned)v, 4, take(&p, end, 4));
+            dev_write(d, (unsigned)v + 4, 4, 0);
+            dev_write(d, (unsigned)v + 8, 4, take(&p, end, 4));
+            dev_write(d, (unsigned)v + 12, 4, take(&p, end, 1));
+            break;
+        case 10: {  /* avail idx jumps ahead by N */
+            uint16_t idx;
+            memcpy(&idx, slot0 + l->avail + 2, 2);
+            idx = (uint16_t)(idx + take(&p, end, 2));
+            memcpy(slot0 + l->avail + 2, &idx, 2);
+            break;
+        }
+        case 11:    /* queue select and size (queues that do not exist too) */
+            dev_write(d, 0x16, 2, take(&p, end, 2));
+            dev_write(d, 0x18, 2, take(&p, end, 2));
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* Puts both devices back: reset (drains), PCI command, BAR 0, MSI-X. */
+static void restore(VirtioPci *d, uint64_t bar_addr)
+{
+    dev_write(d, 0x14, 1, 0);
+    run_loop(2);
+    conf_write(d, PCI_COMMAND, 2, 0x6);                 /* memory, bus master */
+    conf_write(d, PCI_BAR0, 4, (uint32_t)bar_addr);
+    if (d->msix_cap >= 0) {
+        conf_write(d, (unsigned)d->msix_cap + 2, 2, 0);
+        for (unsigned e = 0; e < d->msix_nvec; e++) {
+            unsigned off = VIRTIO_PCI_MSIX_TABLE_OFF + 16 * e;
+            dev_write(d, off, 4, 0);
+            dev_write(d, off + 4, 4, 0);
+            dev_write(d, off + 8, 4, 0);
+            dev_write(d, off + 12, 4, 1);               /* masked */
+        }
+    }
+    dev_write(d, 0x14, 1, 0);
+    if (d->pci->bars[VIRTIO_PCI_BAR].mapped_addr != bar_addr) {
+        fprintf(stderr, "BAR 0 not restored\n");
+        abort();
+    }
+}
+
+static void fuzz_program(const Layout *l, bool second, const uint8_t *prog, size_t plen,
+                         const uint8_t *image, size_t ilen)
+{
+    VirtioPci *d = second ? vp_msix : vp;
+    uint64_t features = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_BLK_F_FLUSH) |
+                        (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |
+                        (l->event_idx ? 1ull << VIRTIO_F_EVENT_IDX : 0) |
+                        (l->indirect ? 1ull << VIRTIO_F_INDIRECT_DESC : 0);
+
+    memset(slot0, 0, SLOT_SIZE);
+    memcpy(slot0, image, ilen < SLOT_SIZE ? ilen : SLOT_SIZE);
+    run_program(d, l, features, prog, prog + plen);
+    run_loop(4);
+    restore(vp, bar);
+    restore(vp_msix, bar_msix);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     VirtioBlkConf conf;
@@ -188,6 +378,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     snprintf(disk_path, sizeof(disk_path), "%s/keel-fuzz-disk.XXXXXX",
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : g_get_tmp_dir());
+    snprintf(disk_path2, sizeof(disk_path2), "%s/keel-fuzz-disk2.XXXXXX",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : g_get_tmp_dir());
     fd = mkstemp(disk_path);
     if (fd < 0 || ftruncate(fd, DISK_SIZE) < 0) {
         abort();
@@ -210,6 +402,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     vp = virtio_blk_get_transport(blk);
     bar = vp->pci->bars[VIRTIO_PCI_BAR].mapped_addr;
+
+    /* The second device: MSI-X (KVM_SIGNAL_MSI claimed; the ioctl then
+     * fails on the fake VM, which the device must survive) and host errors. */
+    caps.signal_msi = true;
+    fd = mkstemp(disk_path2);
+    if (fd < 0 || ftruncate(fd, DISK_SIZE) < 0) {
+        abort();
+    }
+    close(fd);
+    conf.name = "virtio-blk-fuzz-msix";
+    conf.blk.filename = disk_path2;
+    conf.blk.inject = (char *)"read:EIO:offset=512k-1M;write:ENOSPC:offset=768k-1M";
+    conf.intx_irq = 11;
+    blk_msix = virtio_blk_new(&vm, host, &conf, err, sizeof(err));
+    unlink(disk_path2);
+    if (!blk_msix) {
+        fprintf(stderr, "%s\n", err);
+        abort();
+    }
+    vp_msix = virtio_blk_get_transport(blk_msix);
+    bar_msix = vp_msix->pci->bars[VIRTIO_PCI_BAR].mapped_addr;
+    if (vp_msix->msix_cap < 0) {
+        fprintf(stderr, "the second device has no MSI-X\n");
+        abort();
+    }
 
     if (seeds) {
         /* queue of 8: a read, a write, a flush, each a direct 3/2-chain */
@@ -250,6 +467,35 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (!f || fwrite(in, 1, sizeof(in), f) != sizeof(in) || fclose(f) != 0) {
             abort();
         }
+        /* The same rings as register programs: bring-up, kick, loop; on the
+         * MSI-X device also enable MSI-X, move the BAR while live, kick. */
+        {
+            static const uint8_t progs[2][24] = {
+                { 6, 7, 4, 0x34 },
+                { 0x12, PCI_COMMAND, 0x06, 0, 0, 0,          /* memory + bus master */
+                  0x12, 0 /* MSI-X control, patched */, 0x00, 0x80, 0, 0,   /* enable */
+                  6, 7, 0x34,                                  /* bring-up, kick, loop */
+                  0x22, PCI_BAR0, 0x00, 0x00, 0x00, 0xe0,      /* BAR 0 moved in use */
+                  4, 7, 4 },
+            };
+            uint8_t prog_in[3 + 24 + 0x1000];
+            for (int k = 0; k < 2; k++) {
+                prog_in[0] = (uint8_t)(in[0] | 0x40 | (k ? 0x80 : 0));
+                prog_in[1] = 24;
+                prog_in[2] = 0;
+                memcpy(prog_in + 3, progs[k], 24);
+                if (k) {
+                    prog_in[3 + 7] = (uint8_t)(vp_msix->msix_cap + 2);
+                }
+                memcpy(prog_in + 3 + 24, ram, 0x1000);
+                snprintf(path, sizeof(path), "%s/seed-program-%d", seeds, k);
+                f = fopen(path, "wb");
+                if (!f || fwrite(prog_in, 1, sizeof(prog_in), f) != sizeof(prog_in) ||
+                    fclose(f) != 0) {
+                    abort();
+                }
+            }
+        }
         in[0] = 0x10;       /* queue of 1, EVENT_IDX */
         snprintf(path, sizeof(path), "%s/seed-small", seeds);
         f = fopen(path, "wb");
@@ -269,6 +515,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     layout_of(data[0], &l);
+    if (data[0] & 0x40) {
+        size_t plen = size >= 3 ? (size_t)(data[1] | data[2] << 8) : 0;
+        const uint8_t *prog = data + (size < 3 ? size : 3);
+        size_t rest = size < 3 ? 0 : size - 3;
+
+        plen = plen < rest ? plen : rest;
+        fuzz_program(&l, data[0] & 0x80, prog, plen, prog + plen, rest - plen);
+        return 0;
+    }
     memset(slot0, 0, SLOT_SIZE);
     memcpy(slot0, data + 1, size - 1 < SLOT_SIZE ? size - 1 : SLOT_SIZE);
     memcpy(slot1, slot0, SLOT_SIZE);

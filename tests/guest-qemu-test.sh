@@ -180,6 +180,8 @@ run ro "$QBOOT" "rw=write bs=4096 size=64k" \
     -drive "file=$tmp/ro.img,$DRIVE_OPTS,id=d0,readonly=on" -device virtio-blk-pci,drive=d0
 run badchain "$QBOOT" "test=badchain" \
     -drive "file=$tmp/bad.img,$DRIVE_OPTS,id=d0" -device virtio-blk-pci,drive=d0
+run hostile "$QBOOT" "test=hostile" \
+    -drive "file=$tmp/bad.img,$DRIVE_OPTS,id=d0" -device virtio-blk-pci,drive=d0,disable-legacy=on
 
 # test=boot under SeaBIOS, the command line of the architecture notes
 check_rc seabios 1 "test=boot exits with status 0"
@@ -237,10 +239,17 @@ errs=$(field ro errors)
 ok $? "read-only drive: all 16 writes fail (errors=$errs)"
 
 check_rc badchain 1 "malformed chains: exit status 0"
-for c in out-of-range-address loop oversized header-writable status-readonly beyond-capacity; do
+for c in out-of-range-address loop oversized header-writable status-readonly beyond-capacity \
+    next-out-of-range indirect-outside-ram indirect-bad-size indirect-nested avail-idx-far-ahead; do
     check badchain "^KEEL-GUEST: badchain $c: (failed-ioerr|failed-unsupp|needs-reset) .*device works afterwards" "malformed chain '$c' refused, device usable after"
 done
 check badchain '^KEEL-GUEST: RESULT status=ok test=badchain' "malformed chains: RESULT ok"
+check_rc hostile 1 "hostile driver: exit status 0"
+for c in reset-inflight driver-ok-without-features-ok bad-queue-size ring-outside-ram \
+    config-write-live bogus-msix-entries bar-moved-live; do
+    check hostile "^KEEL-GUEST: hostile $c: .*device works after a reset" "hostile driver '$c': the device survives and works after a reset"
+done
+check hostile '^KEEL-GUEST: RESULT status=ok test=hostile' "hostile driver: RESULT ok"
 
 if [ -f "$tmp/sbblk.rc" ]; then
     check_rc sbblk 1 "SeaBIOS: randrw+verify in irq mode: exit status 0"

@@ -875,6 +875,74 @@ static void test_merging(void)
     drv_close(&d);
 }
 
+/* Host I/O errors are logged on stderr (drive, operation, offset, errno),
+ * rate-limited, and counted in the drive's statistics (issue 16 item 6). */
+static void test_io_error_log(void)
+{
+    Drv d;
+    VirtioBlkStats st;
+    char logpath[64], log[8192];
+    int logfd, saved_stderr;
+    ssize_t len;
+    unsigned lines = 0;
+    uint16_t done = 0;
+
+    snprintf(logpath, sizeof(logpath), "%s/keel-virtio-log.XXXXXX", g_get_tmp_dir());
+    logfd = mkstemp(logpath);
+    saved_stderr = dup(STDERR_FILENO);
+    if (logfd < 0 || saved_stderr < 0) {
+        keel_test_skip("I/O error log: cannot capture stderr");
+        return;
+    }
+    unlink(logpath);
+    drv_open(&d, keel_main_aio_context(), "write:ENOSPC;read:EIO:offset=1M-2M", false);
+    KEEL_OK(drv_setup(&d, ALL_FEATURES, QSIZE), "I/O error log: set-up");
+    fflush(stderr);
+    dup2(logfd, STDERR_FILENO);
+    /* 14 failing writes at once (not adjacent: no merging), then a read. */
+    for (unsigned s = 0; s < 14; s++) {
+        publish(&d, build_req(s, VIRTIO_BLK_T_OUT, 16 * s, 4096, false));
+    }
+    kick(&d);
+    done += 14;
+    KEEL_OK(wait_used(&d, done), "I/O error log: 14 writes complete");
+    publish(&d, build_req(14, VIRTIO_BLK_T_IN, 2048 + 8, 4096, true));    /* 1 MiB + 4 KiB */
+    kick(&d);
+    KEEL_OK(wait_used(&d, ++done), "I/O error log: the read completes");
+    /* After the rate limit's second: logged again, with the count held back. */
+    g_usleep(1100 * 1000);
+    publish(&d, build_req(15, VIRTIO_BLK_T_OUT, 0, 512, false));
+    kick(&d);
+    KEEL_OK(wait_used(&d, ++done), "I/O error log: one more write completes");
+    fflush(stderr);
+    dup2(saved_stderr, STDERR_FILENO);
+    close(saved_stderr);
+    len = pread(logfd, log, sizeof(log) - 1, 0);
+    close(logfd);
+    log[len > 0 ? len : 0] = '\0';
+    for (char *p = log; (p = strstr(p, "host I/O error")); p++) {
+        lines++;
+    }
+    KEEL_OK(req_status(0) == VIRTIO_BLK_S_IOERR && req_status(13) == VIRTIO_BLK_S_IOERR &&
+            req_status(14) == VIRTIO_BLK_S_IOERR && req_status(15) == VIRTIO_BLK_S_IOERR,
+            "I/O error log: the guest sees IOERR");
+    KEEL_OK(strstr(log, "keel: virtio-blk-test: host I/O error: write at offset 0 (4096 bytes): "
+                   "No space left on device (errno 28)") != NULL,
+            "I/O error log: names the drive, the operation, the offset and the errno");
+    KEEL_OK(strstr(log, "further ones at most once a second") != NULL,
+            "I/O error log: says when it starts holding back");
+    if (!KEEL_IS(lines, 11, "I/O error log: 16 errors: 10 lines for the first burst, 5 held "
+                 "back, 1 line after a second")) {
+        printf("# %s\n", log);
+    }
+    KEEL_OK(strstr(log, "5 more since the last report") != NULL,
+            "I/O error log: the late line counts the 5 held back (4 writes and the read)");
+    virtio_blk_get_stats(d.blk, &st);
+    KEEL_IS(st.io_errors, 16, "I/O error log: every host error in the drive's statistics");
+    KEEL_IS(st.last_io_errno, ENOSPC, "I/O error log: the latest errno in the statistics");
+    drv_close(&d);
+}
+
 static void test_iothread(void)
 {
     KeelIOThread *t = keel_iothread_new("io0");
@@ -1055,6 +1123,7 @@ int main(void)
 
     test_readonly();
     test_merging();
+    test_io_error_log();
     test_reset_inflight(keel_main_aio_context(), "main loop");
     test_iothread();
     test_kvm_paths();

@@ -117,11 +117,12 @@ static int place_initrd(Vm *vm, const LoaderConfig *cfg, uint64_t floor, uint64_
     if (loader_read_file(cfg->initrd, &f, err, errlen) < 0) {
         return -1;
     }
-    at = (top - f.size) & ~0xfffull;
+    at = f.size <= top ? (top - f.size) & ~0xfffull : 0;
     if (f.size > top || at < floor) {
+        vmm_fail(err, errlen, "-initrd %s: %zu bytes do not fit between the kernel and 0x%llx "
+                 "(try a larger -m)", cfg->initrd, f.size, (unsigned long long)top);
         loader_free_file(&f);
-        return vmm_fail(err, errlen, "-initrd %s: %zu bytes do not fit between the kernel and "
-                    "0x%llx (try a larger -m)", cfg->initrd, f.size, (unsigned long long)top);
+        return -1;
     }
     if (loader_copy_to_guest(vm, at, f.data, f.size, cfg->initrd, err, errlen) < 0) {
         loader_free_file(&f);
@@ -137,16 +138,25 @@ int loader_load_bzimage(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
                         BootEntry *entry, char *err, size_t errlen)
 {
     const uint8_t *d = f->data;
-    uint16_t version = rd16(d + HDR_VERSION);
-    unsigned setup_sects = d[HDR_SETUP_SECTS] ? d[HDR_SETUP_SECTS] : 4;
-    size_t setup_size = (setup_sects + 1) * 512ul;
-    size_t hdr_end = 0x202 + d[HDR_JUMP + 1];   /* the jump skips exactly the header */
+    uint16_t version;
+    unsigned setup_sects;
+    size_t setup_size, hdr_end;
     uint64_t kernel_size, kernel_end, initrd_max;
     uint8_t *zp;
     E820Entry map[LOADER_MAX_E820];
     int nmap;
     bool has64;
 
+    if (!loader_is_bzimage(f)) {
+        return vmm_fail(err, errlen, "%s: not a bzImage", f->path);
+    }
+    /* loader_is_bzimage() guarantees the header up to 0x250; fields past
+     * that (init_size at 0x260) are read only once the file is known to
+     * be longer than the setup (>= 1 KiB). */
+    version = rd16(d + HDR_VERSION);
+    setup_sects = d[HDR_SETUP_SECTS] ? d[HDR_SETUP_SECTS] : 4;
+    setup_size = (setup_sects + 1) * 512ul;
+    hdr_end = 0x202 + d[HDR_JUMP + 1];          /* the jump skips exactly the header */
     if (version < 0x206) {
         return vmm_fail(err, errlen, "%s: Linux boot protocol %u.%02u is too old (need 2.06+)",
                     f->path, version >> 8, version & 0xff);
@@ -222,9 +232,13 @@ int loader_load_bzimage(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
 uint64_t loader_find_pvh_entry(const LoaderFile *f)
 {
     const uint8_t *d = f->data;
-    bool is64 = d[EI_CLASS] == ELFCLASS64;
+    bool is64;
     uint64_t phoff, phentsize, phnum;
 
+    if (!loader_is_elf(f)) {
+        return 0;
+    }
+    is64 = d[EI_CLASS] == ELFCLASS64;
     if (is64) {
         Elf64_Ehdr eh;
         if (f->size < sizeof(eh)) {
@@ -241,26 +255,29 @@ uint64_t loader_find_pvh_entry(const LoaderFile *f)
         phoff = eh.e_phoff, phentsize = eh.e_phentsize, phnum = eh.e_phnum;
     }
     for (uint64_t i = 0; i < phnum; i++) {
-        uint64_t off = phoff + i * phentsize, noff, nend;
+        uint64_t off, noff, nsize, nend;
         uint32_t type;
 
-        if (off + (is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr)) > f->size) {
+        if (!loader_elf_phdr_offset(f, phoff, phentsize, i, is64 ? sizeof(Elf64_Phdr) :
+                                    sizeof(Elf32_Phdr), &off)) {
             return 0;
         }
         if (is64) {
             Elf64_Phdr ph;
             memcpy(&ph, d + off, sizeof(ph));
-            type = ph.p_type, noff = ph.p_offset, nend = ph.p_offset + ph.p_filesz;
+            type = ph.p_type, noff = ph.p_offset, nsize = ph.p_filesz;
         } else {
             Elf32_Phdr ph;
             memcpy(&ph, d + off, sizeof(ph));
-            type = ph.p_type, noff = ph.p_offset, nend = (uint64_t)ph.p_offset + ph.p_filesz;
+            type = ph.p_type, noff = ph.p_offset, nsize = ph.p_filesz;
         }
-        if (type != PT_NOTE || nend > f->size || nend < noff) {
+        if (type != PT_NOTE || !loader_file_has(f, noff, nsize)) {
             continue;
         }
-        /* Notes: namesz, descsz, type, name (4-aligned), desc (4-aligned). */
-        while (noff + 12 <= nend) {
+        nend = noff + nsize;        /* inside the file: no wrap */
+        /* Notes: namesz, descsz, type, name (4-aligned), desc (4-aligned).
+         * All sums below stay under 2^35 (32-bit sizes on a <= 1 GiB file). */
+        while (nend - noff >= 12) {
             uint32_t namesz = rd32(d + noff), descsz = rd32(d + noff + 4);
             uint32_t ntype = rd32(d + noff + 8);
             uint64_t name = noff + 12;
@@ -297,10 +314,7 @@ int loader_load_pvh(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        LoaderSegment *s = &segs[i];
-        if (s->filesz > s->memsz || s->offset + s->filesz > f->size) {
-            return vmm_fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
-        }
+        LoaderSegment *s = &segs[i];    /* checked against the file by loader_elf_segments */
         if (s->paddr < BOOT_KERNEL_ADDR) {
             return vmm_fail(err, errlen, "%s: segment at 0x%llx is below 1 MiB", f->path,
                         (unsigned long long)s->paddr);

@@ -19,6 +19,7 @@
 #define MB_HEADER_MAGIC     0x1BADB002u
 #define MB_BOOT_MAGIC       0x2BADB002u
 #define MB_SEARCH_LEN       8192
+#define MB_HEADER_ADDR_LEN  32      /* the header with its address fields */
 
 /* Header flags. */
 #define MB_FLAG_PAGE_ALIGN  (1u << 0)
@@ -92,8 +93,8 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
                           BootEntry *entry, char *err, size_t errlen)
 {
     long hoff = find_header(f);
-    const uint8_t *h = f->data + hoff;
-    uint32_t flags = rd32(h + 4);
+    const uint8_t *h;
+    uint32_t flags;
     uint64_t kernel_end = 0, entry_addr;
     uint8_t *info;
     E820Entry map[LOADER_MAX_E820];
@@ -101,6 +102,11 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
     uint32_t info_flags = MBI_MEMORY | MBI_MMAP | MBI_LOADER_NAME | MBI_CMDLINE;
     size_t cmdlen = strlen(cfg->cmdline ? cfg->cmdline : "");
 
+    if (hoff < 0) {
+        return vmm_fail(err, errlen, "%s: no multiboot header", f->path);
+    }
+    h = f->data + hoff;
+    flags = rd32(h + 4);
     if (flags & 0xffff & ~MB_FLAGS_KNOWN) {
         return vmm_fail(err, errlen, "%s: the multiboot header requires features keel-vmm does "
                     "not have (flags 0x%x)", f->path, flags);
@@ -108,14 +114,21 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
 
     if ((flags & MB_FLAG_ADDRESSES) || !loader_is_elf(f)) {
         /* a.out kludge: the header says where the image goes. */
-        uint32_t header_addr = rd32(h + 12), load_addr = rd32(h + 16);
-        uint32_t load_end = rd32(h + 20), bss_end = rd32(h + 24);
+        uint32_t header_addr, load_addr, load_end, bss_end;
         uint64_t file_off, load_len;
 
         if (!(flags & MB_FLAG_ADDRESSES)) {
             return vmm_fail(err, errlen, "%s: multiboot header without address fields, and not "
                         "an ELF file", f->path);
         }
+        /* The search needed 12 bytes; the address fields are bytes 12..31. */
+        if (!loader_file_has(f, (uint64_t)hoff, MB_HEADER_ADDR_LEN)) {
+            return vmm_fail(err, errlen, "%s: truncated multiboot header (flag 16 needs %d bytes, "
+                            "the file ends after %llu)", f->path, MB_HEADER_ADDR_LEN,
+                            (unsigned long long)(f->size - (size_t)hoff));
+        }
+        header_addr = rd32(h + 12), load_addr = rd32(h + 16);
+        load_end = rd32(h + 20), bss_end = rd32(h + 24);
         if (header_addr < load_addr || header_addr - load_addr > (uint64_t)hoff) {
             return vmm_fail(err, errlen, "%s: inconsistent multiboot load addresses", f->path);
         }
@@ -124,7 +137,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         if (load_end && load_end < load_addr) {
             return vmm_fail(err, errlen, "%s: load_end_addr below load_addr", f->path);
         }
-        if (file_off + load_len > f->size) {
+        if (!loader_file_has(f, file_off, load_len)) {
             return vmm_fail(err, errlen, "%s: multiboot load range exceeds the file", f->path);
         }
         kernel_end = (uint64_t)load_addr + load_len;
@@ -154,10 +167,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
         }
         entry_addr = e_entry;
         for (int i = 0; i < n; i++) {
-            LoaderSegment *s = &segs[i];
-            if (s->filesz > s->memsz || s->offset + s->filesz > f->size) {
-                return vmm_fail(err, errlen, "%s: segment %d exceeds the file", f->path, i);
-            }
+            LoaderSegment *s = &segs[i];    /* checked against the file by loader_elf_segments */
             if (s->paddr + s->memsz > 0x100000000ull) {
                 return vmm_fail(err, errlen, "%s: segment at 0x%llx is above 4 GiB, out of reach "
                             "of a 32-bit multiboot entry", f->path, (unsigned long long)s->paddr);
@@ -178,7 +188,7 @@ int loader_load_multiboot(Vm *vm, const LoaderFile *f, const LoaderConfig *cfg,
             }
             /* A 64-bit container may link the entry at a virtual address:
              * translate it through the segment that holds it. */
-            if (!entry_found && e_entry >= s->vaddr && e_entry < s->vaddr + s->memsz) {
+            if (!entry_found && e_entry >= s->vaddr && e_entry - s->vaddr < s->memsz) {
                 entry_addr = e_entry - s->vaddr + s->paddr;
                 entry_found = true;
             }

@@ -24,7 +24,9 @@
 int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (the signals
+     * may already be blocked for the signal fd); fstat then refuses it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     size_t done = 0;
 
     memset(f, 0, sizeof(*f));
@@ -32,9 +34,14 @@ int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen)
     if (fd < 0) {
         return vmm_fail(err, errlen, "%s: %s", path, strerror(errno));
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        vmm_fail(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
-        return vmm_fail(err, errlen, "%s: not a regular file", path);
+        return -1;
+    }
+    if (vmm_check_file_type(NULL, path, &st, false, err, errlen) < 0) {
+        close(fd);
+        return -1;
     }
     /* A kernel or initrd larger than 1 GiB is a mistake, not a boot. */
     if (st.st_size > (1 << 30)) {
@@ -194,58 +201,91 @@ int vcpu_set_boot_entry(Vcpu *vcpu, const BootEntry *entry)
     return 0;
 }
 
+bool loader_elf_phdr_offset(const LoaderFile *f, uint64_t phoff, uint64_t phentsize,
+                            uint64_t i, size_t phsize, uint64_t *off)
+{
+    if (phentsize < phsize || phoff > f->size) {
+        return false;
+    }
+    /* phoff <= the file size (1 GiB at most) and i * phentsize < 2^32
+     * (both 16-bit): the sum cannot wrap. */
+    *off = phoff + i * phentsize;
+    return loader_file_has(f, *off, phsize);
+}
+
+/* Adds one PT_LOAD segment after checking it against the file. */
+static int add_segment(const LoaderFile *f, LoaderSegment *segs, int *n, int max,
+                       const LoaderSegment *s, char *err, size_t errlen)
+{
+    if (*n == max) {
+        return vmm_fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
+    }
+    if (s->filesz > s->memsz || !loader_file_has(f, s->offset, s->filesz)) {
+        return vmm_fail(err, errlen, "%s: segment %d exceeds the file", f->path, *n);
+    }
+    if (s->memsz > UINT64_MAX - s->paddr) {
+        return vmm_fail(err, errlen, "%s: segment %d at 0x%llx wraps around the address space",
+                        f->path, *n, (unsigned long long)s->paddr);
+    }
+    segs[(*n)++] = *s;
+    return 0;
+}
+
 int loader_elf_segments(const LoaderFile *f, LoaderSegment *segs, int max, uint64_t *entry,
                         char *err, size_t errlen)
 {
     const uint8_t *d = f->data;
+    uint64_t phoff, phentsize, phnum;
+    bool is64;
     int n = 0;
 
-    if (d[EI_CLASS] == ELFCLASS32) {
-        Elf32_Ehdr eh;
-        if (f->size < sizeof(eh)) {
-            return vmm_fail(err, errlen, "%s: truncated ELF header", f->path);
-        }
-        memcpy(&eh, d, sizeof(eh));
-        *entry = eh.e_entry;
-        for (int i = 0; i < eh.e_phnum; i++) {
-            Elf32_Phdr ph;
-            uint64_t off = eh.e_phoff + (uint64_t)i * eh.e_phentsize;
-            if (eh.e_phentsize < sizeof(ph) || off + sizeof(ph) > f->size) {
-                return vmm_fail(err, errlen, "%s: program header %d outside the file", f->path, i);
-            }
-            memcpy(&ph, d + off, sizeof(ph));
-            if (ph.p_type != PT_LOAD || !ph.p_memsz) {
-                continue;
-            }
-            if (n == max) {
-                return vmm_fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
-            }
-            segs[n++] = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
-        }
-    } else if (d[EI_CLASS] == ELFCLASS64) {
-        Elf64_Ehdr eh;
-        if (f->size < sizeof(eh)) {
-            return vmm_fail(err, errlen, "%s: truncated ELF header", f->path);
-        }
-        memcpy(&eh, d, sizeof(eh));
-        *entry = eh.e_entry;
-        for (int i = 0; i < eh.e_phnum; i++) {
-            Elf64_Phdr ph;
-            uint64_t off = eh.e_phoff + (uint64_t)i * eh.e_phentsize;
-            if (eh.e_phentsize < sizeof(ph) || off + sizeof(ph) > f->size) {
-                return vmm_fail(err, errlen, "%s: program header %d outside the file", f->path, i);
-            }
-            memcpy(&ph, d + off, sizeof(ph));
-            if (ph.p_type != PT_LOAD || !ph.p_memsz) {
-                continue;
-            }
-            if (n == max) {
-                return vmm_fail(err, errlen, "%s: too many PT_LOAD segments", f->path);
-            }
-            segs[n++] = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
-        }
-    } else {
+    if (!loader_is_elf(f)) {
+        return vmm_fail(err, errlen, "%s: not an ELF file", f->path);
+    }
+    is64 = d[EI_CLASS] == ELFCLASS64;
+    if (d[EI_CLASS] != ELFCLASS32 && !is64) {
         return vmm_fail(err, errlen, "%s: unknown ELF class %d", f->path, d[EI_CLASS]);
+    }
+    if (f->size < (is64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr))) {
+        return vmm_fail(err, errlen, "%s: truncated ELF header", f->path);
+    }
+    if (is64) {
+        Elf64_Ehdr eh;
+        memcpy(&eh, d, sizeof(eh));
+        *entry = eh.e_entry;
+        phoff = eh.e_phoff, phentsize = eh.e_phentsize, phnum = eh.e_phnum;
+    } else {
+        Elf32_Ehdr eh;
+        memcpy(&eh, d, sizeof(eh));
+        *entry = eh.e_entry;
+        phoff = eh.e_phoff, phentsize = eh.e_phentsize, phnum = eh.e_phnum;
+    }
+    for (uint64_t i = 0; i < phnum; i++) {
+        LoaderSegment s;
+        uint64_t off;
+        uint32_t type;
+
+        if (!loader_elf_phdr_offset(f, phoff, phentsize, i, is64 ? sizeof(Elf64_Phdr) :
+                                    sizeof(Elf32_Phdr), &off)) {
+            return vmm_fail(err, errlen, "%s: program header %d outside the file", f->path, (int)i);
+        }
+        if (is64) {
+            Elf64_Phdr ph;
+            memcpy(&ph, d + off, sizeof(ph));
+            type = ph.p_type;
+            s = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
+        } else {
+            Elf32_Phdr ph;
+            memcpy(&ph, d + off, sizeof(ph));
+            type = ph.p_type;
+            s = (LoaderSegment) { ph.p_paddr, ph.p_vaddr, ph.p_filesz, ph.p_memsz, ph.p_offset };
+        }
+        if (type != PT_LOAD || !s.memsz) {
+            continue;
+        }
+        if (add_segment(f, segs, &n, max, &s, err, errlen) < 0) {
+            return -1;
+        }
     }
     if (!n) {
         return vmm_fail(err, errlen, "%s: no loadable segments", f->path);

@@ -103,6 +103,14 @@ int loader_e820_map(Vm *vm, E820Entry *map, int max);
 int loader_copy_to_guest(Vm *vm, uint64_t gpa, const void *src, size_t len,
                          const char *what, char *err, size_t errlen);
 
+/* Whether [@off, @off + @len) lies inside @f.  Offsets and sizes read from
+ * a file may be anything: this compares against the remaining size and
+ * never computes off + len, which could wrap around 2^64. */
+static inline bool loader_file_has(const LoaderFile *f, uint64_t off, uint64_t len)
+{
+    return off <= f->size && len <= f->size - off;
+}
+
 /* Reads a whole file.  Returns 0, or -1 with a message. */
 int loader_read_file(const char *path, LoaderFile *f, char *err, size_t errlen);
 void loader_free_file(LoaderFile *f);
@@ -119,12 +127,20 @@ typedef struct LoaderSegment {
     uint64_t paddr, vaddr, filesz, memsz, offset;
 } LoaderSegment;
 
-/* Fills @segs with the PT_LOAD segments and *@entry with e_entry.  Returns
- * the count, or -1 with a message. */
+/* Fills @segs with the PT_LOAD segments and *@entry with e_entry.  Every
+ * segment returned has filesz <= memsz, its bytes inside the file, and
+ * paddr + memsz below 2^64.  Returns the count, or -1 with a message. */
 int loader_elf_segments(const LoaderFile *f, LoaderSegment *segs, int max, uint64_t *entry,
                         char *err, size_t errlen);
 
-/* Format probes and loaders. */
+/* The file offset of program header @i (of @phsize bytes) of an ELF with
+ * @phoff and @phentsize from its header; false if it is not wholly inside
+ * the file. */
+bool loader_elf_phdr_offset(const LoaderFile *f, uint64_t phoff, uint64_t phentsize,
+                            uint64_t i, size_t phsize, uint64_t *off);
+
+/* Format probes and loaders.  Each loader checks its own format again, so
+ * any file's bytes may be handed to any of them (tests/fuzz-loader.c). */
 bool loader_is_multiboot(const LoaderFile *f);
 bool loader_is_bzimage(const LoaderFile *f);
 bool loader_is_elf(const LoaderFile *f);

@@ -78,6 +78,25 @@ static void on_signal(int signo, void *opaque)
     vm_request_stop(vm, VM_STOP_SIGNAL, 0);
 }
 
+/* Every -drive file before anything blocks the signals or opens /dev/kvm:
+ * a FIFO, socket or character device is refused here (the block layer
+ * would refuse it too, but only after setting up the VM).  Prints one line
+ * per problem and returns how many there were. */
+static int check_drive_files(const VmmOptions *opts)
+{
+    char err[512];
+    int problems = 0;
+
+    for (int i = 0; i < opts->nr_drives; i++) {
+        if (vmm_check_user_file("-drive file=", opts->drives[i].file, true,
+                                err, sizeof(err)) < 0) {
+            fprintf(stderr, "keel-vmm: %s\n", err);
+            problems++;
+        }
+    }
+    return problems;
+}
+
 /* The same header and library lines as keel-features and keel-img
  * --features, then the VMM's own. */
 static void print_features(void)
@@ -139,8 +158,12 @@ int main(int argc, char **argv)
 
     {
         const char *kind;
+        int problems = check_drive_files(&opts);
         if (loader_probe_kernel(opts.kernel, &kind, err, sizeof(err)) < 0) {
             fprintf(stderr, "keel-vmm: %s\n", err);
+            problems++;
+        }
+        if (problems) {
             vmm_options_free(&opts);
             return 1;
         }
@@ -210,7 +233,11 @@ int main(int argc, char **argv)
         make_terminal_raw();
         serial_attach_input(serial, keel_main_aio_context(), STDIN_FILENO);
     }
-    if (vcpus_start_all(&vm) < 0) {
+    /* SIGTERM/SIGINT that arrived during set-up waited in the signal fd
+     * (nothing above blocks: user files are regular, opened O_NONBLOCK);
+     * take it now, before the guest runs. */
+    keel_main_loop_wait(true);
+    if (vm_stop_reason(&vm) == VM_STOP_NONE && vcpus_start_all(&vm) < 0) {
         vm_request_stop(&vm, VM_STOP_ERROR, 1);     /* stop the ones that started */
     }
 

@@ -809,16 +809,48 @@ static void parse_accel(OptParse *p, const char *arg)
     free_suboptions(kv);
 }
 
-static bool check_file(OptParse *p, const char *opt, const char *path)
+static const char *file_type_name(mode_t mode)
+{
+    return S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket" :
+           S_ISCHR(mode) ? "a character device" : S_ISBLK(mode) ? "a block device" :
+           "not a regular file";
+}
+
+int vmm_check_file_type(const char *what, const char *path, const struct stat *st,
+                        bool block_ok, char *err, size_t errlen)
+{
+    size_t wl = what ? strlen(what) : 0;
+    const char *sep = wl && what[wl - 1] != '=' ? " " : "";   /* "-kernel f", "file=f" */
+
+    if (S_ISREG(st->st_mode) || (block_ok && S_ISBLK(st->st_mode))) {
+        return 0;
+    }
+    if (S_ISDIR(st->st_mode)) {
+        return vmm_fail(err, errlen, "%s%s%s: is a directory", what ? what : "", sep, path);
+    }
+    return vmm_fail(err, errlen, "%s%s%s: is %s; keel-vmm needs a regular file%s", what ? what : "",
+                    sep, path, file_type_name(st->st_mode), block_ok ? " or a block device" : "");
+}
+
+int vmm_check_user_file(const char *what, const char *path, bool block_ok,
+                        char *err, size_t errlen)
 {
     struct stat st;
 
+    /* stat() never blocks on a FIFO, unlike open() without O_NONBLOCK. */
     if (stat(path, &st) < 0) {
-        problem(p, "%s %s: %s", opt, path, strerror(errno));
-        return false;
+        return vmm_fail(err, errlen, "%s %s: %s", what, path, strerror(errno));
     }
-    if (S_ISDIR(st.st_mode)) {
-        problem(p, "%s %s: is a directory", opt, path);
+    return vmm_check_file_type(what, path, &st, block_ok, err, errlen);
+}
+
+/* -kernel and -initrd: a regular file (a FIFO would block keel-vmm). */
+static bool check_file(OptParse *p, const char *opt, const char *path)
+{
+    char msg[512];
+
+    if (vmm_check_user_file(opt, path, false, msg, sizeof(msg)) < 0) {
+        problem(p, "%s", msg);
         return false;
     }
     return true;

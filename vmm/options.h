@@ -104,6 +104,19 @@ int vmm_parse_size_mib(const char *s, uint64_t *bytes);
 const char *vmm_drive_aio_name(VmmDriveAio aio);
 const char *vmm_drive_cache_name(VmmDriveCache cache);
 
+/* Whether @path (described by @st) is a file keel-vmm may read as @what
+ * ("-kernel", "-drive file=", or NULL): a regular file, or a block device
+ * if @block_ok.  A FIFO, socket, character device or directory is refused
+ * with a one-line message (opening them could block forever or read a
+ * stream).  Returns 0 or -1 with the message in @err. */
+struct stat;
+int vmm_check_file_type(const char *what, const char *path, const struct stat *st,
+                        bool block_ok, char *err, size_t errlen);
+/* The same after a stat() of @path (which never blocks); a missing file is
+ * an error too. */
+int vmm_check_user_file(const char *what, const char *path, bool block_ok,
+                        char *err, size_t errlen);
+
 /* The usage text for --help. */
 void vmm_options_print_help(FILE *out);
 

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +77,8 @@ struct VirtioBlk {
     bool broken;                    /* NEEDS_RESET: take no more requests */
     unsigned inflight;
     VirtioBlkStats stats;           /* written in the home thread; read at exit */
+    int64_t io_error_logged_us;     /* when the last host I/O error was logged */
+    uint64_t io_errors_unlogged;    /* since then, held back by the rate limit */
 };
 
 struct VirtioBlkOuthdr {
@@ -199,11 +202,58 @@ static uint8_t status_of(VirtioBlkReq *req, int ret)
     return ret == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
 }
 
+/* Host I/O errors (EIO, ENOSPC, ...) reach the guest as IOERR; the host
+ * hears of them too, like QEMU's reports, but a guest retrying a full disk
+ * must not flood the log: the first IO_ERROR_LOG_BURST each, then one line
+ * a second counting what was held back.  Home thread only. */
+#define IO_ERROR_LOG_BURST 10
+#define IO_ERROR_LOG_INTERVAL_US 1000000
+
+static const char *req_op_name(uint32_t type)
+{
+    switch (type) {
+    case VIRTIO_BLK_T_IN: return "read";
+    case VIRTIO_BLK_T_OUT: return "write";
+    case VIRTIO_BLK_T_FLUSH: return "flush";
+    case VIRTIO_BLK_T_DISCARD: return "discard";
+    case VIRTIO_BLK_T_WRITE_ZEROES: return "write-zeroes";
+    default: return "request";
+    }
+}
+
+static void log_io_error(VirtioBlk *s, VirtioBlkReq *req, int ret)
+{
+    int64_t now = g_get_monotonic_time();
+    char held[64] = "";
+
+    s->stats.io_errors++;
+    s->stats.last_io_errno = -ret;
+    if (s->stats.io_errors > IO_ERROR_LOG_BURST &&
+        now - s->io_error_logged_us < IO_ERROR_LOG_INTERVAL_US) {
+        s->io_errors_unlogged++;
+        return;
+    }
+    if (s->io_errors_unlogged) {
+        snprintf(held, sizeof(held), "; %llu more since the last report",
+                 (unsigned long long)s->io_errors_unlogged);
+    }
+    keel_log("%s: host I/O error: %s at offset %llu (%llu bytes): %s (errno %d)%s%s",
+             s->name, req_op_name(req->type), (unsigned long long)req->offset,
+             (unsigned long long)req->bytes, g_strerror(-ret), -ret, held,
+             s->stats.io_errors == IO_ERROR_LOG_BURST ? "; further ones at most once a second" : "");
+    s->io_error_logged_us = now;
+    s->io_errors_unlogged = 0;
+}
+
 static void req_done(void *opaque, int ret)
 {
     VirtioBlkReq *req = opaque;
+    uint8_t status = status_of(req, ret);
 
-    req_complete(req, status_of(req, ret));
+    if (status == VIRTIO_BLK_S_IOERR) {
+        log_io_error(req->s, req, ret);
+    }
+    req_complete(req, status);
 }
 
 /* ---- merging adjacent reads / writes ------------------------------------------------------- */
@@ -364,6 +414,8 @@ static void handle_discard_wz(VirtioBlk *s, VirtioBlkReq *req, struct iovec *out
         return;
     }
     offset = seg.sector * VIRTIO_BLK_SECTOR;
+    req->offset = offset;       /* for the error log */
+    req->bytes = bytes;
     if (wz) {
         s->stats.write_zeroes++;
         keel_blk_aio_pwrite_zeroes(s->blk, (int64_t)offset, (int64_t)bytes, req_done, req);
@@ -389,6 +441,7 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
     req->s = s;
     req->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
     req->used_len = 1;
+    req->offset = req->bytes = 0;   /* set for reads, writes, discards (error log) */
     iov_drop_last_byte(in, &in_num);
     in_bytes = e->in_bytes - 1;
     s->inflight++;
@@ -895,7 +948,7 @@ static void print_stats(VirtioBlk *s, FILE *out)
 
     fprintf(out, "keel-vmm: %s stats: requests=%llu reads=%llu writes=%llu flushes=%llu "
             "discards=%llu write_zeroes=%llu get_ids=%llu unsupported=%llu errors=%llu "
-            "bad_chains=%llu needs_reset=%llu passes=%llu max_batch=%llu merged=%llu "
+            "io_errors=%llu last_io_errno=%d bad_chains=%llu needs_reset=%llu passes=%llu max_batch=%llu merged=%llu "
             "merge_retries=%llu poll_hits=%llu exit_kicks=%llu "
             "irqs=%llu suppressed=%llu intx_irqfd=%llu intx_ioctl=%llu msix_irqfd=%llu "
             "msix_ioctl=%llu msix_masked=%llu config_irqs=%llu resets=%llu\n", s->name,
@@ -903,7 +956,8 @@ static void print_stats(VirtioBlk *s, FILE *out)
             (unsigned long long)b->writes, (unsigned long long)b->flushes,
             (unsigned long long)b->discards, (unsigned long long)b->write_zeroes,
             (unsigned long long)b->get_ids, (unsigned long long)b->unsupported,
-            (unsigned long long)b->errors, (unsigned long long)b->bad_chains,
+            (unsigned long long)b->errors, (unsigned long long)b->io_errors, b->last_io_errno,
+            (unsigned long long)b->bad_chains,
             (unsigned long long)b->needs_reset, (unsigned long long)b->handler_passes,
             (unsigned long long)b->batches_max, (unsigned long long)b->merged,
             (unsigned long long)b->merge_retries, (unsigned long long)b->poll_hits,

@@ -99,6 +99,8 @@ typedef struct VirtioBlkConf {
 typedef struct VirtioBlkStats {
     uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_ids, unsupported;
     uint64_t errors;                /* requests completed with IOERR */
+    uint64_t io_errors;             /* of those, failed by the host (EIO, ENOSPC, ...) */
+    int last_io_errno;              /* the latest host errno, 0 if none */
     uint64_t bad_chains;            /* malformed chains failed with IOERR */
     uint64_t needs_reset;           /* times the queue was stopped as broken */
     uint64_t handler_passes, batches_max;

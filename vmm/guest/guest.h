@@ -137,15 +137,8 @@ int ksnprintf(char *buf, size_t size, const char *fmt, ...)
 /* Writes the status to the debug-exit port; halts if nothing stops us. */
 void guest_exit(int status) __attribute__((noreturn));
 
-/* 64-bit xorshift PRNG (the workload's reproducible randomness). */
-static inline uint64_t xorshift64(uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
-}
+/* xorshift64, splitmix64, randrw's read/write choice. */
+#include "vmm/guest/rand.h"
 
 /* ---- kernel.c: CPL0 side -------------------------------------------------- */
 struct boot_state {

@@ -10,6 +10,8 @@
  *   test=triplefault  deliberately triple-faults (tests the VMM's report)
  *   test=blk          virtio-blk workload (the default when rw= is given)
  *   test=badchain     malformed virtqueue chains, one at a time
+ *   test=hostile      transport rule-breaking (reset in flight, bad set-ups,
+ *                     config writes, bogus MSI-X, a BAR moved while live)
  *   exit=N            status for a passing run (default 0)
  * The workload's own keys are listed in workload.c (and vmm/guest/README).
  *
@@ -214,7 +216,7 @@ void user_main(void)
         syscall3(SYS_TRIPLE_FAULT, 0, 0, 0);
         kprintf("KEEL-GUEST: RESULT status=fail test=triplefault reason=still-running\n");
         r = -1;
-    } else if (!strcmp(test, "blk") || !strcmp(test, "badchain")) {
+    } else if (!strcmp(test, "blk") || !strcmp(test, "badchain") || !strcmp(test, "hostile")) {
         r = run_block_test(test);
     } else {
         bad_cmdline("test", test);

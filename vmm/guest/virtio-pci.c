@@ -353,6 +353,53 @@ bool vq_init(struct virtqueue *vq, struct virtio_pci_dev *d, unsigned index,
     return true;
 }
 
+void vq_refresh_notify(struct virtqueue *vq)
+{
+    struct virtio_pci_dev *d = vq->dev;
+
+    *mmio16(d->common, VCC_QUEUE_SELECT) = vq->index;
+    unsigned notify_off = *mmio16(d->common, VCC_QUEUE_NOTIFY_OFF);
+    vq->notify = mmio16(d->notify_base, notify_off * d->notify_off_multiplier);
+}
+
+bool virtio_pci_move_bar(struct virtio_pci_dev *d, bool back)
+{
+    static uint64_t home;            /* where the BAR was before the move */
+    static int moved_bar = -1;
+    struct pci_func *f = d->pci;
+    int bar = -1;
+
+    for (unsigned cap = pci_read8(f, PCI_CAP_PTR) & 0xfc, n = 0; cap && n < 48;
+         cap = pci_read8(f, cap + 1) & 0xfc, n++) {
+        if (pci_read8(f, cap) == PCI_CAP_VENDOR &&
+            pci_read8(f, cap + 3) == VIRTIO_PCI_CAP_COMMON_CFG) {
+            bar = pci_read8(f, cap + 4);
+            break;
+        }
+    }
+    if (bar < 0 || bar > 5 || (back && bar != moved_bar)) {
+        return false;
+    }
+    uint64_t old = pci_bar_address(f, (unsigned)bar);
+    uint64_t to = back ? home : ALIGN_UP(bar_window_next, 0x100000ull);
+    uint32_t lo = pci_read32(f, 0x10 + 4 * (unsigned)bar);
+    if (!old || !to || to + 0x100000 > BAR_WINDOW_END) {
+        return false;
+    }
+    if (!back) {
+        home = old;
+        moved_bar = bar;
+        bar_window_next = to + 0x100000;
+    }
+    /* Live: memory decoding stays on, as a hostile driver would leave it. */
+    pci_write32(f, 0x10 + 4 * (unsigned)bar, (uint32_t)to | (lo & 0xf));
+    if (((lo >> 1) & 3) == 2) {
+        pci_write32(f, 0x14 + 4 * (unsigned)bar, (uint32_t)(to >> 32));
+    }
+    d->common = d->isr = d->device_cfg = d->notify_base = NULL;
+    return pci_bar_address(f, (unsigned)bar) == to && parse_caps(d);
+}
+
 void vq_kick(struct virtqueue *vq)
 {
     uint16_t old = vq->kicked_idx, new = vq->avail_idx;

@@ -158,6 +158,11 @@ bool virtio_reset(struct virtio_pci_dev *d);
 /* ACKNOWLEDGE | DRIVER, offers `wanted & device features` (VERSION_1 is
  * required), FEATURES_OK and checks the device kept it. */
 bool virtio_negotiate(struct virtio_pci_dev *d, uint64_t wanted);
+/* test=hostile: moves the BAR holding the common configuration to a free
+ * 1 MiB-aligned spot of the BAR window (@back: to where it was), maps it
+ * and re-reads the capabilities, so d's pointers follow.  The caller
+ * recomputes queue notify pointers (vq_refresh_notify). */
+bool virtio_pci_move_bar(struct virtio_pci_dev *d, bool back);
 uint8_t virtio_cfg8(struct virtio_pci_dev *d, unsigned off);
 uint32_t virtio_cfg32(struct virtio_pci_dev *d, unsigned off);
 uint64_t virtio_cfg64(struct virtio_pci_dev *d, unsigned off);
@@ -192,6 +197,8 @@ static inline void vq_add(struct virtqueue *vq, uint16_t head)
     barrier();
     ((volatile struct vring_avail *)vq->avail)->idx = vq->avail_idx;
 }
+/* Re-reads queue vq's notify address (after a BAR move). */
+void vq_refresh_notify(struct virtqueue *vq);
 /* Notifies the device of everything added since the last kick, unless the
  * device asked not to be (EVENT_IDX avail_event, or NO_NOTIFY). */
 void vq_kick(struct virtqueue *vq);

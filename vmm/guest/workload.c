@@ -25,7 +25,11 @@
  *
  * Result: KEEL-GUEST: RESULT status=ok|fail test=blk ops= iops= mibps=
  *   errors= verify_failures= elapsed_us= ... (elapsed covers the main
- *   pass only; set-up, discard and the verify pass are reported apart).
+ *   pass only; set-up, discard and the verify pass are reported apart),
+ *   and with verify=1: written_blocks= (blocks holding a known write at
+ *   the end), written_verified= (of those, read back intact: must be all),
+ *   main_verified_reads= (main-pass reads of a block written earlier).
+ *   randrw's read/write choice has its own PRNG stream (vmm/guest/rand.h).
  */
 #include "config.h"
 
@@ -43,7 +47,8 @@ struct workload {
     uint64_t offset, size, runtime_ms;
     bool verify, flush, discard, write_zeroes, irq_mode;
     uint32_t gen, seed;
-    uint64_t rng;
+    uint64_t rng;                    /* block picks (xorshift64) */
+    uint64_t rw_rng;                 /* randrw's read/write choice (its own stream) */
     uint64_t nblocks;
     uint32_t *block_gen;             /* per block: 0 = content unknown */
     uint8_t *block_busy;
@@ -51,6 +56,9 @@ struct workload {
     /* results */
     uint64_t ops, bytes, errors, verify_failures, verified_blocks;
     uint64_t unverified_reads, elapsed_us;
+    uint64_t main_verified_reads;    /* main-pass reads of a block written before */
+    uint64_t written_blocks;         /* blocks holding a known write at the end */
+    uint64_t written_verified;       /* of those, read back intact by the verify pass */
 };
 
 static struct blk_dev blk;
@@ -162,6 +170,7 @@ static bool parse_options(void)
     wl.gen = cmdline_u64("gen", 1);
     wl.seed = cmdline_u64("seed", 1);
     wl.rng = 0x9E3779B97F4A7C15ull ^ wl.seed;
+    wl.rw_rng = rw_choice_seed(wl.seed);
     if (!wl.gen) {
         kprintf("KEEL-GUEST: gen must be >= 1\n");
         return false;
@@ -238,6 +247,13 @@ static bool verify_pass(bool zeroes)
     uint64_t failures_before = wl.verify_failures, checked = 0;
     uint64_t deadline = deadline_after_ms(10000);
 
+    if (!zeroes) {
+        wl.written_blocks = 0;
+        for (uint64_t b = 0; b < wl.nblocks; b++) {
+            wl.written_blocks += wl.block_gen[b] != 0;
+        }
+    }
+
     for (;;) {
         for (unsigned s = 0; s < blk.nslots && next < wl.nblocks; s++) {
             if (blk.slot[s].busy) {
@@ -288,8 +304,8 @@ static bool verify_pass(bool zeroes)
                         break;
                     }
                 }
-            } else {
-                check_block(wl.buf[s], sl->block, wl.block_gen[sl->block]);
+            } else if (check_block(wl.buf[s], sl->block, wl.block_gen[sl->block])) {
+                wl.written_verified++;
             }
         }
     }
@@ -355,6 +371,7 @@ static void finish_request(unsigned s)
         }
     } else if (sl->verify) {
         check_block(sl->data, sl->block, sl->gen);
+        wl.main_verified_reads++;
     } else if (wl.verify) {
         wl.unverified_reads++;
     }
@@ -381,7 +398,7 @@ static bool main_pass(void)
                 break;                           /* retry after a completion */
             }
             bool write = wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE ||
-                         (wl.rw == RW_RANDRW && (xorshift64(&wl.rng) & 1));
+                         (wl.rw == RW_RANDRW && rw_choose_write(&wl.rw_rng));
             sl->block = block;
             sl->verify = false;
             if (write) {
@@ -515,6 +532,12 @@ static bool run_workload(void)
     }
     if (ok && does_writes() && wl.verify) {
         ok &= verify_pass(false);
+        /* Every block written must have been read back intact. */
+        if (wl.written_verified != wl.written_blocks) {
+            kprintf("KEEL-GUEST: verify pass: %lu of %lu written blocks read back intact\n",
+                    wl.written_verified, wl.written_blocks);
+            ok = false;
+        }
     }
     return ok;
 }
@@ -527,10 +550,16 @@ enum chain_fault {
     FAULT_HEADER_WRITABLE,  /* the request header marked device-writable */
     FAULT_STATUS_READONLY,  /* the status byte marked device-readable */
     FAULT_BEYOND_CAPACITY,  /* well-formed read past the end of the disk */
+    FAULT_NEXT_RANGE,       /* a next index >= the queue size */
+    FAULT_INDIRECT_OUTSIDE, /* an indirect table far outside guest RAM */
+    FAULT_INDIRECT_SIZE,    /* an indirect table of 20 bytes (not n * 16) */
+    FAULT_INDIRECT_NESTED,  /* an indirect table holding an indirect descriptor */
+    FAULT_AVAIL_AHEAD,      /* avail idx a queue size and more ahead of the device */
 };
 static const char *const fault_names[] = {
     "out-of-range-address", "loop", "oversized", "header-writable",
-    "status-readonly", "beyond-capacity",
+    "status-readonly", "beyond-capacity", "next-out-of-range", "indirect-outside-ram",
+    "indirect-bad-size", "indirect-nested", "avail-idx-far-ahead",
 };
 
 /* Builds a bad chain in slot 0's descriptors (direct layout). */
@@ -576,6 +605,29 @@ static void submit_bad_chain(enum chain_fault fault)
         break;
     case FAULT_BEYOND_CAPACITY:
         break;
+    case FAULT_NEXT_RANGE:
+        d[1].next = (uint16_t)(blk.vq.size + 3);
+        break;
+    case FAULT_INDIRECT_OUTSIDE:
+        d[0] = (struct vring_desc){ 1ull << 46, 3 * 16, VRING_DESC_F_INDIRECT, 0 };
+        break;
+    case FAULT_INDIRECT_SIZE:
+    case FAULT_INDIRECT_NESTED: {
+        /* The table in the data buffer; its first entry is itself indirect. */
+        struct vring_desc *t = wl.buf[0];
+        t[0] = (struct vring_desc){ data + 0x100, 48, VRING_DESC_F_INDIRECT, 0 };
+        t[1] = (struct vring_desc){ status, 1, VRING_DESC_F_WRITE, 0 };
+        d[0] = (struct vring_desc){ data, fault == FAULT_INDIRECT_SIZE ? 20 : 32,
+                                    VRING_DESC_F_INDIRECT, 0 };
+        break;
+    }
+    case FAULT_AVAIL_AHEAD:
+        /* No new chain: the index alone claims size + 7 new entries. */
+        blk.vq.avail_idx = (uint16_t)(blk.vq.avail_idx + blk.vq.size + 7);
+        barrier();
+        ((volatile struct vring_avail *)blk.vq.avail)->idx = blk.vq.avail_idx;
+        *blk.vq.notify = (uint16_t)blk.vq.index;
+        return;
     }
     vq_add(&blk.vq, h);
     vq_kick(&blk.vq);
@@ -668,6 +720,187 @@ static bool run_badchain(void)
     return all_ok;
 }
 
+/* ---- test=hostile: a driver that breaks the transport's rules ------------------- */
+/* Each case ends with a reset (if the device asks for one, or the case
+ * leaves it unusable), a fresh set-up and a good read: the device must
+ * have failed safely and still work.  The verdicts name what was seen. */
+
+/* Waits up to 1 s for NEEDS_RESET or a completion; "needs-reset",
+ * "completed" (with the status in *st) or "nothing". */
+static const char *watch_device(int *st)
+{
+    uint64_t deadline = deadline_after_ms(1000);
+
+    while (rdtsc() < deadline) {
+        int s = blk_complete(&blk);
+        if (s >= 0) {
+            *st = *blk.slot[s].status;
+            return "completed";
+        }
+        if (virtio_get_status(&blk.pci) & VIRTIO_STATUS_NEEDS_RESET) {
+            return "needs-reset";
+        }
+        cpu_relax();
+    }
+    return "nothing";
+}
+
+/* Set-up by hand up to DRIVER_OK with one rule broken; then one read. */
+enum setup_fault { SETUP_NO_FEATURES_OK, SETUP_QUEUE_SIZE, SETUP_RING_OUTSIDE };
+
+static const char *hostile_setup(enum setup_fault fault, bool *acceptable)
+{
+    struct virtio_pci_dev *d = &blk.pci;
+    volatile uint8_t *c = d->common;
+    int st = -1;
+
+    virtio_reset(d);
+    virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    if (fault != SETUP_NO_FEATURES_OK) {
+        *(volatile uint32_t *)(c + VCC_DRIVER_FEATURE_SELECT) = 1;
+        *(volatile uint32_t *)(c + VCC_DRIVER_FEATURE) = 1;      /* VERSION_1 only */
+        virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                             VIRTIO_STATUS_FEATURES_OK);
+    }
+    *(volatile uint16_t *)(c + VCC_QUEUE_SELECT) = 0;
+    *(volatile uint16_t *)(c + VCC_QUEUE_SIZE) =
+        fault == SETUP_QUEUE_SIZE ? 3 : (uint16_t)blk.vq.size;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DESC) =
+        fault == SETUP_RING_OUTSIDE ? 1ull << 46 : (uint64_t)(uintptr_t)blk.vq.desc;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DRIVER) = (uint64_t)(uintptr_t)blk.vq.avail;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DEVICE) = (uint64_t)(uintptr_t)blk.vq.used;
+    *(volatile uint16_t *)(c + VCC_QUEUE_ENABLE) = 1;
+    virtio_set_status(d, virtio_get_status(d) | VIRTIO_STATUS_DRIVER_OK);
+    uint8_t status = virtio_get_status(d);
+    /* The rings were zeroed by nobody: start them over, then one read. */
+    memset(blk.vq.avail, 0, 6 + 2ull * blk.vq.size);
+    memset(blk.vq.used, 0, 6 + 8ull * blk.vq.size);
+    blk.vq.avail_idx = blk.vq.kicked_idx = blk.vq.last_used = 0;
+    blk_submit(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
+    *blk.vq.notify = 0;
+    const char *seen = watch_device(&st);
+    /* Refusing the set-up, asking for a reset, or doing nothing are safe;
+     * so is serving the read when the rings it used are real (a device may
+     * accept DRIVER_OK without FEATURES_OK, as legacy did, and QEMU takes a
+     * queue of 3).  Only a descriptor table outside RAM cannot serve it. */
+    *acceptable = fault != SETUP_RING_OUTSIDE || strcmp(seen, "completed") ||
+                  st != VIRTIO_BLK_S_OK;
+    kprintf("KEEL-GUEST: hostile setup status after DRIVER_OK 0x%x\n", status);
+    return seen;
+}
+
+static const char *hostile_reset_inflight(bool *acceptable)
+{
+    unsigned n = blk.nslots;
+
+    for (unsigned s = 0; s < n; s++) {
+        blk_submit(&blk, s, VIRTIO_BLK_T_IN, 8ull * s, wl.buf[s], 4096);
+    }
+    vq_kick(&blk.vq);
+    *acceptable = virtio_reset(&blk.pci);       /* must complete, drained */
+    return *acceptable ? "reset-completed" : "reset-stuck";
+}
+
+static const char *hostile_config_write(bool *acceptable)
+{
+    uint64_t cap = virtio_cfg64(&blk.pci, VBLK_CFG_CAPACITY);
+
+    for (unsigned i = 0; i < 64; i++) {
+        blk.pci.device_cfg[i] = 0xa5;
+    }
+    *acceptable = virtio_cfg64(&blk.pci, VBLK_CFG_CAPACITY) == cap;
+    return *acceptable ? "ignored, capacity unchanged" : "capacity changed";
+}
+
+static const char *hostile_msix(bool *acceptable)
+{
+    struct pci_func *f = blk.pci.pci;
+    unsigned cap = pci_read8(f, 0x34) & 0xfc;      /* capabilities pointer */
+
+    for (unsigned n = 0; cap && pci_read8(f, cap) != 0x11 && n < 48; n++) {
+        cap = pci_read8(f, cap + 1) & 0xfc;
+    }
+    if (!cap) {
+        *acceptable = true;
+        return "no MSI-X capability";
+    }
+    uint32_t table = pci_read32(f, cap + 4);
+    uint64_t base = pci_bar_address(f, table & 7);
+    volatile uint32_t *t = (volatile uint32_t *)(uintptr_t)(base + (table & ~7u));
+    if (!base || !map_mmio(base + (table & ~7u), 32)) {
+        *acceptable = true;
+        return "MSI-X table not mappable";
+    }
+    /* Entries 0 and 1: an address nothing decodes, all data bits, unmasked;
+     * MSI-X on, both vectors used, then a read (polled: we take no MSI). */
+    for (unsigned e = 0; e < 2; e++) {
+        t[4 * e] = 0xdead0000u;
+        t[4 * e + 1] = 0xffffffffu;
+        t[4 * e + 2] = 0xffffffffu;
+        t[4 * e + 3] = 0;
+    }
+    pci_write16(f, cap + 2, 0x8000);
+    *(volatile uint16_t *)(blk.pci.common + VCC_MSIX_CONFIG) = 1;
+    *(volatile uint16_t *)(blk.pci.common + VCC_QUEUE_SELECT) = 0;
+    *(volatile uint16_t *)(blk.pci.common + VCC_QUEUE_MSIX_VECTOR) = 0;
+    int st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
+    pci_write16(f, cap + 2, 0);
+    for (unsigned e = 0; e < 2; e++) {
+        t[4 * e + 3] = 1;
+    }
+    *acceptable = true;         /* surviving is the point; the read may go either way */
+    return st == VIRTIO_BLK_S_OK ? "read completed with bogus vectors" : "read failed";
+}
+
+static const char *hostile_bar_move(bool *acceptable)
+{
+    int st = -1;
+
+    if (!virtio_pci_move_bar(&blk.pci, false)) {
+        *acceptable = false;
+        return "could not move the BAR";
+    }
+    vq_refresh_notify(&blk.vq);
+    st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);   /* at the new place */
+    bool back = virtio_pci_move_bar(&blk.pci, true);
+    vq_refresh_notify(&blk.vq);
+    *acceptable = back && st == VIRTIO_BLK_S_OK;
+    return st == VIRTIO_BLK_S_OK ? "served at the new address" : "failed at the new address";
+}
+
+static bool run_hostile(void)
+{
+    static const char *const names[] = {
+        "reset-inflight", "driver-ok-without-features-ok", "bad-queue-size",
+        "ring-outside-ram", "config-write-live", "bogus-msix-entries", "bar-moved-live",
+    };
+    bool all_ok = sanity_read();
+
+    for (unsigned i = 0; i < ARRAY_SIZE(names) && all_ok; i++) {
+        bool acceptable = false;
+        const char *verdict;
+        switch (i) {
+        case 0: verdict = hostile_reset_inflight(&acceptable); break;
+        case 1: verdict = hostile_setup(SETUP_NO_FEATURES_OK, &acceptable); break;
+        case 2: verdict = hostile_setup(SETUP_QUEUE_SIZE, &acceptable); break;
+        case 3: verdict = hostile_setup(SETUP_RING_OUTSIDE, &acceptable); break;
+        case 4: verdict = hostile_config_write(&acceptable); break;
+        case 5: verdict = hostile_msix(&acceptable); break;
+        default: verdict = hostile_bar_move(&acceptable); break;
+        }
+        uint8_t status = virtio_get_status(&blk.pci);
+        bool works = blk_reinit(&blk) && sanity_read();
+        kprintf("KEEL-GUEST: hostile %s: %s (device status 0x%x)%s\n", names[i], verdict,
+                status, works ? ", device works after a reset" : ", DEVICE BROKEN");
+        if (!acceptable || !works) {
+            wl.errors++;
+            all_ok = false;
+        }
+    }
+    kprintf("KEEL-GUEST: hostile: %s\n", all_ok ? "every case failed safely" : "FAILED");
+    return all_ok;
+}
+
 /* ---- entry ------------------------------------------------------------------------ */
 static void print_result(const char *test, bool ok)
 {
@@ -679,25 +912,27 @@ static void print_result(const char *test, bool ok)
     kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
             "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
             "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
-            "irq_waits=%lu tsc_khz=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
+            "irq_waits=%lu tsc_khz=%lu written_blocks=%lu written_verified=%lu "
+            "main_verified_reads=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
             mibps_x100 / 100, mibps_x100 % 100, wl.errors, wl.verify_failures,
             wl.elapsed_us, rw_names[wl.rw], wl.bs, blk.nslots,
             wl.irq_mode ? "irq" : "poll", wl.verified_blocks, blk.vq.kicks,
-            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz);
+            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz,
+            wl.written_blocks, wl.written_verified, wl.main_verified_reads);
 }
 
 int run_block_test(const char *test)
 {
-    bool badchain = !strcmp(test, "badchain");
+    bool badchain = !strcmp(test, "badchain"), hostile = !strcmp(test, "hostile");
     bool ok = true;
 
     if (!parse_options()) {
         kprintf("KEEL-GUEST: RESULT status=fail test=%s reason=bad-cmdline\n", test);
         guest_exit(EXIT_BAD_CMDLINE);
     }
-    if (badchain) {
+    if (badchain || hostile) {
         wl.bs = 4096;
-        wl.iodepth = 1;
+        wl.iodepth = hostile ? 8 : 1;
     }
     if (ok) {
         ok = blk_init(&blk, cmdline_u64("dev", 0), wanted_features(), wl.iodepth,
@@ -718,7 +953,7 @@ int run_block_test(const char *test)
         ok = print_device_id();
     }
     if (ok) {
-        ok = badchain ? run_badchain() : run_workload();
+        ok = badchain ? run_badchain() : hostile ? run_hostile() : run_workload();
     }
     ok &= !wl.errors && !wl.verify_failures;
     /* Only a failure if we slept waiting for one: a device that is always
