@@ -69,6 +69,20 @@ int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio)
     return -1;
 }
 
+int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking)
+{
+    if (!strcmp(name, "on")) {
+        *locking = KEEL_BLK_LOCKING_ON;
+    } else if (!strcmp(name, "off")) {
+        *locking = KEEL_BLK_LOCKING_OFF;
+    } else if (!strcmp(name, "auto")) {
+        *locking = KEEL_BLK_LOCKING_AUTO;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache)
 {
     for (size_t i = 0; i < G_N_ELEMENTS(cache_names); i++) {
@@ -190,6 +204,27 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
                 *errmsg = g_strdup_printf("invalid discard option '%s' (unmap or ignore)", value);
                 goto out;
             }
+        } else if (!strcmp(item, "format")) {
+            if (!strcmp(value, "raw")) {
+                opts->probe_format = false;
+            } else if (!strcmp(value, "probe")) {
+                opts->probe_format = true;
+            } else {
+                *errmsg = g_strdup_printf("format=%s: keel serves raw images only "
+                                          "(raw, or probe to check the magic)", value);
+                goto out;
+            }
+        } else if (!strcmp(item, "locking") || !strcmp(item, "file.locking")) {
+            if (keel_blk_locking_from_name(value, &opts->locking) < 0) {
+                *errmsg = g_strdup_printf("invalid locking option '%s' (on, off or auto)", value);
+                goto out;
+            }
+        } else if (!strcmp(item, "force-share") || !strcmp(item, "cache.no-flush")) {
+            bool *field = item[0] == 'f' ? &opts->force_share : &opts->no_flush;
+            if (parse_bool(value, field) < 0) {
+                *errmsg = g_strdup_printf("invalid %s option '%s' (on or off)", item, value);
+                goto out;
+            }
         } else if (!strcmp(item, "inject")) {
             Blkdebug *check = NULL;
             if (blkdebug_add_rules(&check, value, errmsg) < 0) {
@@ -202,7 +237,8 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
             opts->inject = joined;
         } else {
             *errmsg = g_strdup_printf("unknown drive option '%s' (file, aio, cache, readonly, "
-                                      "discard, inject)", item);
+                                      "discard, format, locking, force-share, "
+                                      "cache.no-flush, inject)", item);
             goto out;
         }
     }
@@ -312,6 +348,11 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
                            "which was not specified.");
         return NULL;
     }
+    if (opts->force_share && !opts->readonly) {
+        /* qemu-img's words for -U on a writer. */
+        *errmsg = g_strdup("force-share=on can only be used with read-only images");
+        return NULL;
+    }
 
     blk = g_new0(KeelBlockBackend, 1);
     blk->opts = *opts;
@@ -417,6 +458,21 @@ uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk)
 bool keel_blk_is_read_only(KeelBlockBackend *blk)
 {
     return blk->opts.readonly;
+}
+
+bool keel_blk_is_probed_raw(KeelBlockBackend *blk)
+{
+    return blk->raw.probed_raw;
+}
+
+char *keel_blk_probed_raw_warning(const char *filename)
+{
+    return g_strdup_printf("WARNING: Image format was not specified for '%s' and probing "
+                           "guessed raw.\n"
+                           "         Automatically detecting the format is dangerous for raw "
+                           "images, write operations on block 0 will be restricted.\n"
+                           "         Specify the 'raw' format explicitly to remove the "
+                           "restrictions.", filename);
 }
 
 KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk)

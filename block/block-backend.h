@@ -19,6 +19,17 @@
  *                               flush into a no-op.
  *   readonly=on|off             writes, discards and write-zeroes fail -EPERM
  *   discard=ignore|unmap        (default ignore, as QEMU) unmap punches holes
+ *   format=raw|probe            (default raw) probe: look at the first sector
+ *                               and refuse the image when it carries another
+ *                               format's magic (block/probe.h); a probed raw
+ *                               image refuses writes that would make sector 0
+ *                               probe as another format (-EPERM), as QEMU does
+ *   locking=on|off|auto         (default auto = on) QEMU's image locks
+ *                               (block/image-lock.h): a writer refuses, and is
+ *                               refused by, any other writer of the image
+ *   force-share=on|off          (qemu-img -U) share every permission; needs
+ *                               readonly=on
+ *   cache.no-flush=on|off       flush is a no-op (cache=unsafe's half)
  *   inject=RULE                 error injection, repeatable: see block/blkdebug.h
  *
  * Requests use byte offsets and iovecs.  Any offset/length/buffer alignment
@@ -69,6 +80,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "block/image-lock.h"
 #include "loop/aio.h"
 
 typedef enum KeelBlkAio {
@@ -91,6 +103,10 @@ typedef struct KeelBlkOptions {
     KeelBlkCache cache;
     bool readonly;
     bool discard_unmap;
+    bool probe_format;          /* format=probe (keel_blk_is_probed_raw) */
+    KeelBlkLocking locking;
+    bool force_share;
+    bool no_flush;              /* cache.no-flush=on */
     char *inject;               /* owned; rules separated by ';' or NULL */
 } KeelBlkOptions;
 
@@ -112,6 +128,7 @@ const char *keel_blk_aio_name(KeelBlkAio aio);          /* "io_uring", "native",
 const char *keel_blk_cache_name(KeelBlkCache cache);
 int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio);       /* 0 or -1 */
 int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache); /* 0 or -1 */
+int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking); /* 0 or -1 */
 
 /* ---- lifetime ---------------------------------------------------------- */
 
@@ -136,6 +153,12 @@ const char *keel_blk_engine_name(KeelBlockBackend *blk);
  * size with O_DIRECT, 1 otherwise. */
 uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk);
 bool keel_blk_is_read_only(KeelBlockBackend *blk);
+/* Opened with format=probe and found raw: the caller prints QEMU's warning
+ * (keel_blk_probed_raw_warning) and sector-0 writes are restricted. */
+bool keel_blk_is_probed_raw(KeelBlockBackend *blk);
+/* QEMU's three-line warning for a probed raw image (static text with the
+ * file name; g_free the result). */
+char *keel_blk_probed_raw_warning(const char *filename);
 KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk);
 const char *keel_blk_get_filename(KeelBlockBackend *blk);
 KeelAioContext *keel_blk_get_aio_context(KeelBlockBackend *blk);

@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 
 #include "block/block-backend.h"
+#include "block/image-lock.h"
 #include "compat/avoid.h"
 #include "coroutine/co-lock.h"
 #include "coroutine/coroutine.h"
@@ -108,6 +109,8 @@ typedef struct RawFile {
     bool discard_unmap;
     bool has_zero_range;        /* cleared once FALLOC_FL_ZERO_RANGE fails */
     bool has_punch_hole;
+    bool probed_raw;            /* format=probe found raw: guard sector 0 */
+    ImageLock lock;             /* QEMU's lock bytes (unless locking=off) */
     uint32_t req_align;         /* offsets/lengths; 1 without O_DIRECT */
     uint32_t mem_align;         /* buffer addresses; 1 without O_DIRECT */
     EngineCtx *engine;

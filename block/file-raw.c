@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "block/block-int.h"
+#include "block/probe.h"
 #include "compat/osdep.h"
 
 #include <errno.h>
@@ -122,13 +123,59 @@ static void raw_probe_alignment(RawFile *raw)
     raw->mem_align = align;
 }
 
+/* What a non-image file is, for the refusal. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "Is a directory";
+    }
+    if (S_ISFIFO(mode)) {
+        return "is a FIFO, not an image";
+    }
+    if (S_ISSOCK(mode)) {
+        return "is a socket, not an image";
+    }
+    if (S_ISCHR(mode)) {
+        return "is a character device, not an image";
+    }
+    return NULL;
+}
+
+/* format=probe: refuse another format's magic; remember a probed raw. */
+static int raw_probe_format(RawFile *raw, const char *filename, char **errmsg)
+{
+    size_t len = MAX(raw->req_align, 4096u);
+    uint8_t *buf = block_memalign(MAX(raw->mem_align, 4096u), len);
+    ssize_t n = KEEL_RETRY_EINTR(pread(raw->fd, buf, len, 0));
+    const char *format;
+    int ret = 0;
+
+    if (n < 0) {
+        ret = -errno;
+        *errmsg = g_strdup_printf("Could not read image for determining its format: %s",
+                                  g_strerror(errno));
+    } else if ((format = block_probe_format(buf, (size_t)n)) != NULL) {
+        *errmsg = g_strdup_printf("'%s' is a %s image; keel serves raw images only "
+                                  "(convert it with qemu-img convert -O raw, or "
+                                  "format=raw if you mean it)", filename, format);
+        ret = -EMEDIUMTYPE;
+    } else {
+        raw->probed_raw = true;
+    }
+    free(buf);
+    return ret;
+}
+
 int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
 {
     int flags = O_CLOEXEC | (opts->readonly ? O_RDONLY : O_RDWR);
-    int fd;
+    const char *kind = NULL;
+    struct stat st;
+    int fd, ret;
 
     memset(raw, 0, sizeof(*raw));
     raw->fd = -1;
+    raw->lock.fd = -1;
     switch (opts->cache) {
     case KEEL_BLK_CACHE_NONE:
         raw->direct = true;
@@ -146,10 +193,13 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     case KEEL_BLK_CACHE_WRITEBACK:
         break;
     }
+    raw->no_flush |= opts->no_flush;
     if (raw->direct) {
         flags |= O_DIRECT;
     }
-    fd = KEEL_RETRY_EINTR(open(opts->filename, flags));
+    /* O_NONBLOCK until fstat says what it is: opening a FIFO must not wait
+     * for a writer. */
+    fd = KEEL_RETRY_EINTR(open(opts->filename, flags | O_NONBLOCK));
     if (fd < 0) {
         int err = errno;
         if (err == EINVAL && raw->direct) {
@@ -162,14 +212,14 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
         }
         return -err;
     }
-    {
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-            close(fd);
-            *errmsg = g_strdup_printf("Could not open '%s': Is a directory", opts->filename);
-            return -EISDIR;
-        }
+    if (fstat(fd, &st) < 0 || (kind = file_kind(st.st_mode)) != NULL) {
+        ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+        *errmsg = g_strdup_printf("Could not open '%s': %s", opts->filename,
+                                  kind ? kind : g_strerror(errno));
+        close(fd);
+        return ret;
     }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     raw->fd = fd;
     raw->readonly = opts->readonly;
     raw->discard_unmap = opts->discard_unmap;
@@ -177,11 +227,29 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     raw->has_punch_hole = true;
     keel_co_queue_init(&raw->tracked_waiters);
     raw_probe_alignment(raw);
+    if (opts->locking != KEEL_BLK_LOCKING_OFF) {
+        unsigned perm, shared;
+
+        image_lock_perms(!opts->readonly, false, opts->force_share, &perm, &shared);
+        ret = image_lock_acquire(&raw->lock, fd, opts->filename, perm, shared, errmsg);
+        if (ret < 0) {
+            raw_close(raw);
+            return ret;
+        }
+    }
+    if (opts->probe_format) {
+        ret = raw_probe_format(raw, opts->filename, errmsg);
+        if (ret < 0) {
+            raw_close(raw);
+            return ret;
+        }
+    }
     return 0;
 }
 
 void raw_close(RawFile *raw)
 {
+    image_lock_release(&raw->lock);
     if (raw->fd >= 0) {
         close(raw->fd);
         raw->fd = -1;
@@ -430,6 +498,26 @@ int raw_co_preadv(RawFile *raw, int64_t offset, int64_t bytes,
     return raw_co_transfer(raw, false, offset, bytes, iov, iovcnt);
 }
 
+/* A probed raw image: would this write make sector 0 probe as another
+ * format?  (QEMU's raw driver refuses such writes the same way.) */
+static bool raw_co_write_changes_format(RawFile *raw, int64_t offset, int64_t bytes,
+                                        const struct iovec *iov, int iovcnt)
+{
+    uint8_t sector[BLOCK_PROBE_BYTES];
+    struct iovec v = { sector, sizeof(sector) };
+    int64_t n;
+
+    if (offset >= BLOCK_PROBE_BYTES) {
+        return false;
+    }
+    if (raw_co_preadv(raw, 0, sizeof(sector), &v, 1) < 0) {
+        return true;                /* cannot tell: refuse rather than risk it */
+    }
+    n = MIN(bytes, BLOCK_PROBE_BYTES - offset);
+    iov_to_buf(iov, iovcnt, 0, sector + offset, n);
+    return block_probe_format(sector, sizeof(sector)) != NULL;
+}
+
 int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt)
 {
@@ -438,6 +526,9 @@ int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
 
     if (bytes == 0) {
         return 0;
+    }
+    if (raw->probed_raw && raw_co_write_changes_format(raw, offset, bytes, iov, iovcnt)) {
+        return -EPERM;
     }
     if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
         return raw_co_bounced(raw, true, offset, bytes, iov, iovcnt);
