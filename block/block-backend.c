@@ -69,6 +69,20 @@ int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio)
     return -1;
 }
 
+int keel_blk_detect_zeroes_from_name(const char *name, KeelBlkDetectZeroes *dz)
+{
+    if (!strcmp(name, "off")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_OFF;
+    } else if (!strcmp(name, "on")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_ON;
+    } else if (!strcmp(name, "unmap")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_UNMAP;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking)
 {
     if (!strcmp(name, "on")) {
@@ -225,6 +239,20 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
                 *errmsg = g_strdup_printf("invalid %s option '%s' (on or off)", item, value);
                 goto out;
             }
+        } else if (!strcmp(item, "detect-zeroes")) {
+            if (keel_blk_detect_zeroes_from_name(value, &opts->detect_zeroes) < 0) {
+                *errmsg = g_strdup_printf("invalid detect-zeroes option '%s' (off, on or unmap)",
+                                          value);
+                goto out;
+            }
+        } else if (!strcmp(item, "offset") || !strcmp(item, "size")) {
+            char *end;
+            guint64 v = g_ascii_strtoull(value, &end, 0);
+            if (!*value || *end || v > INT64_MAX) {
+                *errmsg = g_strdup_printf("invalid %s option '%s' (bytes)", item, value);
+                goto out;
+            }
+            *(item[0] == 'o' ? &opts->offset : &opts->size) = (int64_t)v;
         } else if (!strcmp(item, "inject")) {
             Blkdebug *check = NULL;
             if (blkdebug_add_rules(&check, value, errmsg) < 0) {
@@ -237,8 +265,8 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
             opts->inject = joined;
         } else {
             *errmsg = g_strdup_printf("unknown drive option '%s' (file, aio, cache, readonly, "
-                                      "discard, format, locking, force-share, "
-                                      "cache.no-flush, inject)", item);
+                                      "discard, detect-zeroes, format, locking, "
+                                      "force-share, cache.no-flush, offset, size, inject)", item);
             goto out;
         }
     }
@@ -442,7 +470,12 @@ int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg)
 
 int64_t keel_blk_getlength(KeelBlockBackend *blk)
 {
-    return raw_getlength(&blk->raw);
+    int64_t len = raw_getlength(&blk->raw);
+
+    if (len < 0 || blk->opts.size) {
+        return len < 0 ? len : blk->opts.size;
+    }
+    return MAX(len - blk->opts.offset, 0);
 }
 
 const char *keel_blk_engine_name(KeelBlockBackend *blk)
@@ -505,6 +538,18 @@ static void assert_co_in_home(KeelBlockBackend *blk, const char *fn)
     }
 }
 
+static bool iov_is_zero(const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        if (n && (p[0] || memcmp(p, p + 1, n - 1))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int64_t bytes,
                           const struct iovec *iov, int iovcnt)
 {
@@ -518,6 +563,15 @@ static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
     if (op != BLOCK_OP_READ && op != BLOCK_OP_FLUSH && blk->opts.readonly) {
         return -EPERM;
     }
+    if (blk->opts.size && op != BLOCK_OP_FLUSH &&
+        (offset > blk->opts.size || bytes > blk->opts.size - offset)) {
+        return -EIO;                /* beyond a raw node's size=, as QEMU */
+    }
+    if (op == BLOCK_OP_WRITE && blk->opts.detect_zeroes != KEEL_BLK_DETECT_ZEROES_OFF &&
+        iov_is_zero(iov, iovcnt)) {
+        op = BLOCK_OP_WRITE_ZEROES;
+    }
+    offset += blk->opts.offset;
     blk_inc_in_flight(blk);
     req_no = __atomic_add_fetch(&blk->requests, 1, __ATOMIC_RELAXED);
     ret = blkdebug_co_check(blk->dbg, op, offset, bytes, req_no);
@@ -536,7 +590,8 @@ static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
             ret = raw_co_pdiscard(&blk->raw, offset, bytes);
             break;
         case BLOCK_OP_WRITE_ZEROES:
-            ret = raw_co_pwrite_zeroes(&blk->raw, offset, bytes);
+            ret = raw_co_pwrite_zeroes(&blk->raw, offset, bytes,
+                                       blk->opts.detect_zeroes == KEEL_BLK_DETECT_ZEROES_UNMAP);
             break;
         }
     }

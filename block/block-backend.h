@@ -30,6 +30,12 @@
  *   force-share=on|off          (qemu-img -U) share every permission; needs
  *                               readonly=on
  *   cache.no-flush=on|off       flush is a no-op (cache=unsafe's half)
+ *   detect-zeroes=off|on|unmap  (default off) writes of all-zero buffers become
+ *                               write-zeroes; unmap punches holes for them when
+ *                               discard=unmap and the range is aligned
+ *   offset=N, size=N            QEMU's raw driver over a file: the disk is the
+ *                               file's bytes [offset, offset+size) (size 0: to
+ *                               the end); requests beyond size fail -EIO
  *   inject=RULE                 error injection, repeatable: see block/blkdebug.h
  *
  * Requests use byte offsets and iovecs.  Any offset/length/buffer alignment
@@ -97,6 +103,12 @@ typedef enum KeelBlkCache {
     KEEL_BLK_CACHE_UNSAFE,
 } KeelBlkCache;
 
+typedef enum KeelBlkDetectZeroes {
+    KEEL_BLK_DETECT_ZEROES_OFF,
+    KEEL_BLK_DETECT_ZEROES_ON,
+    KEEL_BLK_DETECT_ZEROES_UNMAP,
+} KeelBlkDetectZeroes;
+
 typedef struct KeelBlkOptions {
     char *filename;             /* owned (g_free) */
     KeelBlkAio aio;
@@ -107,6 +119,8 @@ typedef struct KeelBlkOptions {
     KeelBlkLocking locking;
     bool force_share;
     bool no_flush;              /* cache.no-flush=on */
+    KeelBlkDetectZeroes detect_zeroes;
+    int64_t offset, size;       /* raw node window; size 0 = to the end */
     char *inject;               /* owned; rules separated by ';' or NULL */
 } KeelBlkOptions;
 
@@ -129,6 +143,7 @@ const char *keel_blk_cache_name(KeelBlkCache cache);
 int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio);       /* 0 or -1 */
 int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache); /* 0 or -1 */
 int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking); /* 0 or -1 */
+int keel_blk_detect_zeroes_from_name(const char *name, KeelBlkDetectZeroes *dz); /* 0 or -1 */
 
 /* ---- lifetime ---------------------------------------------------------- */
 

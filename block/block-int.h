@@ -132,7 +132,8 @@ int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt);
 int raw_co_flush(RawFile *raw);
 int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes);
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes);
+/* @may_unmap: punch a hole instead when discard=unmap and it is aligned. */
+int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap);
 
 /* ---- error injection (blkdebug.c; syntax in block/blkdebug.h) ------------- */
 

@@ -604,7 +604,7 @@ static int raw_co_write_zero_buffer(RawFile *raw, int64_t offset, int64_t bytes)
     return ret;
 }
 
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes)
+int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap)
 {
     uint32_t a = raw->req_align;
     int64_t start = offset, end = offset + bytes;
@@ -613,6 +613,14 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes)
 
     if (bytes == 0) {
         return 0;
+    }
+    if (may_unmap && raw->discard_unmap && raw->has_punch_hole &&
+        !((offset | bytes) & (a - 1))) {
+        /* A punched hole reads back as zeros: both at once. */
+        ret = raw_co_pdiscard(raw, offset, bytes);
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
     }
     if (a > 1) {
         /* Unaligned head and tail through read-modify-write. */
