@@ -661,9 +661,8 @@ static void parse_blockdev(OptParse *p, const char *arg)
             }
         }
     }
-    free_suboptions(kv);
     if (!d) {
-        return;
+        goto out;
     }
     if (d->aio == VMM_AIO_NATIVE && d->cache != VMM_CACHE_NONE &&
         d->cache != VMM_CACHE_DIRECTSYNC) {
@@ -673,7 +672,7 @@ static void parse_blockdev(OptParse *p, const char *arg)
         if (d == &opts->drives[opts->nr_drives]) {
             drive_clear(d);         /* a new entry: drop it */
         }
-        return;
+        goto out;
     }
     if (driver && !strcmp(driver, "raw")) {
         if (d != &opts->drives[opts->nr_drives]) {
@@ -687,6 +686,8 @@ static void parse_blockdev(OptParse *p, const char *arg)
     } else {
         opts->nr_drives++;
     }
+out:
+    free_suboptions(kv);        /* driver and name point into it */
 }
 
 /* -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S][,share=..]
