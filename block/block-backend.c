@@ -233,8 +233,10 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
                 *errmsg = g_strdup_printf("invalid locking option '%s' (on, off or auto)", value);
                 goto out;
             }
-        } else if (!strcmp(item, "force-share") || !strcmp(item, "cache.no-flush")) {
-            bool *field = item[0] == 'f' ? &opts->force_share : &opts->no_flush;
+        } else if (!strcmp(item, "force-share") || !strcmp(item, "cache.no-flush") ||
+                   !strcmp(item, "fixed-size")) {
+            bool *field = !strcmp(item, "force-share") ? &opts->force_share
+                          : item[0] == 'f' ? &opts->fixed_size : &opts->no_flush;
             if (parse_bool(value, field) < 0) {
                 *errmsg = g_strdup_printf("invalid %s option '%s' (on or off)", item, value);
                 goto out;
@@ -394,6 +396,13 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
     }
     if (raw_open(&blk->raw, &blk->opts, errmsg) < 0) {
         goto fail;
+    }
+    if (opts->fixed_size) {
+        int64_t len = raw_getlength(&blk->raw);
+        if (!blk->opts.size) {
+            blk->opts.size = MAX(len - blk->opts.offset, 0);
+        }
+        blk->raw.fixed_end = blk->opts.offset + blk->opts.size;
     }
     keel_aio_context_ref(ctx);
     blk->ctx = ctx;

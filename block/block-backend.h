@@ -33,6 +33,11 @@
  *   detect-zeroes=off|on|unmap  (default off) writes of all-zero buffers become
  *                               write-zeroes; unmap punches holes for them when
  *                               discard=unmap and the range is aligned
+ *   fixed-size=on|off           (default off) the disk keeps the length it had at
+ *                               open (QEMU's cached total_sectors): requests
+ *                               beyond it fail -EIO, and so does a read that
+ *                               meets the end of a file shrunk under us (not
+ *                               zeros); keel-vmm's drives use it
  *   offset=N, size=N            QEMU's raw driver over a file: the disk is the
  *                               file's bytes [offset, offset+size) (size 0: to
  *                               the end); requests beyond size fail -EIO
@@ -121,6 +126,7 @@ typedef struct KeelBlkOptions {
     bool no_flush;              /* cache.no-flush=on */
     KeelBlkDetectZeroes detect_zeroes;
     int64_t offset, size;       /* raw node window; size 0 = to the end */
+    bool fixed_size;
     char *inject;               /* owned; rules separated by ';' or NULL */
 } KeelBlkOptions;
 

@@ -110,6 +110,7 @@ typedef struct RawFile {
     bool has_zero_range;        /* cleared once FALLOC_FL_ZERO_RANGE fails */
     bool has_punch_hole;
     bool probed_raw;            /* format=probe found raw: guard sector 0 */
+    int64_t fixed_end;          /* fixed-size: EOF before this is -EIO (0: none) */
     ImageLock lock;             /* QEMU's lock bytes (unless locking=off) */
     uint32_t req_align;         /* offsets/lengths; 1 without O_DIRECT */
     uint32_t mem_align;         /* buffer addresses; 1 without O_DIRECT */

@@ -371,7 +371,12 @@ static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t byt
         }
         /* A short transfer: go on from where it stopped, unless... */
         if (!write && (n == 0 || (raw->direct && ((offset + done) % raw->req_align)))) {
-            /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here. */
+            /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here,
+             * unless the disk's size is fixed and the file shrank. */
+            if (offset + done < raw->fixed_end) {
+                ret = -EIO;
+                break;
+            }
             iov_memset(iov, iovcnt, done, 0, bytes - done);
             break;
         }

@@ -846,6 +846,7 @@ static void drive_blk_options(const VmmDrive *d, KeelBlkOptions *o)
     o->offset = d->offset;
     o->size = d->size;
     o->inject = d->inject;
+    o->fixed_size = true;       /* the guest's capacity is fixed at start */
 }
 
 /* Opens @d's image in @ctx: host_device checks, auto-read-only, QEMU's
