@@ -57,6 +57,9 @@ static const char usage_text[] =
     "  --help       this text;  --version   the version\n"
     "See keel-img(1).\n";
 
+/* qemu-img compare exits 2 on errors; every other command 1. */
+static int die_status = 1;
+
 static void G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN die(const char *fmt, ...)
 {
     va_list ap;
@@ -66,7 +69,7 @@ static void G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    exit(1);
+    exit(die_status);
 }
 
 /* qemu-img's size syntax: a number with an optional k/K, M, G, T, P or E
@@ -798,19 +801,6 @@ static bool all_zero(const uint8_t *p, size_t n)
     return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-/* qemu-img compare's exit codes: 0 identical, 1 different, 2 error. */
-static void G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN compare_fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("keel-img: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(2);
-}
-
 static int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -820,6 +810,8 @@ static int cmd_compare(int argc, char **argv)
     };
     bool strict = false, quiet = false, progress = false;
     KeelAioContext *ctx;
+
+    die_status = 2;             /* qemu-img compare: 0 same, 1 different, 2 error */
     KeelBlockBackend *a, *b;
     KeelBlkOptions oa, ob;
     int64_t la, lb;
@@ -830,7 +822,7 @@ static int cmd_compare(int argc, char **argv)
         switch (opt) {
         case 'f': case 'F':
             if (strcmp(optarg, "raw")) {
-                compare_fail("compare: unsupported format '%s' (only raw)", optarg);
+                die("compare: unsupported format '%s' (only raw)", optarg);
             }
             format_opt = optarg;
             break;
@@ -843,7 +835,7 @@ static int cmd_compare(int argc, char **argv)
         }
     }
     if (argc - optind != 2) {
-        compare_fail("compare: expected FILE1 FILE2 (try --help)");
+        die("compare: expected FILE1 FILE2 (try --help)");
     }
     ctx = keel_aio_context_new();
     keel_blk_options_init(&oa);
@@ -873,7 +865,7 @@ static int cmd_compare(int argc, char **argv)
 
         if ((na && sync_read(a, ctx, off, ba, na) < 0) ||
             (nb && sync_read(b, ctx, off, bb, nb) < 0)) {
-            compare_fail("compare: error while reading at offset %" PRId64, off);
+            die("compare: error while reading at offset %" PRId64, off);
         }
         memset(ba + na, 0, n - na);     /* the shorter image reads as zeros past its end */
         memset(bb + nb, 0, n - nb);
@@ -1113,6 +1105,12 @@ static int cmd_convert(int argc, char **argv)
     }
     c.extents = extents_of(fd, c.size);
     close(fd);
+    if (c.min_sparse == 0) {
+        /* -S 0: "fully allocates output", holes included, as qemu-img. */
+        Extent all = { 0, c.size, true };
+        g_array_set_size(c.extents, 0);
+        g_array_append_val(c.extents, all);
+    }
     if (!c.no_create) {
         fd = KEEL_RETRY_EINTR(open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
         if (fd < 0 || KEEL_RETRY_EINTR(ftruncate(fd, 0)) < 0 ||
