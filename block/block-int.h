@@ -111,6 +111,8 @@ typedef struct RawFile {
     bool has_punch_hole;
     bool probed_raw;            /* format=probe found raw: guard sector 0 */
     int64_t fixed_end;          /* fixed-size: EOF before this is -EIO (0: none) */
+    bool is_blockdev;           /* a host block device: BLKGETSIZE64, BLKDISCARD,
+                                 * BLKZEROOUT instead of lseek and fallocate */
     ImageLock lock;             /* QEMU's lock bytes (unless locking=off) */
     uint32_t req_align;         /* offsets/lengths; 1 without O_DIRECT */
     uint32_t mem_align;         /* buffer addresses; 1 without O_DIRECT */

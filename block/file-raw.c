@@ -221,6 +221,7 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     raw->fd = fd;
+    raw->is_blockdev = S_ISBLK(st.st_mode);
     raw->readonly = opts->readonly;
     raw->discard_unmap = opts->discard_unmap;
     raw->has_zero_range = true;
@@ -258,7 +259,17 @@ void raw_close(RawFile *raw)
 
 int64_t raw_getlength(RawFile *raw)
 {
-    off_t end = lseek(raw->fd, 0, SEEK_END);
+    off_t end;
+
+#ifdef BLKGETSIZE64
+    if (raw->is_blockdev) {
+        uint64_t bytes;
+        if (ioctl(raw->fd, BLKGETSIZE64, &bytes) == 0) {
+            return (int64_t)bytes;
+        }
+    }
+#endif
+    end = lseek(raw->fd, 0, SEEK_END);
 
     return end < 0 ? -errno : (int64_t)end;
 }
@@ -556,6 +567,42 @@ int raw_co_flush(RawFile *raw)
     return engine_co_fdatasync(raw->engine, raw->fd);
 }
 
+/* ---- host block devices: the kernel's own discard and zero-out ---------------- */
+
+typedef struct BlockRangeIoctl {
+    int fd;
+    unsigned long request;      /* BLKDISCARD or BLKZEROOUT */
+    uint64_t range[2];          /* start, length: 512-byte aligned */
+} BlockRangeIoctl;
+
+static int block_range_worker(void *opaque)
+{
+    BlockRangeIoctl *a = opaque;
+
+    if (KEEL_RETRY_EINTR(ioctl(a->fd, a->request, a->range)) == 0) {
+        return 0;
+    }
+    return errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL ? -ENOTSUP : -errno;
+}
+
+/* The 512-aligned middle of [offset, offset+bytes) through @request, in the
+ * thread pool (the ioctls block).  @start and @end say what it covered. */
+static int raw_co_block_range(RawFile *raw, unsigned long request, int64_t offset,
+                              int64_t bytes, int64_t *start, int64_t *end)
+{
+    BlockRangeIoctl a = { .fd = raw->fd, .request = request };
+
+    *start = align_up(offset, 512);
+    *end = align_down(offset + bytes, 512);
+    if (*end <= *start) {
+        *start = *end = offset;
+        return 0;
+    }
+    a.range[0] = (uint64_t)*start;
+    a.range[1] = (uint64_t)(*end - *start);
+    return keel_thread_pool_submit_co(block_range_worker, &a);
+}
+
 int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
 {
     RawTrackedReq tr;
@@ -568,6 +615,15 @@ int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
     if (!raw->has_punch_hole) {
         return -ENOTSUP;
     }
+#ifdef BLKDISCARD
+    if (raw->is_blockdev) {
+        ret = raw_co_block_range(raw, BLKDISCARD, offset, bytes, &start, &end);
+        if (ret == -ENOTSUP) {
+            raw->has_punch_hole = false;
+        }
+        return ret;             /* advisory: unaligned ends are left alone */
+    }
+#endif
     if (raw->req_align > 1) {
         /* Discard is advisory: drop the unaligned head and tail rather than
          * touch the page cache of an O_DIRECT file. */
@@ -619,6 +675,27 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_u
     if (bytes == 0) {
         return 0;
     }
+#ifdef BLKZEROOUT
+    if (raw->is_blockdev && raw->has_zero_range && !may_unmap) {
+        int64_t zs, ze;
+        ret = raw_co_block_range(raw, BLKZEROOUT, offset, bytes, &zs, &ze);
+        if (ret == -ENOTSUP) {
+            raw->has_zero_range = false;
+        }
+        if (ret == 0 && zs > offset) {
+            ret = raw_co_write_zero_buffer(raw, offset, zs - offset);
+        }
+        if (ret == 0 && offset + bytes > ze && ze > zs) {
+            ret = raw_co_write_zero_buffer(raw, ze, offset + bytes - ze);
+        }
+        if (ret == 0 && ze == zs) {
+            ret = raw_co_write_zero_buffer(raw, offset, bytes);
+        }
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
+    }
+#endif
     if (may_unmap && raw->discard_unmap && raw->has_punch_hole &&
         !((offset | bytes) & (a - 1))) {
         /* A punched hole reads back as zeros: both at once. */

@@ -12,9 +12,34 @@
 #include "block/probe.h"
 #include "tests/block-test-util.h"
 
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/loop.h>
 
 static KeelAioContext *ctx;
+
+typedef struct ZeroOp {
+    KeelBlockBackend *blk;
+    bool discard;
+    int64_t off, bytes;
+    int ret;
+} ZeroOp;
+
+static void zero_co(void *opaque)
+{
+    ZeroOp *z = opaque;
+
+    z->ret = z->discard ? keel_blk_co_pdiscard(z->blk, z->off, z->bytes)
+                        : keel_blk_co_pwrite_zeroes(z->blk, z->off, z->bytes);
+}
+
+static int do_zero(KeelBlockBackend *blk, bool discard, int64_t off, int64_t bytes)
+{
+    ZeroOp z = { blk, discard, off, bytes, 0 };
+
+    block_test_run_co(ctx, zero_co, &z);
+    return z.ret;
+}
 
 typedef struct Io {
     KeelBlockBackend *blk;
@@ -254,6 +279,67 @@ static void test_window_and_zeroes(const char *dir)
     g_free(msg);
 }
 
+/* A host block device (driver=host_device): a loop device over a test
+ * file, set up with the loop ioctls (needs root and /dev/loop-control). */
+static void test_host_device(const char *dir)
+{
+    static uint8_t data[4 << 20];
+    char *img, *dev = NULL, *msg = NULL;
+    int ctl, n = -1, lfd = -1, ffd;
+    uint8_t buf[8192];
+    KeelBlockBackend *blk;
+    struct stat st0, st1;
+
+    ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl >= 0) {
+        n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        close(ctl);
+    }
+    if (n >= 0) {
+        dev = g_strdup_printf("/dev/loop%d", n);
+        lfd = open(dev, O_RDWR | O_CLOEXEC);
+    }
+    if (lfd < 0) {
+        KEEL_OK(true, "# SKIP host device: no loop device here (%s)",
+                ctl < 0 ? "no /dev/loop-control or not root" : strerror(errno));
+        g_free(dev);
+        return;
+    }
+    memset(data, 0x3c, sizeof(data));
+    img = block_test_image(dir, "loop", sizeof(data), data);
+    ffd = open(img, O_RDWR | O_CLOEXEC);
+    if (ioctl(lfd, LOOP_SET_FD, ffd) < 0) {
+        KEEL_OK(true, "# SKIP host device: LOOP_SET_FD: %s", strerror(errno));
+        close(ffd);
+        close(lfd);
+        g_free(dev);
+        return;
+    }
+    blk = open_str("file=%s,discard=unmap", dev, &msg);
+    KEEL_OK(blk != NULL, "open %s (a block device) %s", dev, msg ? msg : "");
+    if (blk) {
+        KEEL_IS(keel_blk_getlength(blk), (int64_t)sizeof(data), "BLKGETSIZE64: its size");
+        KEEL_IS(do_zero(blk, false, 4096 + 100, 65536), 0, "write-zeroes (BLKZEROOUT + "
+                "unaligned ends) succeeds");
+        KEEL_IS(do_io(blk, false, 4096, buf, sizeof(buf)), 0, "read back");
+        KEEL_OK(buf[99] == 0x3c && buf[100] == 0 && buf[8191] == 0, "zeros exactly where asked");
+        fsync(ffd);
+        fstat(ffd, &st0);
+        KEEL_IS(do_zero(blk, true, 1 << 20, 2 << 20), 0, "discard (BLKDISCARD) succeeds");
+        KEEL_IS(do_io(blk, false, (1 << 20) + 4096, buf, sizeof(buf)), 0, "read the range");
+        KEEL_OK(buf[0] == 0 && buf[8191] == 0, "a discarded loop range reads zeros");
+        fstat(ffd, &st1);
+        KEEL_OK(st1.st_blocks < st0.st_blocks, "the backing file lost its blocks (%lld → %lld)",
+                (long long)st0.st_blocks, (long long)st1.st_blocks);
+        keel_blk_close(blk);
+    }
+    ioctl(lfd, LOOP_CLR_FD, 0);
+    close(lfd);
+    close(ffd);
+    g_free(dev);
+    g_free(msg);
+}
+
 int main(void)
 {
     const char *dir = block_test_dir_any();
@@ -268,6 +354,7 @@ int main(void)
     test_locks_in_process(dir);
     test_shrink(dir);
     test_window_and_zeroes(dir);
+    test_host_device(dir);
     keel_aio_context_unref(ctx);
     return keel_test_done();
 }
