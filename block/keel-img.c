@@ -3,13 +3,16 @@
  * with qemu-img bench's options (see keel-img(1)).
  *
  *   keel-img create [-q] [-f raw] FILE SIZE
- *   keel-img info [-t CACHE] [-i AIO] FILE
+ *   keel-img info [-f raw] [-U] [--output=json] [-t CACHE] [-i AIO] FILE
+ *   keel-img check | resize | convert | compare | map  (qemu-img's raw behaviour
+ *                  and exit codes; see the usage text)
  *   keel-img bench [-c COUNT] [-d DEPTH] [-f raw] [-s SIZE] [-w] [-t CACHE]
  *                  [-i AIO] [-n] [-o OFFSET] [-S STEP] [-r] [--pattern=N]
  *                  [--flush-interval=N] [--no-drain] [--inject=RULE] [-q] FILE
  *   keel-img --features | --help | --version
  *
- * Every error is one line on stderr and exit status 1.
+ * Every error is one line on stderr (a lock conflict adds QEMU's hint line)
+ * and exit status 1 (compare: 2, check on raw: 63, as qemu-img).
  */
 #include "config.h"
 
@@ -39,9 +42,22 @@ static const char usage_text[] =
     "usage: keel-img COMMAND [options] ...\n"
     "\n"
     "  create [-q] [-f raw] FILE SIZE\n"
-    "        create a sparse raw image of SIZE bytes (suffixes k, M, G, T)\n"
-    "  info [-t CACHE] [-i AIO] FILE\n"
-    "        size, allocation, and the engine a backend would use\n"
+    "        create a sparse raw image of SIZE bytes (suffixes k, M, G, T; 1.5G)\n"
+    "  info [-f raw] [-U] [--output=human|json] [-t CACHE] [-i AIO] FILE\n"
+    "        format (probed: another format is named, never called raw), sizes,\n"
+    "        and the engine a backend would use; JSON with qemu-img's keys\n"
+    "  check [-f raw] [--output=human|json] FILE\n"
+    "        qemu-img's answer for raw: nothing to check, exit 63\n"
+    "  resize [-f raw] [-q] [--shrink] FILE [+|-]SIZE\n"
+    "        set, grow or (with --shrink) shrink the image\n"
+    "  convert [-f raw] [-O raw] [-S SIZE] [-t CACHE] [-T CACHE] [-W] [-m N] [-n]\n"
+    "          [-p] [-U] SOURCE TARGET\n"
+    "        copy the source's data, leaving holes and zero runs of SIZE\n"
+    "        (default 4k; 0: allocate everything) sparse\n"
+    "  compare [-f raw] [-F raw] [-s] [-p] [-q] FILE1 FILE2\n"
+    "        exit 0 identical, 1 different (first differing offset), 2 error\n"
+    "  map [-f raw] [--output=human|json] FILE\n"
+    "        data and holes (SEEK_DATA/SEEK_HOLE), as qemu-img map\n"
     "  bench [-c COUNT] [-d DEPTH] [-f raw] [-s SIZE] [-w] [-t CACHE] [-i AIO] [-n]\n"
     "        [-o OFFSET] [-S STEP] [-r] [--pattern=N] [--flush-interval=N]\n"
     "        [--no-drain] [--inject=RULE] [-q] FILE\n"
@@ -52,6 +68,10 @@ static const char usage_text[] =
     "\n"
     "  CACHE: none, writeback (default), writethrough, directsync, unsafe\n"
     "  AIO:   io_uring (default), native, threads\n"
+    "  Numbers may be hexadecimal (--pattern=0xab).  Without -f the format is\n"
+    "  probed; images in use by a writer (QEMU's or keel's image locks) are\n"
+    "  refused for writing and for convert's source (-U shares anyway).\n"
+    "  Exit status 1 on errors (compare: 2).\n"
     "\n"
     "  --features   print the features report (see keel-features)\n"
     "  --help       this text;  --version   the version\n"
