@@ -47,26 +47,6 @@ void image_lock_perms(bool write, bool resize, bool force_share, unsigned *perm,
     *shared = IMAGE_PERM_ALL & ~IMAGE_PERM_WRITE & ~(resize ? IMAGE_PERM_RESIZE : 0);
 }
 
-/* Whether OFD locks work on @fd (probing once per process). */
-static bool use_ofd(int fd)
-{
-    struct flock fl;
-
-    if (!keel_seam_use_primary(&ofd_seam)) {
-        return false;
-    }
-    memset(&fl, 0, sizeof(fl));
-    fl.l_type = F_RDLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = IMAGE_LOCK_PERM_BASE;
-    fl.l_len = 1;
-    if (fcntl(fd, F_OFD_GETLK, &fl) < 0 && errno == EINVAL) {
-        keel_seam_primary_failed(&ofd_seam, EINVAL);
-        return false;
-    }
-    return true;
-}
-
 static void posix_caveat_once(void)
 {
     static int warned;
@@ -78,7 +58,8 @@ static void posix_caveat_once(void)
     }
 }
 
-static int lock_byte(int fd, bool posix, int off, short type)
+/* One byte at @off; l_pid 0, as OFD locks require. */
+static struct flock one_byte(int off, short type)
 {
     struct flock fl;
 
@@ -87,19 +68,36 @@ static int lock_byte(int fd, bool posix, int off, short type)
     fl.l_whence = SEEK_SET;
     fl.l_start = off;
     fl.l_len = 1;
+    return fl;
+}
+
+/* Whether OFD locks work on @fd (probing once per process). */
+static bool use_ofd(int fd)
+{
+    struct flock fl = one_byte(IMAGE_LOCK_PERM_BASE, F_RDLCK);
+
+    if (!keel_seam_use_primary(&ofd_seam)) {
+        return false;
+    }
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0 && errno == EINVAL) {
+        keel_seam_primary_failed(&ofd_seam, EINVAL);
+        return false;
+    }
+    return true;
+}
+
+static int lock_byte(int fd, bool posix, int off, short type)
+{
+    struct flock fl = one_byte(off, type);
+
     return fcntl(fd, posix ? F_SETLK : F_OFD_SETLK, &fl) < 0 ? -errno : 0;
 }
 
 /* True when another holder has byte @off (a would-be write lock conflicts). */
 static int byte_taken(int fd, bool posix, int off)
 {
-    struct flock fl;
+    struct flock fl = one_byte(off, F_WRLCK);
 
-    memset(&fl, 0, sizeof(fl));
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = off;
-    fl.l_len = 1;
     if (fcntl(fd, posix ? F_GETLK : F_OFD_GETLK, &fl) < 0) {
         return -errno;
     }

@@ -388,6 +388,15 @@ static void print_json(JsonNode *root)
 }
 #endif
 
+/* The long options info, check and map share (qemu-img's). */
+enum { OPT_OUTPUT = 256 };
+static const struct option image_longopts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "output", required_argument, NULL, OPT_OUTPUT },
+    { "force-share", no_argument, NULL, 'U' },
+    { NULL, 0, NULL, 0 },
+};
+
 /* ---- info ------------------------------------------------------------------------ */
 
 /* A qcow2 header's virtual size (big endian at 24), or -1. */
@@ -455,13 +464,6 @@ static void info_print(const char *file, const char *fmt, int64_t vsize, uint64_
 
 static int cmd_info(int argc, char **argv)
 {
-    enum { OPT_OUTPUT = 256, OPT_FORCE_SHARE };
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "output", required_argument, NULL, OPT_OUTPUT },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
-    };
     KeelBlkOptions opts;
     KeelBlockBackend *blk;
     KeelAioContext *ctx;
@@ -473,7 +475,7 @@ static int cmd_info(int argc, char **argv)
 
     keel_blk_options_init(&opts);
     opts.cache = KEEL_BLK_CACHE_NONE;
-    while ((opt = getopt_long(argc, argv, ":t:i:f:hU", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":t:i:f:hU", image_longopts, NULL)) != -1) {
         switch (opt) {
         case 't':
             if (keel_blk_cache_from_name(optarg, &opts.cache) < 0) {
@@ -547,17 +549,10 @@ static int cmd_info(int argc, char **argv)
 /* qemu-img check on a raw image: nothing to check, exit 63. */
 static int cmd_check(int argc, char **argv)
 {
-    enum { OPT_OUTPUT = 256 };
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "output", required_argument, NULL, OPT_OUTPUT },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
-    };
     const char *fmt, *hint = "";
     int opt;
 
-    while ((opt = getopt_long(argc, argv, ":f:r:T:qUh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":f:r:T:qUh", image_longopts, NULL)) != -1) {
         switch (opt) {
         case 'f': check_format(optarg); format_opt = optarg; break;
         case 'r':
@@ -733,20 +728,13 @@ have_hole:
 
 static int cmd_map(int argc, char **argv)
 {
-    enum { OPT_OUTPUT = 256 };
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "output", required_argument, NULL, OPT_OUTPUT },
-        { "force-share", no_argument, NULL, 'U' },
-        { NULL, 0, NULL, 0 },
-    };
     bool json = false;
     const char *file, *fmt, *hint = "";
     GArray *ext;
     int64_t size;
     int opt, fd;
 
-    while ((opt = getopt_long(argc, argv, ":f:Uh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":f:Uh", image_longopts, NULL)) != -1) {
         switch (opt) {
         case 'f': check_format(optarg); format_opt = optarg; break;
         case 'U': break;
