@@ -12,6 +12,7 @@
 #include "block/probe.h"
 #include "tests/block-test-util.h"
 
+#include <linux/falloc.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <linux/loop.h>
@@ -272,9 +273,23 @@ static void test_window_and_zeroes(const char *dir)
     stat(img, &st1);
     KEEL_IS(do_io(blk, false, 8192, buf, sizeof(buf)), 0, "read after zero writes");
     KEEL_OK(!memcmp(buf, zeros, sizeof(buf)), "zero writes read back as zeros");
-    KEEL_OK(st1.st_blocks < st0.st_blocks,
-            "detect-zeroes=unmap punched holes (%lld → %lld blocks)",
-            (long long)st0.st_blocks, (long long)st1.st_blocks);
+    {
+        /* Where fallocate is refused (old kernels, seccomp) zeros are
+         * written instead: right, but nothing to see in st_blocks. */
+        int pfd = open(img, O_RDWR | O_CLOEXEC);
+        bool punch = pfd >= 0 && fallocate(pfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                           sizeof(data) - 4096, 4096) == 0;
+        if (pfd >= 0) {
+            close(pfd);
+        }
+        if (punch) {
+            KEEL_OK(st1.st_blocks < st0.st_blocks,
+                    "detect-zeroes=unmap punched holes (%lld → %lld blocks)",
+                    (long long)st0.st_blocks, (long long)st1.st_blocks);
+        } else {
+            KEEL_OK(true, "# SKIP detect-zeroes=unmap holes: fallocate refused here");
+        }
+    }
     keel_blk_close(blk);
     g_free(msg);
 }
