@@ -69,6 +69,34 @@ int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio)
     return -1;
 }
 
+int keel_blk_detect_zeroes_from_name(const char *name, KeelBlkDetectZeroes *dz)
+{
+    if (!strcmp(name, "off")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_OFF;
+    } else if (!strcmp(name, "on")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_ON;
+    } else if (!strcmp(name, "unmap")) {
+        *dz = KEEL_BLK_DETECT_ZEROES_UNMAP;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking)
+{
+    if (!strcmp(name, "on")) {
+        *locking = KEEL_BLK_LOCKING_ON;
+    } else if (!strcmp(name, "off")) {
+        *locking = KEEL_BLK_LOCKING_OFF;
+    } else if (!strcmp(name, "auto")) {
+        *locking = KEEL_BLK_LOCKING_AUTO;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache)
 {
     for (size_t i = 0; i < G_N_ELEMENTS(cache_names); i++) {
@@ -190,6 +218,43 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
                 *errmsg = g_strdup_printf("invalid discard option '%s' (unmap or ignore)", value);
                 goto out;
             }
+        } else if (!strcmp(item, "format")) {
+            if (!strcmp(value, "raw")) {
+                opts->probe_format = false;
+            } else if (!strcmp(value, "probe")) {
+                opts->probe_format = true;
+            } else {
+                *errmsg = g_strdup_printf("format=%s: keel serves raw images only "
+                                          "(raw, or probe to check the magic)", value);
+                goto out;
+            }
+        } else if (!strcmp(item, "locking") || !strcmp(item, "file.locking")) {
+            if (keel_blk_locking_from_name(value, &opts->locking) < 0) {
+                *errmsg = g_strdup_printf("invalid locking option '%s' (on, off or auto)", value);
+                goto out;
+            }
+        } else if (!strcmp(item, "force-share") || !strcmp(item, "cache.no-flush") ||
+                   !strcmp(item, "fixed-size")) {
+            bool *field = !strcmp(item, "force-share") ? &opts->force_share
+                          : item[0] == 'f' ? &opts->fixed_size : &opts->no_flush;
+            if (parse_bool(value, field) < 0) {
+                *errmsg = g_strdup_printf("invalid %s option '%s' (on or off)", item, value);
+                goto out;
+            }
+        } else if (!strcmp(item, "detect-zeroes")) {
+            if (keel_blk_detect_zeroes_from_name(value, &opts->detect_zeroes) < 0) {
+                *errmsg = g_strdup_printf("invalid detect-zeroes option '%s' (off, on or unmap)",
+                                          value);
+                goto out;
+            }
+        } else if (!strcmp(item, "offset") || !strcmp(item, "size")) {
+            char *end;
+            guint64 v = g_ascii_strtoull(value, &end, 0);
+            if (!*value || *end || v > INT64_MAX) {
+                *errmsg = g_strdup_printf("invalid %s option '%s' (bytes)", item, value);
+                goto out;
+            }
+            *(item[0] == 'o' ? &opts->offset : &opts->size) = (int64_t)v;
         } else if (!strcmp(item, "inject")) {
             Blkdebug *check = NULL;
             if (blkdebug_add_rules(&check, value, errmsg) < 0) {
@@ -202,7 +267,8 @@ int keel_blk_options_parse(KeelBlkOptions *opts, const char *str, char **errmsg)
             opts->inject = joined;
         } else {
             *errmsg = g_strdup_printf("unknown drive option '%s' (file, aio, cache, readonly, "
-                                      "discard, inject)", item);
+                                      "discard, detect-zeroes, format, locking, "
+                                      "force-share, cache.no-flush, offset, size, inject)", item);
             goto out;
         }
     }
@@ -312,6 +378,11 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
                            "which was not specified.");
         return NULL;
     }
+    if (opts->force_share && !opts->readonly) {
+        /* qemu-img's words for -U on a writer. */
+        *errmsg = g_strdup("force-share=on can only be used with read-only images");
+        return NULL;
+    }
 
     blk = g_new0(KeelBlockBackend, 1);
     blk->opts = *opts;
@@ -325,6 +396,13 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
     }
     if (raw_open(&blk->raw, &blk->opts, errmsg) < 0) {
         goto fail;
+    }
+    if (opts->fixed_size) {
+        int64_t len = raw_getlength(&blk->raw);
+        if (!blk->opts.size) {
+            blk->opts.size = MAX(len - blk->opts.offset, 0);
+        }
+        blk->raw.fixed_end = blk->opts.offset + blk->opts.size;
     }
     keel_aio_context_ref(ctx);
     blk->ctx = ctx;
@@ -401,7 +479,12 @@ int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg)
 
 int64_t keel_blk_getlength(KeelBlockBackend *blk)
 {
-    return raw_getlength(&blk->raw);
+    int64_t len = raw_getlength(&blk->raw);
+
+    if (len < 0 || blk->opts.size) {
+        return len < 0 ? len : blk->opts.size;
+    }
+    return MAX(len - blk->opts.offset, 0);
 }
 
 const char *keel_blk_engine_name(KeelBlockBackend *blk)
@@ -417,6 +500,21 @@ uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk)
 bool keel_blk_is_read_only(KeelBlockBackend *blk)
 {
     return blk->opts.readonly;
+}
+
+bool keel_blk_is_probed_raw(KeelBlockBackend *blk)
+{
+    return blk->raw.probed_raw;
+}
+
+char *keel_blk_probed_raw_warning(const char *filename)
+{
+    return g_strdup_printf("WARNING: Image format was not specified for '%s' and probing "
+                           "guessed raw.\n"
+                           "         Automatically detecting the format is dangerous for raw "
+                           "images, write operations on block 0 will be restricted.\n"
+                           "         Specify the 'raw' format explicitly to remove the "
+                           "restrictions.", filename);
 }
 
 KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk)
@@ -449,6 +547,18 @@ static void assert_co_in_home(KeelBlockBackend *blk, const char *fn)
     }
 }
 
+static bool iov_is_zero(const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        if (n && (p[0] || memcmp(p, p + 1, n - 1))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int64_t bytes,
                           const struct iovec *iov, int iovcnt)
 {
@@ -462,6 +572,15 @@ static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
     if (op != BLOCK_OP_READ && op != BLOCK_OP_FLUSH && blk->opts.readonly) {
         return -EPERM;
     }
+    if (blk->opts.size && op != BLOCK_OP_FLUSH &&
+        (offset > blk->opts.size || bytes > blk->opts.size - offset)) {
+        return -EIO;                /* beyond a raw node's size=, as QEMU */
+    }
+    if (op == BLOCK_OP_WRITE && blk->opts.detect_zeroes != KEEL_BLK_DETECT_ZEROES_OFF &&
+        iov_is_zero(iov, iovcnt)) {
+        op = BLOCK_OP_WRITE_ZEROES;
+    }
+    offset += blk->opts.offset;
     blk_inc_in_flight(blk);
     req_no = __atomic_add_fetch(&blk->requests, 1, __ATOMIC_RELAXED);
     ret = blkdebug_co_check(blk->dbg, op, offset, bytes, req_no);
@@ -480,7 +599,8 @@ static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
             ret = raw_co_pdiscard(&blk->raw, offset, bytes);
             break;
         case BLOCK_OP_WRITE_ZEROES:
-            ret = raw_co_pwrite_zeroes(&blk->raw, offset, bytes);
+            ret = raw_co_pwrite_zeroes(&blk->raw, offset, bytes,
+                                       blk->opts.detect_zeroes == KEEL_BLK_DETECT_ZEROES_UNMAP);
             break;
         }
     }

@@ -19,6 +19,28 @@
  *                               flush into a no-op.
  *   readonly=on|off             writes, discards and write-zeroes fail -EPERM
  *   discard=ignore|unmap        (default ignore, as QEMU) unmap punches holes
+ *   format=raw|probe            (default raw) probe: look at the first sector
+ *                               and refuse the image when it carries another
+ *                               format's magic (block/probe.h); a probed raw
+ *                               image refuses writes that would make sector 0
+ *                               probe as another format (-EPERM), as QEMU does
+ *   locking=on|off|auto         (default auto = on) QEMU's image locks
+ *                               (block/image-lock.h): a writer refuses, and is
+ *                               refused by, any other writer of the image
+ *   force-share=on|off          (qemu-img -U) share every permission; needs
+ *                               readonly=on
+ *   cache.no-flush=on|off       flush is a no-op (cache=unsafe's half)
+ *   detect-zeroes=off|on|unmap  (default off) writes of all-zero buffers become
+ *                               write-zeroes; unmap punches holes for them when
+ *                               discard=unmap and the range is aligned
+ *   fixed-size=on|off           (default off) the disk keeps the length it had at
+ *                               open (QEMU's cached total_sectors): requests
+ *                               beyond it fail -EIO, and so does a read that
+ *                               meets the end of a file shrunk under us (not
+ *                               zeros); keel-vmm's drives use it
+ *   offset=N, size=N            QEMU's raw driver over a file: the disk is the
+ *                               file's bytes [offset, offset+size) (size 0: to
+ *                               the end); requests beyond size fail -EIO
  *   inject=RULE                 error injection, repeatable: see block/blkdebug.h
  *
  * Requests use byte offsets and iovecs.  Any offset/length/buffer alignment
@@ -69,6 +91,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "image-lock.h"
 #include "../loop/aio.h"
 
 #ifdef __cplusplus
@@ -89,12 +112,25 @@ typedef enum KeelBlkCache {
     KEEL_BLK_CACHE_UNSAFE,
 } KeelBlkCache;
 
+typedef enum KeelBlkDetectZeroes {
+    KEEL_BLK_DETECT_ZEROES_OFF,
+    KEEL_BLK_DETECT_ZEROES_ON,
+    KEEL_BLK_DETECT_ZEROES_UNMAP,
+} KeelBlkDetectZeroes;
+
 typedef struct KeelBlkOptions {
     char *filename;             /* owned (g_free) */
     KeelBlkAio aio;
     KeelBlkCache cache;
     bool readonly;
     bool discard_unmap;
+    bool probe_format;          /* format=probe (keel_blk_is_probed_raw) */
+    KeelBlkLocking locking;
+    bool force_share;
+    bool no_flush;              /* cache.no-flush=on */
+    KeelBlkDetectZeroes detect_zeroes;
+    int64_t offset, size;       /* raw node window; size 0 = to the end */
+    bool fixed_size;
     char *inject;               /* owned; rules separated by ';' or NULL */
 } KeelBlkOptions;
 
@@ -116,6 +152,8 @@ const char *keel_blk_aio_name(KeelBlkAio aio);          /* "io_uring", "native",
 const char *keel_blk_cache_name(KeelBlkCache cache);
 int keel_blk_aio_from_name(const char *name, KeelBlkAio *aio);       /* 0 or -1 */
 int keel_blk_cache_from_name(const char *name, KeelBlkCache *cache); /* 0 or -1 */
+int keel_blk_locking_from_name(const char *name, KeelBlkLocking *locking); /* 0 or -1 */
+int keel_blk_detect_zeroes_from_name(const char *name, KeelBlkDetectZeroes *dz); /* 0 or -1 */
 
 /* ---- lifetime ---------------------------------------------------------- */
 
@@ -140,6 +178,12 @@ const char *keel_blk_engine_name(KeelBlockBackend *blk);
  * size with O_DIRECT, 1 otherwise. */
 uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk);
 bool keel_blk_is_read_only(KeelBlockBackend *blk);
+/* Opened with format=probe and found raw: the caller prints QEMU's warning
+ * (keel_blk_probed_raw_warning) and sector-0 writes are restricted. */
+bool keel_blk_is_probed_raw(KeelBlockBackend *blk);
+/* QEMU's three-line warning for a probed raw image (static text with the
+ * file name; g_free the result). */
+char *keel_blk_probed_raw_warning(const char *filename);
 KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk);
 const char *keel_blk_get_filename(KeelBlockBackend *blk);
 KeelAioContext *keel_blk_get_aio_context(KeelBlockBackend *blk);

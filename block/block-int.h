@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 
 #include "block/block-backend.h"
+#include "block/image-lock.h"
 #include "compat/avoid.h"
 #include "coroutine/co-lock.h"
 #include "coroutine/coroutine.h"
@@ -108,6 +109,11 @@ typedef struct RawFile {
     bool discard_unmap;
     bool has_zero_range;        /* cleared once FALLOC_FL_ZERO_RANGE fails */
     bool has_punch_hole;
+    bool probed_raw;            /* format=probe found raw: guard sector 0 */
+    int64_t fixed_end;          /* fixed-size: EOF before this is -EIO (0: none) */
+    bool is_blockdev;           /* a host block device: BLKGETSIZE64, BLKDISCARD,
+                                 * BLKZEROOUT instead of lseek and fallocate */
+    ImageLock lock;             /* QEMU's lock bytes (unless locking=off) */
     uint32_t req_align;         /* offsets/lengths; 1 without O_DIRECT */
     uint32_t mem_align;         /* buffer addresses; 1 without O_DIRECT */
     EngineCtx *engine;
@@ -129,7 +135,8 @@ int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt);
 int raw_co_flush(RawFile *raw);
 int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes);
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes);
+/* @may_unmap: punch a hole instead when discard=unmap and it is aligned. */
+int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap);
 
 /* ---- error injection (blkdebug.c; syntax in block/blkdebug.h) ------------- */
 

@@ -311,4 +311,5 @@ void keel_block_features_register(void)
 {
     keel_feature_register(&block_engine_feature);
     keel_feature_register(&block_preadv_feature);
+    image_lock_features_register();
 }

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "block/block-int.h"
+#include "block/probe.h"
 #include "compat/osdep.h"
 
 #include <errno.h>
@@ -122,13 +123,59 @@ static void raw_probe_alignment(RawFile *raw)
     raw->mem_align = align;
 }
 
+/* What a non-image file is, for the refusal. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "Is a directory";
+    }
+    if (S_ISFIFO(mode)) {
+        return "is a FIFO, not an image";
+    }
+    if (S_ISSOCK(mode)) {
+        return "is a socket, not an image";
+    }
+    if (S_ISCHR(mode)) {
+        return "is a character device, not an image";
+    }
+    return NULL;
+}
+
+/* format=probe: refuse another format's magic; remember a probed raw. */
+static int raw_probe_format(RawFile *raw, const char *filename, char **errmsg)
+{
+    size_t len = MAX(raw->req_align, 4096u);
+    uint8_t *buf = block_memalign(MAX(raw->mem_align, 4096u), len);
+    ssize_t n = KEEL_RETRY_EINTR(pread(raw->fd, buf, len, 0));
+    const char *format;
+    int ret = 0;
+
+    if (n < 0) {
+        ret = -errno;
+        *errmsg = g_strdup_printf("Could not read image for determining its format: %s",
+                                  g_strerror(errno));
+    } else if ((format = block_probe_format(buf, (size_t)n)) != NULL) {
+        *errmsg = g_strdup_printf("'%s' is a %s image; keel serves raw images only "
+                                  "(convert it with qemu-img convert -O raw, or "
+                                  "format=raw if you mean it)", filename, format);
+        ret = -EMEDIUMTYPE;
+    } else {
+        raw->probed_raw = true;
+    }
+    free(buf);
+    return ret;
+}
+
 int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
 {
     int flags = O_CLOEXEC | (opts->readonly ? O_RDONLY : O_RDWR);
-    int fd;
+    const char *kind = NULL;
+    struct stat st;
+    int fd, ret;
 
     memset(raw, 0, sizeof(*raw));
     raw->fd = -1;
+    raw->lock.fd = -1;
     switch (opts->cache) {
     case KEEL_BLK_CACHE_NONE:
         raw->direct = true;
@@ -146,11 +193,12 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     case KEEL_BLK_CACHE_WRITEBACK:
         break;
     }
+    raw->no_flush |= opts->no_flush;
     if (raw->direct) {
         flags |= O_DIRECT;
     }
-    /* O_NONBLOCK: a FIFO must not hang open() (fstat refuses it below);
-     * cleared once the file is known to be one we do I/O on. */
+    /* O_NONBLOCK until fstat says what it is: opening a FIFO must not wait
+     * for a writer. */
     fd = KEEL_RETRY_EINTR(open(opts->filename, flags | O_NONBLOCK));
     if (fd < 0) {
         int err = errno;
@@ -164,33 +212,45 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
         }
         return -err;
     }
-    {
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-            close(fd);
-            *errmsg = g_strdup_printf("Could not open '%s': Is a directory", opts->filename);
-            return -EISDIR;
-        }
-        if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-            close(fd);
-            *errmsg = g_strdup_printf("Could not open '%s': not a regular file or block device "
-                                      "(a FIFO, socket or character device)", opts->filename);
-            return -EINVAL;
-        }
+    if (fstat(fd, &st) < 0 || (kind = file_kind(st.st_mode)) != NULL) {
+        ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+        *errmsg = g_strdup_printf("Could not open '%s': %s", opts->filename,
+                                  kind ? kind : g_strerror(errno));
+        close(fd);
+        return ret;
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     raw->fd = fd;
+    raw->is_blockdev = S_ISBLK(st.st_mode);
     raw->readonly = opts->readonly;
     raw->discard_unmap = opts->discard_unmap;
     raw->has_zero_range = true;
     raw->has_punch_hole = true;
     keel_co_queue_init(&raw->tracked_waiters);
     raw_probe_alignment(raw);
+    if (opts->locking != KEEL_BLK_LOCKING_OFF) {
+        unsigned perm, shared;
+
+        image_lock_perms(!opts->readonly, false, opts->force_share, &perm, &shared);
+        ret = image_lock_acquire(&raw->lock, fd, opts->filename, perm, shared, errmsg);
+        if (ret < 0) {
+            raw_close(raw);
+            return ret;
+        }
+    }
+    if (opts->probe_format) {
+        ret = raw_probe_format(raw, opts->filename, errmsg);
+        if (ret < 0) {
+            raw_close(raw);
+            return ret;
+        }
+    }
     return 0;
 }
 
 void raw_close(RawFile *raw)
 {
+    image_lock_release(&raw->lock);
     if (raw->fd >= 0) {
         close(raw->fd);
         raw->fd = -1;
@@ -199,7 +259,17 @@ void raw_close(RawFile *raw)
 
 int64_t raw_getlength(RawFile *raw)
 {
-    off_t end = lseek(raw->fd, 0, SEEK_END);
+    off_t end;
+
+#ifdef BLKGETSIZE64
+    if (raw->is_blockdev) {
+        uint64_t bytes;
+        if (ioctl(raw->fd, BLKGETSIZE64, &bytes) == 0) {
+            return (int64_t)bytes;
+        }
+    }
+#endif
+    end = lseek(raw->fd, 0, SEEK_END);
 
     return end < 0 ? -errno : (int64_t)end;
 }
@@ -312,7 +382,12 @@ static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t byt
         }
         /* A short transfer: go on from where it stopped, unless... */
         if (!write && (n == 0 || (raw->direct && ((offset + done) % raw->req_align)))) {
-            /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here. */
+            /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here,
+             * unless the disk's size is fixed and the file shrank. */
+            if (offset + done < raw->fixed_end) {
+                ret = -EIO;
+                break;
+            }
             iov_memset(iov, iovcnt, done, 0, bytes - done);
             break;
         }
@@ -439,6 +514,26 @@ int raw_co_preadv(RawFile *raw, int64_t offset, int64_t bytes,
     return raw_co_transfer(raw, false, offset, bytes, iov, iovcnt);
 }
 
+/* A probed raw image: would this write make sector 0 probe as another
+ * format?  (QEMU's raw driver refuses such writes the same way.) */
+static bool raw_co_write_changes_format(RawFile *raw, int64_t offset, int64_t bytes,
+                                        const struct iovec *iov, int iovcnt)
+{
+    uint8_t sector[BLOCK_PROBE_BYTES];
+    struct iovec v = { sector, sizeof(sector) };
+    int64_t n;
+
+    if (offset >= BLOCK_PROBE_BYTES) {
+        return false;
+    }
+    if (raw_co_preadv(raw, 0, sizeof(sector), &v, 1) < 0) {
+        return true;                /* cannot tell: refuse rather than risk it */
+    }
+    n = MIN(bytes, BLOCK_PROBE_BYTES - offset);
+    iov_to_buf(iov, iovcnt, 0, sector + offset, n);
+    return block_probe_format(sector, sizeof(sector)) != NULL;
+}
+
 int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt)
 {
@@ -447,6 +542,9 @@ int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
 
     if (bytes == 0) {
         return 0;
+    }
+    if (raw->probed_raw && raw_co_write_changes_format(raw, offset, bytes, iov, iovcnt)) {
+        return -EPERM;
     }
     if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
         return raw_co_bounced(raw, true, offset, bytes, iov, iovcnt);
@@ -469,6 +567,42 @@ int raw_co_flush(RawFile *raw)
     return engine_co_fdatasync(raw->engine, raw->fd);
 }
 
+/* ---- host block devices: the kernel's own discard and zero-out ---------------- */
+
+typedef struct BlockRangeIoctl {
+    int fd;
+    unsigned long request;      /* BLKDISCARD or BLKZEROOUT */
+    uint64_t range[2];          /* start, length: 512-byte aligned */
+} BlockRangeIoctl;
+
+static int block_range_worker(void *opaque)
+{
+    BlockRangeIoctl *a = opaque;
+
+    if (KEEL_RETRY_EINTR(ioctl(a->fd, a->request, a->range)) == 0) {
+        return 0;
+    }
+    return errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL ? -ENOTSUP : -errno;
+}
+
+/* The 512-aligned middle of [offset, offset+bytes) through @request, in the
+ * thread pool (the ioctls block).  @start and @end say what it covered. */
+static int raw_co_block_range(RawFile *raw, unsigned long request, int64_t offset,
+                              int64_t bytes, int64_t *start, int64_t *end)
+{
+    BlockRangeIoctl a = { .fd = raw->fd, .request = request };
+
+    *start = align_up(offset, 512);
+    *end = align_down(offset + bytes, 512);
+    if (*end <= *start) {
+        *start = *end = offset;
+        return 0;
+    }
+    a.range[0] = (uint64_t)*start;
+    a.range[1] = (uint64_t)(*end - *start);
+    return keel_thread_pool_submit_co(block_range_worker, &a);
+}
+
 int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
 {
     RawTrackedReq tr;
@@ -481,6 +615,15 @@ int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
     if (!raw->has_punch_hole) {
         return -ENOTSUP;
     }
+#ifdef BLKDISCARD
+    if (raw->is_blockdev) {
+        ret = raw_co_block_range(raw, BLKDISCARD, offset, bytes, &start, &end);
+        if (ret == -ENOTSUP) {
+            raw->has_punch_hole = false;
+        }
+        return ret;             /* advisory: unaligned ends are left alone */
+    }
+#endif
     if (raw->req_align > 1) {
         /* Discard is advisory: drop the unaligned head and tail rather than
          * touch the page cache of an O_DIRECT file. */
@@ -522,7 +665,7 @@ static int raw_co_write_zero_buffer(RawFile *raw, int64_t offset, int64_t bytes)
     return ret;
 }
 
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes)
+int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap)
 {
     uint32_t a = raw->req_align;
     int64_t start = offset, end = offset + bytes;
@@ -531,6 +674,35 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes)
 
     if (bytes == 0) {
         return 0;
+    }
+#ifdef BLKZEROOUT
+    if (raw->is_blockdev && raw->has_zero_range && !may_unmap) {
+        int64_t zs, ze;
+        ret = raw_co_block_range(raw, BLKZEROOUT, offset, bytes, &zs, &ze);
+        if (ret == -ENOTSUP) {
+            raw->has_zero_range = false;
+        }
+        if (ret == 0 && zs > offset) {
+            ret = raw_co_write_zero_buffer(raw, offset, zs - offset);
+        }
+        if (ret == 0 && offset + bytes > ze && ze > zs) {
+            ret = raw_co_write_zero_buffer(raw, ze, offset + bytes - ze);
+        }
+        if (ret == 0 && ze == zs) {
+            ret = raw_co_write_zero_buffer(raw, offset, bytes);
+        }
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
+    }
+#endif
+    if (may_unmap && raw->discard_unmap && raw->has_punch_hole &&
+        !((offset | bytes) & (a - 1))) {
+        /* A punched hole reads back as zeros: both at once. */
+        ret = raw_co_pdiscard(raw, offset, bytes);
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
     }
     if (a > 1) {
         /* Unaligned head and tail through read-modify-write. */

@@ -27,6 +27,7 @@ static const char *const path_names[KEEL_PATH__MAX] = {
     [KEEL_PATH_MSIX] = "msix",
     [KEEL_PATH_EPOLL] = "epoll",
     [KEEL_PATH_MEMFD] = "memfd",
+    [KEEL_PATH_OFD_LOCKS] = "ofd-locks",
 };
 
 /* Bit i set = path i avoided.  Written once under avoid_once (or by the

@@ -41,6 +41,7 @@ typedef enum KeelPath {
     KEEL_PATH_MSIX,         /* "msix"        → INTx                          */
     KEEL_PATH_EPOLL,        /* "epoll"       → AioContexts poll every fd     */
     KEEL_PATH_MEMFD,        /* "memfd"       → guest RAM in anonymous memory */
+    KEEL_PATH_OFD_LOCKS,    /* "ofd-locks"   → POSIX image locks (block/image-lock.h) */
     KEEL_PATH__MAX
 } KeelPath;
 

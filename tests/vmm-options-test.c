@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 static char kernel_path[] = "/tmp/keel-vmm-opt-XXXXXX";
-static char err[512];
+static char err[4096];
 
 /* Parses a NULL-terminated list of arguments (argv[0] added). */
 static int parse(VmmOptions *o, const char *const *args)
@@ -140,6 +140,104 @@ static void test_cpu_accel(void)
                 r < 0 ? err : "success");
         g_strfreev(lines);
     }
+/* -blockdev (key=value and JSON), -device virtio-blk-pci's QEMU keys, and
+ * the -drive keys QEMU and libvirt lines use (issue 12). */
+static void test_blockdev(void)
+{
+    VmmOptions o;
+    VmmDrive *d;
+
+    /* libvirt's line, unchanged. */
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-blockdev", "{\"driver\":\"file\",\"filename\":\"/x.img\","
+                           "\"node-name\":\"f0\"}",
+                           "-blockdev", "{\"driver\":\"raw\",\"file\":\"f0\",\"node-name\":\"d0\"}",
+                           "-device", "virtio-blk-pci,drive=d0,bus=pci.0,addr=0x4,bootindex=1")),
+            0, "libvirt's JSON -blockdev file + raw + -device ...,addr=0x4,bootindex=1 parses (%s)",
+            err);
+    d = &o.drives[0];
+    KEEL_IS(o.nr_drives, 1, "one disk from the two nodes");
+    KEEL_OK(!strcmp(d->file, "/x.img") && !strcmp(d->id, "d0") && d->node_name &&
+            !strcmp(d->node_name, "f0"), "raw node d0 over file node f0 (/x.img)");
+    KEEL_IS(d->pci_slot, 4, "addr=0x4 → PCI slot 4");
+    KEEL_OK(d->attached && !d->probe_format, "attached, explicit raw (no probing)");
+    vmm_options_free(&o);
+
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-blockdev", "driver=file,filename=/y.img,node-name=f1,aio=native,"
+                           "cache.direct=on,discard=unmap,detect-zeroes=unmap,locking=off",
+                           "-blockdev", "driver=raw,file=f1,node-name=d1,offset=4096,size=1M,"
+                           "read-only=on", "-device", "virtio-blk-pci,drive=d1,id=v1,serial=S1,"
+                           "num-queues=1,scsi=off,logical_block_size=4096,"
+                           "physical_block_size=4096")), -1, "size=1M is not bytes");
+    KEEL_OK(strstr(err, "size=1M") != NULL, "named: %s", err);
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-blockdev", "driver=file,filename=/y.img,node-name=f1,aio=native,"
+                           "cache.direct=on,discard=unmap,detect-zeroes=unmap,locking=off",
+                           "-blockdev", "driver=raw,file=f1,node-name=d1,offset=4096,"
+                           "size=1048576,read-only=on", "-device", "virtio-blk-pci,drive=d1,"
+                           "id=v1,serial=S1,num-queues=1,scsi=off,logical_block_size=4096,"
+                           "physical_block_size=8192")), 0, "key=value -blockdev with every key "
+            "(%s)", err);
+    d = &o.drives[0];
+    KEEL_OK(d->aio == VMM_AIO_NATIVE && d->cache == VMM_CACHE_NONE && d->discard_unmap &&
+            d->detect_zeroes == KEEL_BLK_DETECT_ZEROES_UNMAP &&
+            d->locking == KEEL_BLK_LOCKING_OFF, "file node keys applied");
+    KEEL_OK(d->offset == 4096 && d->size == 1048576 && d->readonly, "raw node keys applied");
+    KEEL_OK(d->logical_block_size == 4096 && d->physical_block_size == 8192 &&
+            d->serial && !strcmp(d->serial, "S1"), "device block sizes and serial");
+    vmm_options_free(&o);
+
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-blockdev",
+                           "{\"driver\":\"raw\",\"node-name\":\"d2\",\"file\":{\"driver\":"
+                           "\"host_device\",\"filename\":\"/dev/loop0\"},\"cache\":"
+                           "{\"direct\":true,\"no-flush\":false}}",
+                           "-device", "virtio-blk-pci,drive=d2")), 0,
+            "JSON raw node with an inline host_device file and nested cache (%s)", err);
+    KEEL_OK(o.drives[0].host_device && o.drives[0].cache == VMM_CACHE_NONE,
+            "host_device, cache.direct=true");
+    vmm_options_free(&o);
+
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, "-drive",
+                           "file=/z.img,if=virtio,discard=unmap,cache=writethrough,media=disk,"
+                           "index=0,detect-zeroes=on,file.locking=auto")), 0,
+            "-drive discard, cache=writethrough, media, index, detect-zeroes (%s)", err);
+    d = &o.drives[0];
+    KEEL_OK(d->cache == VMM_CACHE_WRITETHROUGH && d->discard_unmap && d->probe_format &&
+            d->detect_zeroes == KEEL_BLK_DETECT_ZEROES_ON, "applied; no format= → probe");
+    vmm_options_free(&o);
+
+    /* Every problem of a bad line, one line each. */
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-blockdev", "driver=qcow2,node-name=q0,file=f9",
+                           "-blockdev", "driver=file,node-name=f3",
+                           "-blockdev", "{\"driver\":",
+                           "-device", "virtio-blk-pci,drive=zz,scsi=on,num-queues=4,addr=0x40,"
+                           "bus=pci.1,logical_block_size=1000",
+                           "-drive", "file=/a.img,media=cdrom,index=x")), -1, "bad line refused");
+    {
+        static const char *const needles[] = {
+            "driver=qcow2", "filename= is required", "not valid JSON", "drive=zz",
+            "scsi=on", "num-queues=4", "addr=0x40", "bus=pci.1", "logical_block_size=1000",
+            "media=cdrom", "index=x",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(needles); i++) {
+            KEEL_OK(strstr(err, needles[i]) != NULL, "names '%s'", needles[i]);
+        }
+    }
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-blockdev", "driver=file,filename=/a.img,node-name=f0",
+                           "-blockdev", "driver=raw,file=f0,node-name=d0",
+                           "-device", "virtio-blk-pci,drive=f0")), -1,
+            "attaching the file node under a raw node is refused");
+    KEEL_OK(strstr(err, "used by raw node d0") != NULL, "saying so: %s", err);
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path,
+                           "-drive", "file=/a.img,if=none,id=a",
+                           "-drive", "file=/b.img,if=none,id=b",
+                           "-device", "virtio-blk-pci,drive=a,addr=5",
+                           "-device", "virtio-blk-pci,drive=b,addr=05.0")), -1,
+            "two devices in one slot refused");
+    KEEL_OK(strstr(err, "slot already used") != NULL, "saying so: %s", err);
 }
 
 int main(void)
@@ -327,6 +425,7 @@ int main(void)
                 small);
     }
 
+    test_blockdev();
     unlink(kernel_path);
     return keel_test_done();
 }

@@ -78,6 +78,19 @@ static void on_signal(int signo, void *opaque)
     vm_request_stop(vm, VM_STOP_SIGNAL, 0);
 }
 
+/* A message of several lines (QEMU's lock error has a hint line): the
+ * first with our prefix, the rest as they are, as QEMU prints them. */
+static void print_lines(const char *msg)
+{
+    const char *nl = strchr(msg, '\n');
+
+    if (!nl) {
+        fprintf(stderr, "keel-vmm: %s\n", msg);
+        return;
+    }
+    fprintf(stderr, "keel-vmm: %.*s\n%s\n", (int)(nl - msg), msg, nl + 1);
+}
+
 /* Every -drive file before anything blocks the signals or opens /dev/kvm:
  * a FIFO, socket or character device is refused here (the block layer
  * would refuse it too, but only after setting up the VM).  Prints one line
@@ -179,6 +192,13 @@ int main(int argc, char **argv)
     }
     keel_global_mutex_lock();
 
+    /* The images first, before /dev/kvm: one in use by another writer, or
+     * of another format, is refused as early as QEMU refuses it. */
+    blkdevs = vmm_block_devices_open(&opts, err, sizeof(err));
+    if (!blkdevs) {
+        print_lines(err);
+        goto out_unlock;
+    }
     if (vm_create(&vm, opts.ram_size, opts.ram_backing) < 0) {
         goto out_unlock;
     }
@@ -194,9 +214,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-vmm: cannot set up the serial port and PCI host\n");
         goto out_vm;
     }
-    /* -object iothread and the virtio-blk drives (vmm/virtio-blk.c). */
-    blkdevs = vmm_block_devices_new(&vm, pci, &opts, err, sizeof(err));
-    if (!blkdevs) {
+    /* The virtio-blk-pci functions of the drives opened above. */
+    if (vmm_block_devices_realize(blkdevs, &vm, pci, err, sizeof(err)) < 0) {
         fprintf(stderr, "keel-vmm: %s\n", err);
         goto out_vm;
     }
@@ -270,6 +289,7 @@ out_vcpu:
 out_vm:
     /* Drains the drives' in-flight requests; KEEL_VMM_STATS=1 prints their counters. */
     vmm_block_devices_free(blkdevs, getenv("KEEL_VMM_STATS") ? stderr : NULL);
+    blkdevs = NULL;
     serial_free(serial);
     pci_host_free(pci);
     rtc_free(rtc);
@@ -277,6 +297,7 @@ out_vm:
     acpi_pm_free(acpi_pm);
     vm_destroy(&vm);
 out_unlock:
+    vmm_block_devices_free(blkdevs, NULL);     /* opened, the VM never made */
     keel_global_mutex_unlock();
     restore_terminal();
     vmm_options_free(&opts);

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "vmm/options.h"
+#include "vmm/pci.h"
 
 #include <glib.h>
 #include <errno.h>
@@ -45,6 +46,7 @@ const char *vmm_drive_cache_name(VmmDriveCache cache)
     case VMM_CACHE_NONE: return "none";
     case VMM_CACHE_DIRECTSYNC: return "directsync";
     case VMM_CACHE_UNSAFE: return "unsafe";
+    case VMM_CACHE_WRITETHROUGH: return "writethrough";
     }
     return "?";
 }
@@ -197,28 +199,120 @@ static void drive_clear(VmmDrive *d)
 {
     g_free(d->file);
     g_free(d->id);
+    g_free(d->node_name);
+    g_free(d->dev_id);
     g_free(d->iothread);
     g_free(d->serial);
     g_free(d->inject);
     memset(d, 0, sizeof(*d));
 }
 
-static void parse_drive(OptParse *p, const char *arg)
+/* A fresh drive entry with QEMU's defaults. */
+static VmmDrive *drive_new(OptParse *p, const char *opt, const char *arg)
 {
     VmmOptions *opts = p->opts;
-    unsigned problems_before = p->problems->len;
     VmmDrive *d;
-    char **kv;
 
     if (opts->nr_drives == VMM_MAX_DRIVES) {
-        problem(p, "-drive %s: at most %d drives are supported", arg, VMM_MAX_DRIVES);
-        return;
+        problem(p, "%s %s: at most %d drives are supported", opt, arg, VMM_MAX_DRIVES);
+        return NULL;
     }
     d = &opts->drives[opts->nr_drives];
     memset(d, 0, sizeof(*d));
     d->aio = VMM_AIO_THREADS;
     d->cache = VMM_CACHE_WRITEBACK;
+    d->pci_slot = -1;
+    return d;
+}
 
+/* cache.direct= / cache.no-flush= on top of the cache mode so far. */
+static void apply_cache_flag(VmmDrive *d, bool direct_key, bool on)
+{
+    if (direct_key) {
+        switch (d->cache) {
+        case VMM_CACHE_WRITEBACK: if (on) d->cache = VMM_CACHE_NONE; break;
+        case VMM_CACHE_WRITETHROUGH: if (on) d->cache = VMM_CACHE_DIRECTSYNC; break;
+        case VMM_CACHE_UNSAFE: if (on) { d->cache = VMM_CACHE_NONE; d->no_flush = true; } break;
+        case VMM_CACHE_NONE: if (!on) d->cache = d->no_flush ? VMM_CACHE_UNSAFE
+                                                             : VMM_CACHE_WRITEBACK; break;
+        case VMM_CACHE_DIRECTSYNC: if (!on) d->cache = VMM_CACHE_WRITETHROUGH; break;
+        }
+        return;
+    }
+    d->no_flush = on;
+    if (on && d->cache == VMM_CACHE_WRITEBACK) {
+        d->cache = VMM_CACHE_UNSAFE;
+    } else if (!on && d->cache == VMM_CACHE_UNSAFE) {
+        d->cache = VMM_CACHE_WRITEBACK;
+    }
+}
+
+/*
+ * The block-layer keys -drive and -blockdev share, QEMU's names and values.
+ * Returns true when @k is one of them (a bad value is a problem).
+ */
+static bool parse_block_key(OptParse *p, const char *opt, VmmDrive *d, const char *k,
+                            const char *v)
+{
+    bool on;
+
+    if (!strcmp(k, "aio")) {
+        if (!strcmp(v, "threads")) {
+            d->aio = VMM_AIO_THREADS;
+        } else if (!strcmp(v, "native")) {
+            d->aio = VMM_AIO_NATIVE;
+        } else if (!strcmp(v, "io_uring")) {
+            d->aio = VMM_AIO_IO_URING;
+        } else {
+            problem(p, "%s: aio=%s: expected threads, native or io_uring", opt, v);
+        }
+    } else if (!strcmp(k, "cache.direct") || !strcmp(k, "cache.no-flush")) {
+        if (parse_bool(v, &on) < 0) {
+            problem(p, "%s: %s=%s: expected on or off", opt, k, v);
+        } else {
+            apply_cache_flag(d, !strcmp(k, "cache.direct"), on);
+        }
+    } else if (!strcmp(k, "readonly") || !strcmp(k, "read-only")) {
+        if (parse_bool(v, &d->readonly) < 0) {
+            problem(p, "%s: %s=%s: expected on or off", opt, k, v);
+        }
+    } else if (!strcmp(k, "auto-read-only")) {
+        if (parse_bool(v, &d->auto_read_only) < 0) {
+            problem(p, "%s: auto-read-only=%s: expected on or off", opt, v);
+        }
+    } else if (!strcmp(k, "discard")) {
+        if (!strcmp(v, "unmap") || !strcmp(v, "on")) {
+            d->discard_unmap = true;
+        } else if (!strcmp(v, "ignore") || !strcmp(v, "off")) {
+            d->discard_unmap = false;
+        } else {
+            problem(p, "%s: discard=%s: expected ignore or unmap", opt, v);
+        }
+    } else if (!strcmp(k, "detect-zeroes")) {
+        if (keel_blk_detect_zeroes_from_name(v, &d->detect_zeroes) < 0) {
+            problem(p, "%s: detect-zeroes=%s: expected off, on or unmap", opt, v);
+        }
+    } else if (!strcmp(k, "locking") || !strcmp(k, "file.locking")) {
+        if (keel_blk_locking_from_name(v, &d->locking) < 0) {
+            problem(p, "%s: %s=%s: expected on, off or auto", opt, k, v);
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static void parse_drive(OptParse *p, const char *arg)
+{
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
+    VmmDrive *d = drive_new(p, "-drive", arg);
+    char **kv;
+
+    if (!d) {
+        return;
+    }
+    d->probe_format = true;         /* until format= says raw */
     kv = split_suboptions(arg, NULL);
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         const char *k = kv[i], *v = kv[i + 1];
@@ -231,7 +325,9 @@ static void parse_drive(OptParse *p, const char *arg)
             problem(p, "-drive: parameter '%s' needs a value (%s=...)", k, k);
             continue;
         }
-        if (!strcmp(k, "file")) {
+        if (parse_block_key(p, "-drive", d, k, v)) {
+            continue;
+        } else if (!strcmp(k, "file")) {
             if (!*v) {
                 problem(p, "-drive: file= is empty");
                 continue;
@@ -242,6 +338,7 @@ static void parse_drive(OptParse *p, const char *arg)
             if (strcmp(v, "raw") != 0) {
                 problem(p, "-drive: format=%s: only format=raw is supported", v);
             }
+            d->probe_format = false;
         } else if (!strcmp(k, "if")) {
             if (!strcmp(v, "virtio")) {
                 d->if_none = false;
@@ -249,16 +346,6 @@ static void parse_drive(OptParse *p, const char *arg)
                 d->if_none = true;
             } else {
                 problem(p, "-drive: if=%s: expected virtio or none", v);
-            }
-        } else if (!strcmp(k, "aio")) {
-            if (!strcmp(v, "threads")) {
-                d->aio = VMM_AIO_THREADS;
-            } else if (!strcmp(v, "native")) {
-                d->aio = VMM_AIO_NATIVE;
-            } else if (!strcmp(v, "io_uring")) {
-                d->aio = VMM_AIO_IO_URING;
-            } else {
-                problem(p, "-drive: aio=%s: expected threads, native or io_uring", v);
             }
         } else if (!strcmp(k, "cache")) {
             if (!strcmp(v, "writeback")) {
@@ -269,12 +356,23 @@ static void parse_drive(OptParse *p, const char *arg)
                 d->cache = VMM_CACHE_DIRECTSYNC;
             } else if (!strcmp(v, "unsafe")) {
                 d->cache = VMM_CACHE_UNSAFE;
+            } else if (!strcmp(v, "writethrough")) {
+                d->cache = VMM_CACHE_WRITETHROUGH;
             } else {
-                problem(p, "-drive: cache=%s: expected none, writeback, directsync or unsafe", v);
+                problem(p, "-drive: cache=%s: expected none, writeback, writethrough, "
+                        "directsync or unsafe", v);
             }
-        } else if (!strcmp(k, "readonly")) {
-            if (parse_bool(v, &d->readonly) < 0) {
-                problem(p, "-drive: readonly=%s: expected on or off", v);
+        } else if (!strcmp(k, "media")) {
+            if (strcmp(v, "disk") != 0) {
+                problem(p, "-drive: media=%s: virtio-blk is a disk (media=disk)", v);
+            }
+        } else if (!strcmp(k, "index")) {
+            /* QEMU's unit number for if=virtio; keel-vmm orders drives as
+             * given, so it only has to be a number. */
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 0 || n > 255) {
+                problem(p, "-drive: index=%s: expected a number from 0 to 255", v);
             }
         } else if (!strcmp(k, "iothread")) {
             if (!valid_id(v)) {
@@ -334,6 +432,262 @@ static void parse_drive(OptParse *p, const char *arg)
     }
     d->attached = !d->if_none;
     opts->nr_drives++;
+}
+
+/* ---- -blockdev ---------------------------------------------------------------
+ * QEMU's node graph, as far as a raw disk goes: a protocol node
+ * (driver=file|host_device) and optionally a raw format node over it
+ * (driver=raw,file=NODE or an inline file.driver=...).  Each protocol node
+ * becomes a VmmDrive (if=none, id = node-name); a raw node takes its file
+ * node's entry over (id = the raw node's name), so -device drive= names
+ * either.  The JSON form ({"driver":"file",...}) is flattened to the same
+ * keys ("cache": {"direct": true} → cache.direct=on).
+ */
+
+static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id);
+
+static bool node_name_taken(VmmOptions *opts, const char *name)
+{
+    for (int i = 0; i < opts->nr_drives; i++) {
+        const VmmDrive *d = &opts->drives[i];
+        if ((d->id && !strcmp(d->id, name)) || (d->node_name && !strcmp(d->node_name, name))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+#ifdef HAVE_JSON_GLIB
+#include <json-glib/json-glib.h>
+
+/* Appends @node's members as "prefix.key", value pairs to @out. */
+static void json_flatten(OptParse *p, JsonObject *obj, const char *prefix, GPtrArray *out)
+{
+    GList *members = json_object_get_members(obj);
+
+    for (GList *l = members; l; l = l->next) {
+        const char *name = l->data;
+        JsonNode *node = json_object_get_member(obj, name);
+        char *key = prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name);
+
+        if (JSON_NODE_HOLDS_OBJECT(node)) {
+            json_flatten(p, json_node_get_object(node), key, out);
+            g_free(key);
+            continue;
+        }
+        if (!JSON_NODE_HOLDS_VALUE(node)) {
+            problem(p, "-blockdev: \"%s\": expected a string, number, boolean or object", key);
+            g_free(key);
+            continue;
+        }
+        g_ptr_array_add(out, key);
+        switch (json_node_get_value_type(node) == G_TYPE_BOOLEAN ? 'b' :
+                json_node_get_value_type(node) == G_TYPE_INT64 ? 'i' :
+                json_node_get_value_type(node) == G_TYPE_DOUBLE ? 'd' : 's') {
+        case 'b':
+            g_ptr_array_add(out, g_strdup(json_node_get_boolean(node) ? "on" : "off"));
+            break;
+        case 'i':
+            g_ptr_array_add(out, g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(node)));
+            break;
+        case 'd':
+            g_ptr_array_add(out, g_strdup_printf("%.17g", json_node_get_double(node)));
+            break;
+        default:
+            g_ptr_array_add(out, g_strdup(json_node_get_string(node)));
+            break;
+        }
+    }
+    g_list_free(members);
+}
+#endif
+
+/* The JSON form as split_suboptions' key/value array, or NULL (a problem
+ * was reported). */
+static char **blockdev_json_to_kv(OptParse *p, const char *arg)
+{
+#ifdef HAVE_JSON_GLIB
+    JsonParser *parser = json_parser_new();
+    GError *error = NULL;
+    GPtrArray *out;
+    JsonNode *root;
+
+    if (!json_parser_load_from_data(parser, arg, -1, &error)) {
+        problem(p, "-blockdev %s: not valid JSON: %s", arg, error->message);
+        g_error_free(error);
+        g_object_unref(parser);
+        return NULL;
+    }
+    root = json_parser_get_root(parser);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        problem(p, "-blockdev %s: expected a JSON object", arg);
+        g_object_unref(parser);
+        return NULL;
+    }
+    out = g_ptr_array_new();
+    json_flatten(p, json_node_get_object(root), NULL, out);
+    g_ptr_array_add(out, NULL);
+    g_ptr_array_add(out, NULL);
+    g_object_unref(parser);
+    return (char **)g_ptr_array_free(out, FALSE);
+#else
+    problem(p, "-blockdev %s: this keel-vmm was built without json-glib; use the "
+            "key=value form (driver=file,node-name=...,filename=...)", arg);
+    return NULL;
+#endif
+}
+
+/* One protocol node (driver=file|host_device) from @kv, keys under @prefix
+ * ("" or "file.").  Returns the new entry (not yet counted), or NULL. */
+static VmmDrive *blockdev_protocol_node(OptParse *p, const char *arg, char **kv,
+                                        const char *prefix, const char *default_name)
+{
+    VmmDrive *d = drive_new(p, "-blockdev", arg);
+    size_t plen = strlen(prefix);
+    const char *driver = NULL, *name = default_name;
+
+    if (!d) {
+        return NULL;
+    }
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+
+        if (strncmp(k, prefix, plen) != 0) {
+            continue;
+        }
+        k += plen;
+        if (!v) {
+            problem(p, "-blockdev: parameter '%s%s' needs a value", prefix, k);
+        } else if (!strcmp(k, "driver")) {
+            driver = v;
+        } else if (!strcmp(k, "node-name")) {
+            name = v;
+        } else if (!strcmp(k, "filename")) {
+            g_free(d->file);
+            d->file = g_strdup(v);
+        } else if (!parse_block_key(p, "-blockdev", d, k, v)) {
+            problem(p, "-blockdev: unknown parameter '%s%s' for a protocol node", prefix, k);
+        }
+    }
+    if (!driver || (strcmp(driver, "file") != 0 && strcmp(driver, "host_device") != 0)) {
+        problem(p, "-blockdev: %sdriver=%s: keel-vmm has file, host_device and raw", prefix,
+                driver ? driver : "(missing)");
+    }
+    d->host_device = driver && !strcmp(driver, "host_device");
+    if (!d->file) {
+        problem(p, "-blockdev %s: %sfilename= is required", arg, prefix);
+    }
+    if (!name || !valid_id(name)) {
+        problem(p, "-blockdev %s: needs a valid node-name= (got '%s')", arg, name ? name : "");
+    } else if (node_name_taken(p->opts, name)) {
+        problem(p, "-blockdev: node-name=%s: duplicate node name", name);
+    }
+    d->id = g_strdup(name);
+    d->if_none = true;
+    d->from_blockdev = true;
+    return d;
+}
+
+static void parse_blockdev(OptParse *p, const char *arg)
+{
+    VmmOptions *opts = p->opts;
+    unsigned problems_before = p->problems->len;
+    char **kv = arg[0] == '{' ? blockdev_json_to_kv(p, arg) : split_suboptions(arg, NULL);
+    const char *driver = NULL, *name = NULL, *file_ref = NULL;
+    bool inline_file = false;
+    VmmDrive *d = NULL;
+
+    if (!kv) {
+        return;
+    }
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "";
+        if (!strcmp(k, "driver")) {
+            driver = kv[i + 1];
+        } else if (!strcmp(k, "node-name")) {
+            name = kv[i + 1];
+        } else if (!strcmp(k, "file")) {
+            file_ref = kv[i + 1];
+        } else if (!strncmp(k, "file.", 5) && strcmp(k, "file.locking") != 0) {
+            inline_file = true;
+        }
+    }
+    if (!driver || strcmp(driver, "raw") != 0) {
+        /* A protocol node by itself. */
+        d = blockdev_protocol_node(p, arg, kv, "", NULL);
+    } else {
+        /* driver=raw over a named file node or an inline one. */
+        if (!name || !valid_id(name)) {
+            problem(p, "-blockdev %s: needs a valid node-name= (got '%s')", arg, name ? name : "");
+        } else if (node_name_taken(opts, name)) {
+            problem(p, "-blockdev: node-name=%s: duplicate node name", name);
+        }
+        if (inline_file) {
+            char *child = g_strconcat(name ? name : "raw", "-file", NULL);
+            d = blockdev_protocol_node(p, arg, kv, "file.", child);
+            g_free(child);
+        } else if (!file_ref) {
+            problem(p, "-blockdev %s: driver=raw needs file=NODE (a driver=file node)", arg);
+        } else {
+            VmmDrive *f = find_drive_by_id(opts, file_ref);
+            if (!f || !f->from_blockdev || f->raw_node) {
+                problem(p, "-blockdev: file=%s: no -blockdev driver=file node %s before it%s",
+                        file_ref, file_ref, f && f->raw_node ? " (it is a raw node)" : "");
+            } else if (f->attached) {
+                problem(p, "-blockdev: file=%s: already attached to a device", file_ref);
+            } else {
+                d = f;
+            }
+        }
+        for (int i = 0; d && (kv[i] || kv[i + 1]); i += 2) {
+            const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1] ? kv[i + 1] : "";
+            if (!strcmp(k, "driver") || !strcmp(k, "node-name") || !strcmp(k, "file") ||
+                (!strncmp(k, "file.", 5) && strcmp(k, "file.locking") != 0)) {
+                continue;
+            } else if (!strcmp(k, "offset") || !strcmp(k, "size")) {
+                uint64_t bytes = 0;
+                char *end;
+                errno = 0;
+                bytes = strtoull(v, &end, 0);
+                if (!*v || *end || errno || bytes > INT64_MAX) {
+                    problem(p, "-blockdev: %s=%s: expected a number of bytes", k, v);
+                } else if (k[0] == 'o') {
+                    d->offset = (int64_t)bytes;
+                } else {
+                    d->size = (int64_t)bytes;
+                }
+            } else if (!parse_block_key(p, "-blockdev", d, k, v)) {
+                problem(p, "-blockdev: unknown parameter '%s' for driver=raw", k);
+            }
+        }
+    }
+    if (!d) {
+        goto out;
+    }
+    if (d->aio == VMM_AIO_NATIVE && d->cache != VMM_CACHE_NONE &&
+        d->cache != VMM_CACHE_DIRECTSYNC) {
+        problem(p, "-blockdev %s: aio=native needs cache.direct=on", arg);
+    }
+    if (p->problems->len != problems_before) {
+        if (d == &opts->drives[opts->nr_drives]) {
+            drive_clear(d);         /* a new entry: drop it */
+        }
+        goto out;
+    }
+    if (driver && !strcmp(driver, "raw")) {
+        if (d != &opts->drives[opts->nr_drives]) {
+            d->node_name = d->id;   /* the file node keeps its name */
+        } else {
+            d->node_name = g_strdup(d->id);
+            opts->nr_drives++;
+        }
+        d->id = g_strdup(name);
+        d->raw_node = true;
+    } else {
+        opts->nr_drives++;
+    }
+out:
+    free_suboptions(kv);        /* driver and name point into it */
 }
 
 /* -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S][,share=..]
@@ -490,15 +844,153 @@ static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id)
     return NULL;
 }
 
+/* A virtio-blk block size property: a power of two from 512 to 32 KiB. */
+static bool parse_block_size(OptParse *p, const char *k, const char *v, uint32_t *out)
+{
+    char *end;
+    unsigned long n = v ? strtoul(v, &end, 0) : 0;
+
+    if (!v || !*v || *end || n < 512 || n > 32768 || (n & (n - 1))) {
+        problem(p, "-device virtio-blk-pci: %s=%s: expected a power of two from 512 to 32768",
+                k, v ? v : "");
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
+}
+
 /*
- * -device: the two devices keel-vmm has.  isa-debug-exit is always present
- * at 0xf4 (so QEMU's usual spelling is accepted when it matches);
- * virtio-blk-pci,drive=ID attaches an if=none drive.
+ * -device virtio-blk-pci,drive=ID|NODE: attaches an if=none -drive or a
+ * -blockdev node.  QEMU's usual properties are taken: id=, serial=,
+ * iothread=, bus=pci.0, addr=SLOT[.0] (honoured), logical_block_size= and
+ * physical_block_size= (honoured, in the config space), num-queues=1
+ * (one queue for now), bootindex= and scsi=off (accepted: keel-vmm has no
+ * firmware to boot from and virtio-blk no SCSI passthrough).
  */
-static void parse_device(OptParse *p, const char *arg)
+static void parse_virtio_blk_device(OptParse *p, char **kv)
 {
     VmmOptions *opts = p->opts;
     unsigned problems_before = p->problems->len;
+    VmmDrive *d = NULL;
+    const char *iothread = NULL, *serial = NULL, *dev_id = NULL;
+    uint32_t lbs = 0, pbs = 0;
+    int slot = -1;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+        char *end;
+
+        if (!strcmp(k, "driver")) {
+            continue;
+        }
+        if (!v) {
+            problem(p, "-device virtio-blk-pci: parameter '%s' needs a value", k);
+        } else if (!strcmp(k, "drive")) {
+            d = find_drive_by_id(opts, v);
+            if (!d) {
+                for (int j = 0; j < opts->nr_drives; j++) {
+                    if (opts->drives[j].node_name && !strcmp(opts->drives[j].node_name, v)) {
+                        problem(p, "-device virtio-blk-pci: drive=%s: node %s is used by raw "
+                                "node %s (attach drive=%s)", v, v, opts->drives[j].id,
+                                opts->drives[j].id);
+                        break;
+                    }
+                }
+                if (p->problems->len == problems_before) {
+                    problem(p, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
+                            "or -blockdev node-name=%s before it", v, v, v);
+                }
+            } else if (!d->if_none) {
+                problem(p, "-device virtio-blk-pci: drive=%s: the drive is if=virtio "
+                        "(already a device; use if=none)", v);
+                d = NULL;
+            } else if (d->attached) {
+                problem(p, "-device virtio-blk-pci: drive=%s: already attached", v);
+                d = NULL;
+            }
+        } else if (!strcmp(k, "iothread") && valid_id(v)) {
+            iothread = v;
+        } else if (!strcmp(k, "id") && valid_id(v)) {
+            dev_id = v;
+        } else if (!strcmp(k, "serial")) {
+            if (strlen(v) > 20) {
+                problem(p, "-device virtio-blk-pci: serial=%s: longer than 20 characters", v);
+            }
+            serial = v;
+        } else if (!strcmp(k, "num-queues")) {
+            if (strcmp(v, "1") != 0) {
+                problem(p, "-device virtio-blk-pci: num-queues=%s: keel-vmm has one queue per "
+                        "device for now (num-queues=1)", v);
+            }
+        } else if (!strcmp(k, "bus")) {
+            if (strcmp(v, "pci.0") != 0 && strcmp(v, "pcie.0") != 0) {
+                problem(p, "-device virtio-blk-pci: bus=%s: keel-vmm has one PCI bus, pci.0", v);
+            }
+        } else if (!strcmp(k, "addr")) {
+            /* SLOT or SLOT.FUNCTION, hexadecimal as in QEMU (0x4, 04, 4.0). */
+            unsigned long n = strtoul(v, &end, 16);
+            if (!*v || (*end && strcmp(end, ".0") != 0) || n < 1 || n >= PCI_MAX_DEVICES) {
+                problem(p, "-device virtio-blk-pci: addr=%s: expected a slot from 0x1 to 0x%x "
+                        "(function 0)", v, PCI_MAX_DEVICES - 1);
+            } else {
+                slot = (int)n;
+            }
+        } else if (!strcmp(k, "bootindex")) {
+            strtol(v, &end, 10);
+            if (!*v || *end) {
+                problem(p, "-device virtio-blk-pci: bootindex=%s: expected a number", v);
+            }
+        } else if (!strcmp(k, "scsi")) {
+            bool on;
+            if (parse_bool(v, &on) < 0 || on) {
+                problem(p, "-device virtio-blk-pci: scsi=%s: SCSI passthrough is not "
+                        "supported (scsi=off)", v);
+            }
+        } else if (!strcmp(k, "logical_block_size")) {
+            parse_block_size(p, k, v, &lbs);
+        } else if (!strcmp(k, "physical_block_size")) {
+            parse_block_size(p, k, v, &pbs);
+        } else {
+            problem(p, "-device virtio-blk-pci: unknown parameter '%s'", k);
+        }
+    }
+    if (lbs && pbs && pbs < lbs) {
+        problem(p, "-device virtio-blk-pci: physical_block_size=%u is smaller than "
+                "logical_block_size=%u", pbs, lbs);
+    }
+    if (!d && p->problems->len == problems_before) {
+        problem(p, "-device virtio-blk-pci: drive= is required");
+    }
+    if (p->problems->len != problems_before) {
+        if (d) {
+            d->attached = true;   /* named: don't also report it as unused */
+        }
+        return;
+    }
+    d->attached = true;
+    if (iothread) {
+        g_free(d->iothread);
+        d->iothread = g_strdup(iothread);
+    }
+    if (serial) {
+        g_free(d->serial);
+        d->serial = g_strdup(serial);
+    }
+    if (dev_id) {
+        d->dev_id = g_strdup(dev_id);
+    }
+    d->logical_block_size = lbs;
+    d->physical_block_size = pbs;
+    d->pci_slot = slot;
+}
+
+/*
+ * -device: the two devices keel-vmm has.  isa-debug-exit is always present
+ * at 0xf4 (so QEMU's usual spelling is accepted when it matches);
+ * virtio-blk-pci,drive=ID attaches an if=none drive or a -blockdev node.
+ */
+static void parse_device(OptParse *p, const char *arg)
+{
     char **kv = split_suboptions(arg, "driver");
     const char *driver = NULL;
 
@@ -526,43 +1018,7 @@ static void parse_device(OptParse *p, const char *arg)
                     "built in at iobase=0xf4", k, v ? "=" : "", v ? v : "");
         }
     } else if (!strcmp(driver, "virtio-blk-pci") || !strcmp(driver, "virtio-blk")) {
-        VmmDrive *d = NULL;
-        const char *iothread = NULL;
-
-        for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
-            const char *k = kv[i], *v = kv[i + 1];
-            if (!strcmp(k, "driver")) {
-                continue;
-            } else if (!strcmp(k, "drive") && v) {
-                d = find_drive_by_id(opts, v);
-                if (!d || !d->if_none) {
-                    problem(p, "-device virtio-blk-pci: drive=%s: no -drive if=none,id=%s "
-                            "before it", v, v);
-                    d = NULL;
-                } else if (d->attached) {
-                    problem(p, "-device virtio-blk-pci: drive=%s: already attached", v);
-                    d = NULL;
-                }
-            } else if (!strcmp(k, "iothread") && v && valid_id(v)) {
-                iothread = v;
-            } else if (!strcmp(k, "id") && v && valid_id(v)) {
-                continue;
-            } else {
-                problem(p, "-device virtio-blk-pci: unknown parameter '%s'", k);
-            }
-        }
-        if (!d && p->problems->len == problems_before) {
-            problem(p, "-device virtio-blk-pci: drive= is required");
-        }
-        if (p->problems->len == problems_before) {
-            d->attached = true;
-            if (iothread) {
-                g_free(d->iothread);
-                d->iothread = g_strdup(iothread);
-            }
-        } else if (d) {
-            d->attached = true;   /* named: don't also report it as unused */
-        }
+        parse_virtio_blk_device(p, kv);
     } else {
         problem(p, "-device %s: unknown device (keel-vmm has virtio-blk-pci and "
                 "isa-debug-exit)", driver);
@@ -860,7 +1316,7 @@ static bool check_file(OptParse *p, const char *opt, const char *path)
 typedef enum {
     OPT_M, OPT_SMP, OPT_KERNEL, OPT_INITRD, OPT_APPEND, OPT_DRIVE, OPT_OBJECT,
     OPT_DEVICE, OPT_SERIAL, OPT_NOGRAPHIC, OPT_DISPLAY, OPT_IGNORED, OPT_MACHINE,
-    OPT_HELP, OPT_VERSION, OPT_FEATURES, OPT_CPU, OPT_ACCEL,
+    OPT_HELP, OPT_VERSION, OPT_FEATURES, OPT_CPU, OPT_ACCEL, OPT_BLOCKDEV,
 } OptId;
 
 static const struct {
@@ -876,6 +1332,7 @@ static const struct {
     { "initrd", OPT_INITRD, true },
     { "append", OPT_APPEND, true },
     { "drive", OPT_DRIVE, true },
+    { "blockdev", OPT_BLOCKDEV, true },
     { "object", OPT_OBJECT, true },
     { "device", OPT_DEVICE, true },
     { "serial", OPT_SERIAL, true },
@@ -1004,6 +1461,9 @@ static void options_parse(OptParse *p, int argc, char **argv)
         case OPT_DRIVE:
             parse_drive(p, arg);
             break;
+        case OPT_BLOCKDEV:
+            parse_blockdev(p, arg);
+            break;
         case OPT_OBJECT:
             parse_object(p, arg);
             break;
@@ -1079,8 +1539,15 @@ static void options_parse(OptParse *p, int argc, char **argv)
                     d->file, d->iothread, d->iothread);
         }
         if (!d->attached) {
-            problem(p, "-drive file=%s: if=none drive %s is not used by any "
-                    "-device virtio-blk-pci,drive=%s", d->file, d->id, d->id);
+            problem(p, "%s file=%s: %s %s is not used by any -device virtio-blk-pci,drive=%s",
+                    d->from_blockdev ? "-blockdev" : "-drive", d->file,
+                    d->from_blockdev ? "node" : "if=none drive", d->id, d->id);
+        }
+        for (int j = 0; j < i && d->pci_slot >= 0; j++) {
+            if (opts->drives[j].pci_slot == d->pci_slot) {
+                problem(p, "-device virtio-blk-pci,drive=%s: addr=0x%x: slot already used by "
+                        "drive=%s", d->id, d->pci_slot, opts->drives[j].id);
+            }
         }
     }
     if (opts->mem_backend_id &&
@@ -1129,6 +1596,8 @@ void vmm_options_free(VmmOptions *opts)
     for (int i = 0; i < opts->nr_drives; i++) {
         g_free(opts->drives[i].file);
         g_free(opts->drives[i].id);
+        g_free(opts->drives[i].node_name);
+        g_free(opts->drives[i].dev_id);
         g_free(opts->drives[i].iothread);
         g_free(opts->drives[i].serial);
         g_free(opts->drives[i].inject);
@@ -1156,12 +1625,22 @@ void vmm_options_print_help(FILE *out)
 "  -accel kvm, -machine accel=kvm\n"
 "                      KVM is the only accelerator (tcg is refused)\n"
 "  -drive file=F[,format=raw][,if=virtio|none][,id=ID][,aio=threads|native|io_uring]\n"
-"         [,cache=none|writeback|directsync|unsafe][,readonly=on|off]\n"
-"         [,iothread=ID][,serial=STR][,inject=RULE]...\n"
-"                      a virtio-blk disk; inject= fails/delays chosen requests\n"
-"                      (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
-"  -device virtio-blk-pci,drive=ID[,iothread=ID]\n"
-"                      attach an if=none drive\n"
+"         [,cache=none|writeback|writethrough|directsync|unsafe][,readonly=on|off]\n"
+"         [,discard=ignore|unmap][,detect-zeroes=off|on|unmap][,file.locking=on|off|auto]\n"
+"         [,media=disk][,index=N][,iothread=ID][,serial=STR][,inject=RULE]...\n"
+"                      a virtio-blk disk; without format= the image is probed\n"
+"                      (other formats refused); inject= fails/delays chosen\n"
+"                      requests (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
+"  -blockdev driver=file|host_device,node-name=N,filename=F[,aio=..][,cache.direct=..]\n"
+"         [,cache.no-flush=..][,discard=..][,detect-zeroes=..][,read-only=..]\n"
+"         [,auto-read-only=..][,locking=..]\n"
+"  -blockdev driver=raw,node-name=N,file=NODE[,offset=B][,size=B]\n"
+"                      QEMU's block nodes, key=value or JSON ({\"driver\":...})\n"
+"  -device virtio-blk-pci,drive=ID|NODE[,id=ID][,serial=S][,iothread=ID][,bus=pci.0]\n"
+"         [,addr=SLOT][,logical_block_size=B][,physical_block_size=B][,num-queues=1]\n"
+"         [,bootindex=N][,scsi=off]\n"
+"                      attach an if=none drive or a node (addr= is the PCI slot;\n"
+"                      bootindex and scsi=off have no effect)\n"
 "  -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S]\n"
 "  -machine memory-backend=ID\n"
 "                      what backs guest RAM: anonymous memory, or a memfd that\n"

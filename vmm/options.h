@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "block/block-backend.h"
 #include "vmm/kvm.h"
 #include "vmm/topology.h"
 
@@ -45,17 +46,37 @@ typedef enum VmmDriveCache {
     VMM_CACHE_NONE,         /* O_DIRECT, flush honoured */
     VMM_CACHE_DIRECTSYNC,   /* O_DIRECT + O_DSYNC */
     VMM_CACHE_UNSAFE,       /* page cache, flush ignored */
+    VMM_CACHE_WRITETHROUGH, /* page cache, each write stable before it completes */
 } VmmDriveCache;
 
+/*
+ * A disk: from -drive, or from -blockdev nodes (a file/host_device node, or
+ * a raw node over one, which takes the file node's entry over: id is then
+ * the raw node's node-name and node_name the file node's).
+ */
 typedef struct VmmDrive {
     char *file;             /* required */
-    char *id;               /* optional; required for if=none */
+    char *id;               /* optional; required for if=none; a -blockdev node-name */
+    char *node_name;        /* -blockdev: the file node under a raw node, or NULL */
+    char *dev_id;           /* -device ...,id= (for messages), or NULL */
     char *iothread;         /* an -object iothread id, or NULL (main loop) */
     char *serial;           /* virtio-blk GET_ID string (≤ 20 bytes), or NULL */
     char *inject;           /* error-injection rules (block/blkdebug.h), ';'-joined, or NULL */
     VmmDriveAio aio;
     VmmDriveCache cache;
     bool readonly;
+    bool auto_read_only;    /* -blockdev auto-read-only=on: read-only if it cannot write */
+    bool no_flush;          /* cache.no-flush=on with cache.direct=on */
+    bool discard_unmap;     /* discard=unmap|on */
+    KeelBlkDetectZeroes detect_zeroes;
+    KeelBlkLocking locking; /* file.locking= / -blockdev locking= */
+    bool probe_format;      /* -drive without format=: probe, refuse non-raw magic */
+    bool host_device;       /* -blockdev driver=host_device: must be a block device */
+    bool from_blockdev;     /* made by -blockdev (always explicit raw) */
+    bool raw_node;          /* a -blockdev driver=raw node sits on top */
+    int64_t offset, size;   /* raw node offset= / size= (0: to the end) */
+    uint32_t logical_block_size, physical_block_size;   /* 0: from the image */
+    int pci_slot;           /* -device addr=; -1: the next free slot */
     bool if_none;           /* if=none: attached by -device virtio-blk-pci */
     bool attached;          /* if=virtio, or named by a -device (set by the parser) */
 } VmmDrive;

@@ -34,6 +34,7 @@ struct PciHost {
     uint32_t config_address;
     uint8_t reset_control;
     PciDevice *devices[PCI_MAX_DEVICES];
+    int wanted_slot;            /* 1 + the slot the next device asks for; 0: any */
     uint64_t next_io;
     uint64_t next_mmio;
 };
@@ -250,10 +251,17 @@ PciDevice *pci_device_new(PciHost *host, const char *name, uint16_t vendor, uint
     PciDevice *dev;
     int slot = -1;
 
-    for (int i = 0; i < PCI_MAX_DEVICES; i++) {
+    if (host->wanted_slot) {
+        /* -device ...,addr=SLOT: that slot or nothing. */
+        slot = host->wanted_slot - 1;
+        host->wanted_slot = 0;
+        if (slot >= PCI_MAX_DEVICES || host->devices[slot]) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < PCI_MAX_DEVICES && slot < 0; i++) {
         if (!host->devices[i]) {
             slot = i;
-            break;
         }
     }
     if (slot < 0) {
@@ -464,6 +472,11 @@ PciHost *pci_host_new(Vm *vm)
     pci_config_set(bridge, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_IO, 2);
     pci_device_set_wmask(bridge, PCI_COMMAND, 2, 0);
     return host;
+}
+
+void pci_host_want_slot(PciHost *host, int slot)
+{
+    host->wanted_slot = slot >= 0 ? slot + 1 : 0;
 }
 
 void pci_host_free(PciHost *host)

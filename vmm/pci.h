@@ -110,6 +110,10 @@ typedef struct PciHost PciHost;
 PciHost *pci_host_new(Vm *vm);
 void pci_host_free(PciHost *host);
 
+/* The next pci_device_new() goes into @slot (QEMU's addr=), failing when it
+ * is taken; -1: the next free slot (the default).  Main thread. */
+void pci_host_want_slot(PciHost *host, int slot);
+
 /* Adds a function in the next free slot.  @class_code is the 24-bit
  * class/subclass/prog-if.  Returns NULL if the bus is full. */
 PciDevice *pci_device_new(PciHost *host, const char *name, uint16_t vendor, uint16_t device,

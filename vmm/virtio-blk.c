@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Guest structures are little endian (virtio 1.x); so is every host this
  * VMM runs on (x86-64), so they are read as they are. */
@@ -65,7 +67,8 @@ struct VirtioBlk {
     char serial[VIRTIO_BLK_ID_BYTES];
     bool readonly;
     uint64_t capacity;              /* 512-byte sectors */
-    uint32_t blk_size;
+    uint32_t blk_size;              /* logical block size */
+    uint8_t physical_block_exp;     /* log2(physical / logical) */
     uint32_t discard_alignment;     /* sectors */
 
     /* Home thread of ctx (handed over by start/stop). */
@@ -383,9 +386,13 @@ static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t sect
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
+/* Inside the disk and aligned to its logical block size (QEMU's
+ * virtio_blk_sect_range_ok). */
 static bool sectors_ok(VirtioBlk *s, uint64_t sector, uint64_t bytes)
 {
-    return bytes % VIRTIO_BLK_SECTOR == 0 && sector <= s->capacity &&
+    uint64_t mask = s->blk_size / VIRTIO_BLK_SECTOR - 1;
+
+    return bytes % s->blk_size == 0 && !(sector & mask) && sector <= s->capacity &&
            bytes / VIRTIO_BLK_SECTOR <= s->capacity - sector;
 }
 
@@ -656,7 +663,7 @@ static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
     put_le(cfg + 12, VIRTIO_BLK_SEG_MAX, 4);
     /* geometry (16..19) left 0: guests compute their own */
     put_le(cfg + 20, s->blk_size, 4);
-    put_le(cfg + 24, 0, 1);                         /* physical_block_exp */
+    put_le(cfg + 24, s->physical_block_exp, 1);
     put_le(cfg + 26, s->blk_size / VIRTIO_BLK_SECTOR, 2);     /* min_io_size */
     put_le(cfg + 34, 1, 2);                         /* num_queues (no MQ) */
     put_le(cfg + 36, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);
@@ -751,7 +758,7 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
         /* 20 bytes, NUL-padded, not NUL-terminated when exactly 20 long. */
         memcpy(s->serial, conf->serial, MIN(strlen(conf->serial), sizeof(s->serial)));
     }
-    s->blk = keel_blk_open(&conf->blk, s->ctx, &msg);
+    s->blk = conf->backend ? conf->backend : keel_blk_open(&conf->blk, s->ctx, &msg);
     if (!s->blk) {
         snprintf(err, errlen, "%s: %s: %s", conf->name, conf->blk.filename, msg);
         g_free(msg);
@@ -767,6 +774,16 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
     align = keel_blk_get_request_alignment(s->blk);
     s->blk_size = align >= VIRTIO_BLK_SECTOR && align <= 4096 && !(align & (align - 1))
                   ? align : VIRTIO_BLK_SECTOR;
+    if (conf->logical_block_size) {
+        /* What the user asked for; smaller than the O_DIRECT alignment
+         * is fine (the backend bounces), as in QEMU. */
+        s->blk_size = conf->logical_block_size;
+    }
+    if (conf->physical_block_size > s->blk_size) {
+        for (uint32_t r = conf->physical_block_size / s->blk_size; r > 1; r >>= 1) {
+            s->physical_block_exp++;
+        }
+    }
     s->discard_alignment = s->blk_size / VIRTIO_BLK_SECTOR;
     s->notify_bh = keel_aio_bh_new(s->ctx, notify_bh, s);
 
@@ -775,6 +792,7 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
                (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |
                (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX) |
                (s->readonly ? 1ull << VIRTIO_BLK_F_RO : 0);
+    pci_host_want_slot(host, conf->pci_slot > 0 ? conf->pci_slot : -1);
     s->vp = virtio_pci_new(vm, host, s->name, VIRTIO_ID_BLOCK, 0x010000, features, 1,
                            VIRTIO_BLK_QUEUE_SIZE, VIRTIO_BLK_CONFIG_LEN, conf->intx_irq,
                            &virtio_blk_ops, s, err, errlen);
@@ -838,6 +856,9 @@ struct VmmBlockDevices {
     int nr_iothreads;
     VirtioBlk *drives[VMM_MAX_DRIVES];
     int nr_drives;
+    /* Opened, not yet realized: one per attached drive, in command-line order. */
+    VirtioBlkConf pending[VMM_MAX_DRIVES];
+    int nr_pending;
 };
 
 static KeelBlkAio blk_aio_of(VmmDriveAio aio)
@@ -856,16 +877,74 @@ static KeelBlkCache blk_cache_of(VmmDriveCache cache)
     case VMM_CACHE_NONE: return KEEL_BLK_CACHE_NONE;
     case VMM_CACHE_DIRECTSYNC: return KEEL_BLK_CACHE_DIRECTSYNC;
     case VMM_CACHE_UNSAFE: return KEEL_BLK_CACHE_UNSAFE;
+    case VMM_CACHE_WRITETHROUGH: return KEEL_BLK_CACHE_WRITETHROUGH;
     case VMM_CACHE_WRITEBACK: break;
     }
     return KEEL_BLK_CACHE_WRITEBACK;
 }
 
-VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
-                                       char *err, size_t errlen)
+/* The block options a drive's command line asks for. */
+static void drive_blk_options(const VmmDrive *d, KeelBlkOptions *o)
 {
-    /* Legacy IRQs for INTA#, like a PC's PCI interrupt routing would give. */
-    static const unsigned intx_irqs[] = { 10, 11, 9, 5 };
+    keel_blk_options_init(o);
+    o->filename = d->file;
+    o->aio = blk_aio_of(d->aio);
+    o->cache = blk_cache_of(d->cache);
+    o->readonly = d->readonly;
+    o->no_flush = d->no_flush;
+    o->discard_unmap = d->discard_unmap;
+    o->detect_zeroes = d->detect_zeroes;
+    o->locking = d->locking;
+    o->probe_format = d->probe_format;
+    o->offset = d->offset;
+    o->size = d->size;
+    o->inject = d->inject;
+    o->fixed_size = true;       /* the guest's capacity is fixed at start */
+}
+
+/* Opens @d's image in @ctx: host_device checks, auto-read-only, QEMU's
+ * probed-raw warning.  NULL with the message in @err. */
+static KeelBlockBackend *drive_open(const VmmDrive *d, KeelAioContext *ctx, char *err,
+                                    size_t errlen)
+{
+    KeelBlkOptions o;
+    KeelBlockBackend *blk;
+    char *msg = NULL;
+    struct stat st;
+    const char *what = d->from_blockdev ? "-blockdev" : "-drive";
+
+    if (d->host_device && (stat(d->file, &st) < 0 || !S_ISBLK(st.st_mode))) {
+        snprintf(err, errlen, "%s node-name=%s: '%s' is not a block device (driver=host_device)",
+                 what, d->id, d->file);
+        return NULL;
+    }
+    drive_blk_options(d, &o);
+    blk = keel_blk_open(&o, ctx, &msg);
+    if (!blk && d->auto_read_only && !d->readonly) {
+        /* auto-read-only=on: read-only when the image cannot be written
+         * (permissions), as QEMU's file driver does. */
+        if (access(d->file, W_OK) < 0 && errno == EACCES) {
+            g_free(msg);
+            msg = NULL;
+            o.readonly = true;
+            blk = keel_blk_open(&o, ctx, &msg);
+        }
+    }
+    if (!blk) {
+        snprintf(err, errlen, "%s file=%s: %s", what, d->file, msg);
+        g_free(msg);
+        return NULL;
+    }
+    if (keel_blk_is_probed_raw(blk)) {
+        char *warning = keel_blk_probed_raw_warning(d->file);
+        fprintf(stderr, "keel-vmm: %s\n", warning);
+        g_free(warning);
+    }
+    return blk;
+}
+
+VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen)
+{
     VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
 
     for (int i = 0; i < opts->nr_iothreads; i++) {
@@ -886,49 +965,88 @@ VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *
     }
     for (int i = 0; i < opts->nr_drives; i++) {
         const VmmDrive *d = &opts->drives[i];
-        VirtioBlkConf conf;
-        char name[32];
-        VirtioBlk *s;
+        VirtioBlkConf *conf = &devs->pending[devs->nr_pending];
 
         if (!d->attached) {
             continue;
         }
-        memset(&conf, 0, sizeof(conf));
-        snprintf(name, sizeof(name), "virtio-blk%d", devs->nr_drives);
-        conf.name = name;
-        keel_blk_options_init(&conf.blk);
-        conf.blk.filename = d->file;
-        conf.blk.aio = blk_aio_of(d->aio);
-        conf.blk.cache = blk_cache_of(d->cache);
-        conf.blk.readonly = d->readonly;
-        conf.blk.inject = d->inject;
-        conf.serial = d->serial;
-        conf.ctx = keel_main_aio_context();
-        conf.intx_irq = intx_irqs[devs->nr_drives % G_N_ELEMENTS(intx_irqs)];
+        memset(conf, 0, sizeof(*conf));
+        drive_blk_options(d, &conf->blk);
+        conf->serial = d->serial;
+        conf->ctx = keel_main_aio_context();
+        conf->logical_block_size = d->logical_block_size;
+        conf->physical_block_size = d->physical_block_size;
+        conf->pci_slot = d->pci_slot > 0 ? d->pci_slot : 0;
         if (d->iothread) {
             for (int t = 0; t < devs->nr_iothreads; t++) {
                 if (!strcmp(keel_iothread_id(devs->iothreads[t]), d->iothread)) {
-                    conf.ctx = keel_iothread_get_aio_context(devs->iothreads[t]);
-                    conf.iothread_id = d->iothread;
+                    conf->ctx = keel_iothread_get_aio_context(devs->iothreads[t]);
+                    conf->iothread_id = d->iothread;
                 }
             }
-            if (!conf.iothread_id) {
+            if (!conf->iothread_id) {
                 snprintf(err, errlen, "-drive file=%s: iothread=%s: no such -object iothread",
                          d->file, d->iothread);
                 goto fail;
             }
         }
-        s = virtio_blk_new(vm, host, &conf, err, errlen);
-        if (!s) {
+        conf->backend = drive_open(d, conf->ctx, err, errlen);
+        if (!conf->backend) {
             goto fail;
         }
-        devs->drives[devs->nr_drives++] = s;
+        devs->nr_pending++;
     }
     return devs;
 
 fail:
     vmm_block_devices_free(devs, NULL);
     return NULL;
+}
+
+int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char *err,
+                              size_t errlen)
+{
+    /* Legacy IRQs for INTA#, like a PC's PCI interrupt routing would give. */
+    static const unsigned intx_irqs[] = { 10, 11, 9, 5 };
+    static char names[VMM_MAX_DRIVES][32];
+
+    /* Drives with addr= first, so no automatic slot takes theirs. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < devs->nr_pending; i++) {
+            VirtioBlkConf *conf = &devs->pending[i];
+            VirtioBlk *s;
+
+            if (!conf->backend || (conf->pci_slot > 0) != (pass == 0)) {
+                continue;
+            }
+            snprintf(names[i], sizeof(names[i]), "virtio-blk%d", i);
+            conf->name = names[i];
+            conf->intx_irq = intx_irqs[i % G_N_ELEMENTS(intx_irqs)];
+            s = virtio_blk_new(vm, host, conf, err, errlen);
+            conf->backend = NULL;       /* taken over (closed on failure) */
+            if (!s) {
+                if (conf->pci_slot > 0 && strstr(err, "no free PCI slot")) {
+                    snprintf(err, errlen, "-device virtio-blk-pci,addr=0x%x: the slot is taken",
+                             conf->pci_slot);
+                }
+                return -1;
+            }
+            devs->drives[devs->nr_drives++] = s;
+        }
+    }
+    return 0;
+}
+
+VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
+                                       char *err, size_t errlen)
+{
+    VmmBlockDevices *devs = vmm_block_devices_open(opts, err, errlen);
+
+    if (devs && vmm_block_devices_realize(devs, vm, host, err, errlen) < 0) {
+        vmm_block_devices_free(devs, NULL);
+        return NULL;
+    }
+    return devs;
 }
 
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out)
@@ -980,6 +1098,9 @@ void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out)
     }
     for (int i = devs->nr_drives - 1; i >= 0; i--) {
         virtio_blk_free(devs->drives[i]);
+    }
+    for (int i = 0; i < devs->nr_pending; i++) {
+        keel_blk_close(devs->pending[i].backend);   /* opened, never realized */
     }
     for (int i = devs->nr_iothreads - 1; i >= 0; i--) {
         keel_iothread_free(devs->iothreads[i]);

@@ -90,6 +90,10 @@ typedef struct VirtioBlk VirtioBlk;
 typedef struct VirtioBlkConf {
     const char *name;               /* "virtio-blk0" (kept by pointer) */
     KeelBlkOptions blk;             /* file, aio, cache, readonly, inject */
+    KeelBlockBackend *backend;      /* already open (taken over), or NULL: open blk */
+    uint32_t logical_block_size;    /* 0: the backend's alignment (≥ 512) */
+    uint32_t physical_block_size;   /* 0: the logical block size */
+    int pci_slot;                   /* 0: the next free slot (0 is the host bridge's) */
     const char *serial;             /* GET_ID, or NULL */
     KeelAioContext *ctx;            /* where the queue and backend live */
     const char *iothread_id;        /* for messages; NULL: main loop */
@@ -125,8 +129,17 @@ struct VirtioPci *virtio_blk_get_transport(VirtioBlk *s);
 /* ---- the drives of a command line ------------------------------------------- */
 typedef struct VmmBlockDevices VmmBlockDevices;
 
-/* Starts the -object iothreads and creates a virtio-blk-pci function for
- * every attached -drive.  NULL with a message in @err on failure. */
+/* Starts the -object iothreads and opens every attached drive's image
+ * (locking it QEMU's way and probing its format when format= was not
+ * given), before the VM exists, so an image in use or of another format is
+ * refused as early as QEMU refuses it.  Prints QEMU's warning for probed
+ * raw images to stderr.  NULL with a message in @err on failure. */
+VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen);
+/* Creates the virtio-blk-pci functions (drives with addr= first, in their
+ * slots).  Returns 0, or -1 with a message in @err. */
+int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char *err,
+                              size_t errlen);
+/* open + realize. */
 VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
                                        char *err, size_t errlen);
 /* "keel-vmm: virtio-blk0 ..." start-up lines. */
