@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     pkgs="build-essential autoconf automake libtool pkg-config libglib2.0-dev
-          liburing-dev libaio-dev linux-libc-dev clang valgrind libuv1-dev
+          liburing-dev libaio-dev libjson-glib-dev linux-libc-dev clang valgrind libuv1-dev
           qemu-system-x86 qemu-utils fio busybox-static cpio zstd xz-utils
           debootstrap rpm debhelper dh-autoreconf devscripts lintian"
     missing=
