@@ -1,9 +1,10 @@
 #!/bin/sh
-# tests/fuzz-virtqueue.sh — builds tests/fuzz-virtqueue.c with clang's
+# tests/fuzz-virtqueue.sh — builds the libFuzzer targets with clang's
 # libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer (whatever
-# compiler the tree was configured with), seeds a corpus, and fuzzes the
-# virtqueue + virtio-blk request path for FUZZ_SECONDS (default 10 here;
-# `make fuzz` passes 60).  TAP; exit 77 when clang or its libFuzzer runtime
+# compiler the tree was configured with), seeds a corpus for each, and
+# fuzzes each for FUZZ_SECONDS (default 10 here; `make fuzz` passes 60):
+# tests/fuzz-virtqueue.c (the virtqueue + virtio-blk request path) and
+# tests/fuzz-qmp.c (the QMP monitor's input).  TAP; exit 77 when clang or its libFuzzer runtime
 # is missing or libkeel is not built yet.
 #
 # Environment: top_builddir / top_srcdir (default: ../build and the
@@ -42,31 +43,35 @@ ok() {
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=1; fi
 }
 
-bin=$top_builddir/tests/fuzz-virtqueue
+# fuzz_one NAME EXTRA_CFLAGS EXTRA_LIBS SOURCES...: build tests/NAME from
+# tests/NAME.c and SOURCES, seed its corpus, fuzz it for FUZZ_SECONDS.
+fuzz_one() {
+name=$1 extra_cflags=$2 extra_libs=$3
+shift 3
+bin=$top_builddir/tests/$name
 mkdir -p "$top_builddir/tests"
 s=$top_srcdir
+srcs=
+for f in "$@"; do srcs="$srcs $s/$f"; done
 # shellcheck disable=SC2086
 "$CLANG" -std=gnu99 -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
     -I"$s" -I"$top_builddir" -DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_56 \
-    -DGLIB_VERSION_MAX_ALLOWED=GLIB_VERSION_2_56 $CFLAGS_GLIB \
-    "$s/tests/fuzz-virtqueue.c" "$s/vmm/virtqueue.c" "$s/vmm/virtio-pci.c" \
-    "$s/vmm/virtio-blk.c" "$s/vmm/kvm.c" "$s/vmm/cpuid.c" "$s/vmm/bus.c" "$s/vmm/pci.c" \
-    "$lib" $LIBS -o "$bin" 2>"$tmp/build.err"
+    -DGLIB_VERSION_MAX_ALLOWED=GLIB_VERSION_2_56 $CFLAGS_GLIB $extra_cflags \
+    "$s/tests/$name.c" $srcs "$lib" $LIBS $extra_libs -o "$bin" 2>"$tmp/build.err"
 r=$?
-ok $r "fuzz-virtqueue builds with $CLANG -fsanitize=fuzzer,address,undefined"
+ok $r "$name builds with $CLANG -fsanitize=fuzzer,address,undefined"
 if [ $r -ne 0 ]; then
     sed 's/^/# /' "$tmp/build.err" | head -n 40
-    echo "1..$n"
-    exit 1
+    return
 fi
 
-corpus=${FUZZ_CORPUS:-$tmp/corpus}
+corpus=${FUZZ_CORPUS:-$tmp/corpus}/$name
 mkdir -p "$corpus"
 KEEL_FUZZ_SEEDS=$corpus "$bin" >/dev/null 2>&1
 [ -n "$(ls "$corpus")" ]
-ok $? "seed corpus written ($(ls "$corpus" | wc -l) inputs)"
+ok $? "$name: seed corpus written ($(ls "$corpus" | wc -l) inputs)"
 
 # detect_leaks=0: the device and loop live for the whole process on purpose.
 # shellcheck disable=SC2086
@@ -77,7 +82,7 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 r=$?
 grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "$tmp/fuzz.log" |
     sed 's/^/# /'
-ok $r "fuzzed for ${FUZZ_SECONDS}s without a crash, leak or sanitizer report"
+ok $r "$name: fuzzed for ${FUZZ_SECONDS}s without a crash, leak or sanitizer report"
 if [ $r -ne 0 ]; then
     grep -v '^#[0-9]' "$tmp/fuzz.log" | tail -n 60 | sed 's/^/# /'
     for a in "$tmp"/crash-* "$tmp"/timeout-* "$tmp"/oom-*; do
@@ -85,5 +90,13 @@ if [ $r -ne 0 ]; then
         cp "$a" "$top_builddir/tests/" && echo "# reproducer kept: $top_builddir/tests/$(basename "$a")"
     done
 fi
+}
+
+# The virtqueue and virtio-blk request parser.
+fuzz_one fuzz-virtqueue "" "" vmm/virtqueue.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/kvm.c \
+    vmm/cpuid.c vmm/bus.c vmm/pci.c vmm/options.c
+# The QMP monitor's input (framing, json-glib, dispatch) on the real run state.
+fuzz_one fuzz-qmp "$(mkvar JSON_GLIB_CFLAGS)" "$(mkvar JSON_GLIB_LIBS)" vmm/qmp.c \
+    vmm/machine.c vmm/chardev.c
 echo "1..$n"
 exit $failed

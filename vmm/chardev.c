@@ -55,6 +55,7 @@ struct Chardev {
     int nr_fe;
     int focus;
     bool escape_pending;        /* mux: Ctrl-A seen, the next key is a command */
+    GByteArray *pending;        /* mux: input read for a front end that lost the focus */
 };
 
 static void (*quit_hook)(void *opaque);
@@ -175,7 +176,9 @@ static bool mux_escape(Chardev *chr, uint8_t key)
 }
 
 /* Delivers @len bytes to the focused front end, interpreting escapes on a
- * mux.  The caller made sure the front end has room for @len bytes. */
+ * mux.  The caller made sure the front end has room for @len bytes; when
+ * Ctrl-A c moves the focus, the rest waits in chr->pending for the new
+ * front end's room. */
 static void chr_deliver(Chardev *chr, const uint8_t *buf, size_t len)
 {
     CharFe *fe = focused_fe(chr);
@@ -192,7 +195,12 @@ static void chr_deliver(Chardev *chr, const uint8_t *buf, size_t len)
             chr->escape_pending = false;
             if (mux_escape(chr, buf[i])) {
                 start = i + 1;
-                fe = focused_fe(chr);   /* Ctrl-A c moved it */
+                if (fe != focused_fe(chr)) {
+                    /* Ctrl-A c: the rest is for the other front end, when
+                     * it has room. */
+                    g_byte_array_append(chr->pending, buf + start, (guint)(len - start));
+                    return;
+                }
             }
             continue;   /* a literal Ctrl-A stays in the run */
         }
@@ -211,13 +219,37 @@ static void chr_deliver(Chardev *chr, const uint8_t *buf, size_t len)
 
 static void chr_client_closed(Chardev *chr);
 
+/* Delivers held input while the focused front end has room. */
+static void chr_flush_pending(Chardev *chr)
+{
+    while (chr->pending && chr->pending->len) {
+        size_t room = fe_room(focused_fe(chr));
+        GByteArray *take;
+
+        if (!room) {
+            return;
+        }
+        if (room > chr->pending->len) {
+            room = chr->pending->len;
+        }
+        /* chr_deliver may add to pending again (another Ctrl-A c). */
+        take = chr->pending;
+        chr->pending = g_byte_array_new();
+        chr_deliver(chr, take->data, room);
+        g_byte_array_append(chr->pending, take->data + room, take->len - (guint)room);
+        g_byte_array_free(take, TRUE);
+    }
+}
+
 static void chr_readable(void *opaque)
 {
     Chardev *chr = opaque;
     uint8_t buf[4096];
-    size_t room = fe_room(focused_fe(chr));
+    size_t room;
     ssize_t n;
 
+    chr_flush_pending(chr);
+    room = chr->pending->len ? 0 : fe_room(focused_fe(chr));
     if (room == 0) {
         chr_update_watch(chr);
         return;
@@ -239,6 +271,7 @@ static void chr_readable(void *opaque)
         return;
     }
     chr_deliver(chr, buf, (size_t)n);
+    chr_flush_pending(chr);     /* Ctrl-A c: the rest to the new focus */
     chr_update_watch(chr);
 }
 
@@ -246,7 +279,8 @@ static void chr_readable(void *opaque)
  * focused front end has room. */
 static void chr_update_watch(Chardev *chr)
 {
-    bool want = chr->in_fd >= 0 && !chr->in_eof && fe_room(focused_fe(chr)) > 0;
+    bool want = chr->in_fd >= 0 && !chr->in_eof && !chr->pending->len &&
+                fe_room(focused_fe(chr)) > 0;
 
     if (want == chr->in_watching) {
         return;
@@ -258,6 +292,7 @@ static void chr_update_watch(Chardev *chr)
 
 void char_fe_accept_input(CharFe *fe)
 {
+    chr_flush_pending(fe->chr);
     chr_update_watch(fe->chr);
 }
 
@@ -347,6 +382,7 @@ static void chr_client_closed(Chardev *chr)
     }
     close(fd);
     chr->in_fd = chr->out_fd = -1;
+    g_byte_array_set_size(chr->pending, 0);
     for (int i = 0; i < chr->nr_fe; i++) {
         fe_event(chr->fe[i], CHR_EVENT_CLOSED);
     }
@@ -530,6 +566,7 @@ Chardev *chardev_open(const VmmChardevSpec *spec, KeelAioContext *ctx, char *err
     chr->signal = spec->signal;
     chr->in_fd = chr->out_fd = chr->listen_fd = -1;
     chr->path = g_strdup(spec->path);
+    chr->pending = g_byte_array_new();
 
     switch (spec->backend) {
     case VMM_CHR_NULL:
@@ -614,6 +651,7 @@ void chardev_free(Chardev *chr)
     for (int i = 0; i < chr->nr_fe; i++) {
         g_free(chr->fe[i]);
     }
+    g_byte_array_free(chr->pending, TRUE);
     g_free(chr->path);
     g_free(chr->id);
     g_free(chr);

@@ -294,7 +294,6 @@ static JsonNode *cmd_query_cpus_fast(QmpSession *s, JsonObject *args, QmpError *
         json_builder_begin_object(b);
         add_int(b, "core-id", 0);
         add_int(b, "thread-id", 0);
-        add_int(b, "die-id", 0);
         add_int(b, "socket-id", cpus[i].index);
         json_builder_end_object(b);
         add_str(b, "qom-path", qom);
@@ -936,6 +935,7 @@ struct QmpMonitor {
     bool control;
     QmpSession *qmp;        /* control */
     GString *line;          /* HMP: the line being typed */
+    bool open_pending;      /* OPENED came while chardev_attach ran */
 };
 
 static void monitor_output(void *opaque, const char *text, size_t len)
@@ -990,6 +990,10 @@ static void monitor_event(void *opaque, ChardevEvent ev)
 {
     QmpMonitor *mon = opaque;
 
+    if (!mon->fe) {
+        mon->open_pending = ev == CHR_EVENT_OPENED;   /* greet once attached */
+        return;
+    }
     switch (ev) {
     case CHR_EVENT_OPENED:
         if (mon->control) {
@@ -1036,6 +1040,9 @@ QmpMonitor *monitor_new(VmmMachine *m, Chardev *chr, bool control, bool pretty, 
     if (!mon->fe) {
         monitor_free(mon);
         return NULL;
+    }
+    if (mon->open_pending) {
+        monitor_event(mon, CHR_EVENT_OPENED);
     }
     return mon;
 }
