@@ -771,6 +771,7 @@ static void parse_chardev(OptParse *p, const char *arg)
     unsigned problems_before = p->problems->len;
     char **kv = split_suboptions(arg, "backend");
     const char *backend = NULL, *id = NULL;
+    bool tcp_named = false;
     VmmChardevSpec *c;
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
@@ -833,8 +834,11 @@ static void parse_chardev(OptParse *p, const char *arg)
                 c->append = b;
             }
         } else if (!strcmp(k, "host") || !strcmp(k, "port")) {
-            problem(p, "-chardev %s: TCP sockets are not supported (use path= for a "
-                    "unix socket)", id);
+            if (!tcp_named) {
+                problem(p, "-chardev %s: TCP sockets are not supported (use path= for a "
+                        "unix socket)", id);
+            }
+            tcp_named = true;
         } else {
             problem(p, "-chardev %s: unknown parameter '%s'", id, k);
         }
