@@ -1004,6 +1004,8 @@ static void parse_mon(OptParse *p, const char *arg)
         } else if (!strcmp(k, "mode")) {
             problem(p, "-mon %s: mode=%s: expected control or readline", arg, v ? v : "");
             ok = false;
+        } else if (!strcmp(k, "id") && v && valid_id(v)) {
+            continue;       /* libvirt names its monitor; nothing refers to it */
         } else if (!strcmp(k, "pretty") || !strcmp(k, "default")) {
             bool b = false;
             if (parse_bool(v, &b) < 0) {
@@ -1121,7 +1123,8 @@ typedef enum {
     OPT_DEVICE, OPT_SERIAL, OPT_NOGRAPHIC, OPT_DISPLAY, OPT_IGNORED, OPT_MACHINE,
     OPT_HELP, OPT_VERSION, OPT_FEATURES,
     OPT_CHARDEV, OPT_QMP, OPT_QMP_PRETTY, OPT_MON, OPT_MONITOR, OPT_NAME, OPT_PIDFILE,
-    OPT_DAEMONIZE, OPT_START_PAUSED, OPT_NO_SHUTDOWN, OPT_VGA, OPT_CHECK_ARGS,
+    OPT_DAEMONIZE, OPT_START_PAUSED, OPT_NO_SHUTDOWN, OPT_VGA, OPT_CHECK_ARGS, OPT_CPU,
+    OPT_ACCEL,
 } OptId;
 
 static const struct {
@@ -1159,6 +1162,8 @@ static const struct {
     { "no-shutdown", OPT_NO_SHUTDOWN, false },
     { "vga", OPT_VGA, true },
     { "check-args", OPT_CHECK_ARGS, false },
+    { "cpu", OPT_CPU, true },
+    { "accel", OPT_ACCEL, true },
     { "help", OPT_HELP, false },
     { "h", OPT_HELP, false },
     { "version", OPT_VERSION, false },
@@ -1317,6 +1322,18 @@ static void options_parse(OptParse *p, int argc, char **argv)
             break;
         case OPT_CHECK_ARGS:
             opts->check_args = true;
+            break;
+        case OPT_ACCEL:
+            if (strcmp(arg, "kvm") != 0 && strncmp(arg, "kvm,", 4) != 0) {
+                problem(p, "-accel %s: keel-vmm runs on KVM only (-accel kvm)", arg);
+            }
+            break;
+        case OPT_CPU:
+            /* The vCPU gets what KVM_GET_SUPPORTED_CPUID offers: the host's. */
+            if (strcmp(arg, "host") != 0 && strcmp(arg, "max") != 0) {
+                problem(p, "-cpu %s: keel-vmm gives the guest the host's CPU model "
+                        "(-cpu host or max)", arg);
+            }
             break;
         case OPT_MACHINE: {
             /* Only accel=kvm makes sense; accept the spellings QEMU users type. */
@@ -1499,6 +1516,8 @@ void vmm_options_print_help(FILE *out)
 "  -daemonize          detach once set-up succeeded (errors still reach the caller)\n"
 "  -machine none       no guest: only the monitors run (like QEMU's -M none)\n"
 "  --check-args        check the command line, report every problem, and exit\n"
+"  -cpu host|max       the host's CPU model (what KVM offers; the only choice)\n"
+"  -accel kvm          accepted (KVM is the only accelerator)\n"
 "  -nographic, -enable-kvm, -nodefaults, -no-user-config, -no-reboot, -no-hpet,\n"
 "  -display none, -vga none, -monitor none\n"
 "                      accepted for QEMU compatibility (no effect: keel-vmm has no\n"
