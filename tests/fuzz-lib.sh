@@ -47,6 +47,12 @@ fuzz_main() {
     mkvar() { sed -n "s/^$1 = //p" "$top_builddir/Makefile" | head -n 1; }
     LIBS="$(mkvar LIBURING_LIBS) $(mkvar LIBAIO_LIBS) $(mkvar GLIB_LIBS) $(mkvar PTHREAD_LIBS) $(mkvar LIBS)"
     CFLAGS_GLIB="$(mkvar GLIB_CFLAGS) $(mkvar LIBURING_CFLAGS)"
+    # A target's own libraries: FUZZ_PKGS names configure's PKG_CHECK_MODULES
+    # prefixes (e.g. JSON_GLIB), whose _CFLAGS/_LIBS it adds.
+    for pkg in ${FUZZ_PKGS:-}; do
+        CFLAGS_GLIB="$CFLAGS_GLIB $(mkvar "${pkg}_CFLAGS")"
+        LIBS="$LIBS $(mkvar "${pkg}_LIBS")"
+    done
 
     bin=$top_builddir/tests/fuzz-$name
     mkdir -p "$top_builddir/tests"

@@ -18,7 +18,7 @@
  * loop, which holds it while dispatching.  debug-exit is lock-free.
  *
  * Thread rules: *_init from the main thread before the vCPU starts;
- * serial_attach_input from the main thread; serial_free after the vCPU
+ * serial_attach_input / serial_attach_chardev from the main thread; serial_free after the vCPU
  * thread has been joined.
  */
 #ifndef KEEL_VMM_DEVICES_H
@@ -26,6 +26,7 @@
 
 #include "vmm/kvm.h"
 #include "loop/aio.h"
+#include "vmm/chardev.h"
 
 #define SERIAL_COM1_BASE 0x3f8
 #define SERIAL_COM1_IRQ 4
@@ -40,6 +41,11 @@ Serial *serial_new(Vm *vm, uint16_t base, unsigned irq, int out_fd);
 /* Feed received bytes from @in_fd, read by an fd handler in @ctx (the
  * main loop).  Reading stops while the receive FIFO is full and at EOF. */
 void serial_attach_input(Serial *s, KeelAioContext *ctx, int in_fd);
+
+/* Use @chr (-serial / -chardev) for both directions instead of the fds:
+ * input is taken while the receive FIFO has room.  -1 with a message when
+ * the chardev is taken.  Main thread, before the vCPU runs. */
+int serial_attach_chardev(Serial *s, Chardev *chr, char *err, size_t errlen);
 
 /* Detaches the input handler and frees the device (vCPU stopped). */
 void serial_free(Serial *s);

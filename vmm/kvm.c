@@ -9,6 +9,7 @@
 #include "compat/event-notifier.h"
 #include "compat/features.h"
 #include "compat/osdep.h"
+#include "loop/main-loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -870,6 +871,8 @@ int vcpu_create(Vm *vm, Vcpu *vcpu, int index)
     vcpu->index = index;
     /* KVM makes the vCPU id the LAPIC ID: use the topology's APIC ID. */
     vcpu->id = (int)topo_apic_id(&vm->topo, (unsigned)index);
+    pthread_mutex_init(&vcpu->park_lock, NULL);
+    pthread_cond_init(&vcpu->park_cond, NULL);
     vcpu->fd = KEEL_RETRY_EINTR(ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)vcpu->id));
     if (vcpu->fd < 0) {
         fprintf(stderr, "keel-vmm: KVM_CREATE_VCPU (vCPU %d, APIC ID %d): %s\n", index,
@@ -1021,12 +1024,68 @@ void vcpu_thread_prepare(Vcpu *vcpu)
     }
 }
 
-void vcpu_kick(Vcpu *vcpu)
+static void vcpu_send_kick(Vcpu *vcpu)
 {
-    __atomic_store_n(&vcpu->stop, true, __ATOMIC_RELEASE);
     if (vcpu->thread_started) {
         pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
     }
+}
+
+void vcpu_kick(Vcpu *vcpu)
+{
+    __atomic_store_n(&vcpu->stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&vcpu->park_lock);
+    pthread_cond_broadcast(&vcpu->park_cond);   /* a parked vCPU sees stop */
+    pthread_mutex_unlock(&vcpu->park_lock);
+    vcpu_send_kick(vcpu);
+}
+
+void vcpu_pause(Vcpu *vcpu)
+{
+    bool held = keel_global_mutex_held();
+
+    pthread_mutex_lock(&vcpu->park_lock);
+    vcpu->park = true;
+    pthread_mutex_unlock(&vcpu->park_lock);
+    if (!vcpu->thread_started) {
+        return;
+    }
+    vcpu_send_kick(vcpu);
+    if (held) {
+        keel_global_mutex_unlock();     /* it may need it to finish an exit */
+    }
+    pthread_mutex_lock(&vcpu->park_lock);
+    while (vcpu->park && !vcpu->parked) {
+        pthread_cond_wait(&vcpu->park_cond, &vcpu->park_lock);
+    }
+    pthread_mutex_unlock(&vcpu->park_lock);
+    if (held) {
+        keel_global_mutex_lock();
+    }
+}
+
+void vcpu_resume(Vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->park_lock);
+    vcpu->park = false;
+    pthread_cond_broadcast(&vcpu->park_cond);
+    pthread_mutex_unlock(&vcpu->park_lock);
+}
+
+/* Waits while a pause is requested (and no stop); false when the vCPU must
+ * leave the run loop. */
+static void vcpu_park_if_asked(Vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->park_lock);
+    if (vcpu->park) {
+        vcpu->parked = true;
+        pthread_cond_broadcast(&vcpu->park_cond);
+        while (vcpu->park && !__atomic_load_n(&vcpu->stop, __ATOMIC_ACQUIRE)) {
+            pthread_cond_wait(&vcpu->park_cond, &vcpu->park_lock);
+        }
+        vcpu->parked = false;
+    }
+    pthread_mutex_unlock(&vcpu->park_lock);
 }
 
 /* Consume a pending kick (signal-mask mode), so the next KVM_RUN can run. */
@@ -1268,6 +1327,7 @@ void vcpu_run_loop(Vcpu *vcpu)
     bool immediate_exit = vcpu_uses_immediate_exit(vcpu);
 
     for (;;) {
+        vcpu_park_if_asked(vcpu);
         if (__atomic_load_n(&vcpu->stop, __ATOMIC_ACQUIRE) ||
             vm_stop_reason(vcpu->vm) != VM_STOP_NONE) {
             break;
@@ -1298,9 +1358,15 @@ static void *vcpu_thread_fn(void *opaque)
 {
     Vcpu *vcpu = opaque;
 
+    __atomic_store_n(&vcpu->tid, (long)syscall(SYS_gettid), __ATOMIC_RELAXED);
     vcpu_thread_prepare(vcpu);
     vcpu_run_loop(vcpu);
     thread_run = NULL;
+    /* Out of the run loop counts as parked: a pause must not wait for us. */
+    pthread_mutex_lock(&vcpu->park_lock);
+    vcpu->parked = true;
+    pthread_cond_broadcast(&vcpu->park_cond);
+    pthread_mutex_unlock(&vcpu->park_lock);
     return NULL;
 }
 

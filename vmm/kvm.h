@@ -168,6 +168,12 @@ typedef struct Vcpu {
     pthread_cond_t watch_cond;
     bool recheck_events;
     bool recheck_reported;
+    /* Pause (QMP stop): while park is set the thread waits outside KVM_RUN;
+     * parked says it is there (or has left the run loop). */
+    pthread_mutex_t park_lock;
+    pthread_cond_t park_cond;
+    bool park, parked;
+    long tid;               /* the vCPU thread's id once it runs (query-cpus-fast) */
 } Vcpu;
 
 /* Creates the VM (RAM of @ram_size bytes backed as @backing asks, irqchip,
@@ -230,6 +236,13 @@ void vcpu_run_loop(Vcpu *vcpu);
 
 /* Make the vCPU leave KVM_RUN and see vcpu->stop (any thread). */
 void vcpu_kick(Vcpu *vcpu);
+
+/* Pause: kick the vCPU out of KVM_RUN and wait until it is parked (it may
+ * be finishing an exit, so the global mutex, if held, is dropped while
+ * waiting).  Resume lets it run again.  Main thread.  A vCPU whose thread
+ * has not started yet starts parked when paused first (-S). */
+void vcpu_pause(Vcpu *vcpu);
+void vcpu_resume(Vcpu *vcpu);
 
 /* Starts vcpu_run_loop in a new thread (keel_thread_create), and the
  * ExtINT watchdog thread: KVM's in-kernel PIC requests an interrupt

@@ -184,6 +184,9 @@ typedef struct OptParse {
     GPtrArray *problems;        /* char *, one line each, in command-line order */
     bool kernel_named;          /* -kernel given, even without a usable argument */
     bool mem_backend_refused;   /* an -object memory-backend-* had a problem */
+    bool serial_given;          /* -serial on the command line */
+    bool nographic;             /* -nographic: the default serial is mon:stdio */
+    int implicit_chardevs;      /* numbering of the legacy spellings' chardevs */
 } OptParse;
 
 static void G_GNUC_PRINTF(2, 3) problem(OptParse *p, const char *fmt, ...)
@@ -207,6 +210,44 @@ static void drive_clear(VmmDrive *d)
     memset(d, 0, sizeof(*d));
 }
 
+/* werror=/rerror= (kept apart from parse_drive's own keys).  Returns
+ * whether @k was one of them. */
+static bool parse_drive_error_policy(OptParse *p, VmmDrive *d, const char *k, const char *v)
+{
+    static const char *const names[] = {
+        [VMM_ERROR_REPORT] = "report", [VMM_ERROR_IGNORE] = "ignore",
+        [VMM_ERROR_STOP] = "stop", [VMM_ERROR_ENOSPC] = "enospc",
+    };
+    VmmErrorPolicy *out;
+
+    if (!strcmp(k, "werror")) {
+        out = &d->werror;
+    } else if (!strcmp(k, "rerror")) {
+        out = &d->rerror;
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        if (!strcmp(v, names[i])) {
+            *out = (VmmErrorPolicy)i;
+            return true;
+        }
+    }
+    problem(p, "-drive: %s=%s: expected stop, report, ignore or enospc", k, v);
+    return true;
+}
+
+const char *vmm_error_policy_name(VmmErrorPolicy policy)
+{
+    switch (policy) {
+    case VMM_ERROR_REPORT: return "report";
+    case VMM_ERROR_IGNORE: return "ignore";
+    case VMM_ERROR_STOP: return "stop";
+    case VMM_ERROR_ENOSPC: return "enospc";
+    }
+    return "?";
+}
+
 /* A fresh drive entry with QEMU's defaults. */
 static VmmDrive *drive_new(OptParse *p, const char *opt, const char *arg)
 {
@@ -221,6 +262,8 @@ static VmmDrive *drive_new(OptParse *p, const char *opt, const char *arg)
     memset(d, 0, sizeof(*d));
     d->aio = VMM_AIO_THREADS;
     d->cache = VMM_CACHE_WRITEBACK;
+    d->werror = VMM_ERROR_ENOSPC;   /* QEMU's defaults */
+    d->rerror = VMM_ERROR_REPORT;
     d->pci_slot = -1;
     return d;
 }
@@ -402,6 +445,8 @@ static void parse_drive(OptParse *p, const char *arg)
             }
             g_free(d->id);
             d->id = g_strdup(v);
+        } else if (parse_drive_error_policy(p, d, k, v)) {
+            continue;
         } else {
             problem(p, "-drive: unknown parameter '%s'", k);
         }
@@ -1312,11 +1357,441 @@ static bool check_file(OptParse *p, const char *opt, const char *path)
     return true;
 }
 
+
+/* ---- chardevs, monitors and the lifecycle options ----------------------------- */
+
+VmmChardevSpec *vmm_options_find_chardev(VmmOptions *opts, const char *id)
+{
+    for (int i = 0; id && i < opts->nr_chardevs; i++) {
+        if (!strcmp(opts->chardevs[i].id, id)) {
+            return &opts->chardevs[i];
+        }
+    }
+    return NULL;
+}
+
+/* Reserves a chardev slot with @id; NULL (after a problem) when full or taken. */
+static VmmChardevSpec *chardev_add(OptParse *p, const char *opt, const char *id)
+{
+    VmmOptions *opts = p->opts;
+    VmmChardevSpec *c;
+
+    if (vmm_options_find_chardev(opts, id)) {
+        problem(p, "%s: chardev id '%s' is already in use", opt, id);
+        return NULL;
+    }
+    if (opts->nr_chardevs == VMM_MAX_CHARDEVS) {
+        problem(p, "%s: at most %d chardevs", opt, VMM_MAX_CHARDEVS);
+        return NULL;
+    }
+    c = &opts->chardevs[opts->nr_chardevs++];
+    memset(c, 0, sizeof(*c));
+    c->id = g_strdup(id);
+    c->signal = true;
+    c->server = false;
+    c->wait = true;     /* QEMU's default for a server socket */
+    return c;
+}
+
+static void chardev_spec_clear(VmmChardevSpec *c)
+{
+    g_free(c->id);
+    g_free(c->path);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Drops the chardev last added (it had a problem, so it is not applied). */
+static void chardev_drop_last(OptParse *p)
+{
+    chardev_spec_clear(&p->opts->chardevs[--p->opts->nr_chardevs]);
+}
+
+/* The socket keys shared by -chardev socket and the legacy unix: spelling:
+ * server=on|off, wait=on|off, and QEMU's old bare "server" and "nowait".
+ * Returns whether @k was one of them. */
+static bool parse_socket_key(OptParse *p, const char *opt, VmmChardevSpec *c,
+                             const char *k, const char *v)
+{
+    bool b;
+
+    if (!strcmp(k, "nowait") && !v) {
+        c->wait = false;
+        return true;
+    }
+    if (strcmp(k, "server") != 0 && strcmp(k, "wait") != 0) {
+        return false;
+    }
+    if (parse_bool(v, &b) < 0) {
+        problem(p, "%s: %s=%s: expected on or off", opt, k, v);
+    } else if (!strcmp(k, "server")) {
+        c->server = b;
+    } else {
+        c->wait = b;
+    }
+    return true;
+}
+
+/* -chardev BACKEND,id=ID[,path=P][,server=on|off][,wait=on|off][,mux=on]
+ *          [,signal=on|off][,append=on] */
+static void parse_chardev(OptParse *p, const char *arg)
+{
+    unsigned problems_before = p->problems->len;
+    char **kv = split_suboptions(arg, "backend");
+    const char *backend = NULL, *id = NULL;
+    bool tcp_named = false;
+    VmmChardevSpec *c;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        if (kv[i] && !strcmp(kv[i], "backend")) {
+            backend = kv[i + 1];
+        } else if (kv[i] && !strcmp(kv[i], "id")) {
+            id = kv[i + 1];
+        }
+    }
+    if (!id || !valid_id(id)) {
+        problem(p, "-chardev %s: needs a valid id= (got '%s')", arg, id ? id : "");
+        free_suboptions(kv);
+        return;
+    }
+    c = chardev_add(p, "-chardev", id);
+    if (!c) {
+        free_suboptions(kv);
+        return;
+    }
+    if (!backend) {
+        problem(p, "-chardev %s: no backend (stdio, file, pipe, socket or null)", arg);
+    } else if (!strcmp(backend, "stdio")) {
+        c->backend = VMM_CHR_STDIO;
+    } else if (!strcmp(backend, "file")) {
+        c->backend = VMM_CHR_FILE;
+    } else if (!strcmp(backend, "pipe")) {
+        c->backend = VMM_CHR_PIPE;
+    } else if (!strcmp(backend, "socket")) {
+        c->backend = VMM_CHR_SOCKET;
+    } else if (!strcmp(backend, "null")) {
+        c->backend = VMM_CHR_NULL;
+    } else {
+        problem(p, "-chardev %s: backend '%s' is not supported (stdio, file, pipe, "
+                "socket or null)", id, backend);
+    }
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+        bool b;
+
+        if (!strcmp(k, "backend") || !strcmp(k, "id")) {
+            continue;
+        }
+        if (c->backend == VMM_CHR_SOCKET && parse_socket_key(p, "-chardev", c, k, v)) {
+            continue;
+        }
+        if (!strcmp(k, "path") && v && *v &&
+            (c->backend == VMM_CHR_FILE || c->backend == VMM_CHR_PIPE ||
+             c->backend == VMM_CHR_SOCKET)) {
+            g_free(c->path);
+            c->path = g_strdup(v);
+        } else if (!strcmp(k, "mux") || (!strcmp(k, "signal") && c->backend == VMM_CHR_STDIO) ||
+                   (!strcmp(k, "append") && c->backend == VMM_CHR_FILE)) {
+            if (parse_bool(v, &b) < 0) {
+                problem(p, "-chardev %s: %s=%s: expected on or off", id, k, v);
+            } else if (!strcmp(k, "mux")) {
+                c->mux = b;
+            } else if (!strcmp(k, "signal")) {
+                c->signal = b;
+            } else {
+                c->append = b;
+            }
+        } else if (!strcmp(k, "host") || !strcmp(k, "port")) {
+            if (!tcp_named) {
+                problem(p, "-chardev %s: TCP sockets are not supported (use path= for a "
+                        "unix socket)", id);
+            }
+            tcp_named = true;
+        } else {
+            problem(p, "-chardev %s: unknown parameter '%s'", id, k);
+        }
+    }
+    if (p->problems->len == problems_before &&
+        (c->backend == VMM_CHR_FILE || c->backend == VMM_CHR_PIPE ||
+         c->backend == VMM_CHR_SOCKET) && !c->path) {
+        problem(p, "-chardev %s: path= is required", id);
+    }
+    if (p->problems->len != problems_before) {
+        chardev_drop_last(p);
+    }
+    free_suboptions(kv);
+}
+
+/*
+ * The legacy chardev spellings of -serial, -qmp and -monitor: stdio,
+ * mon:stdio, null, file:PATH, pipe:PATH, unix:PATH[,server=on][,wait=off]
+ * and chardev:ID.  Returns the chardev id (owned by the options) or NULL
+ * after a problem.  @mux_monitor is set for "mon:" (the caller adds the
+ * monitor sharing the chardev).
+ */
+static const char *parse_legacy_chardev(OptParse *p, const char *opt, const char *arg,
+                                        const char *prefix, bool *mux_monitor)
+{
+    unsigned problems_before = p->problems->len;
+    VmmChardevSpec *c;
+    char id[32];
+    const char *spec = arg;
+
+    *mux_monitor = false;
+    if (!strncmp(arg, "chardev:", 8)) {
+        c = vmm_options_find_chardev(p->opts, arg + 8);
+        if (!c) {
+            problem(p, "%s %s: no -chardev with id '%s' (define it before use)", opt, arg,
+                    arg + 8);
+            return NULL;
+        }
+        return c->id;
+    }
+    if (!strncmp(arg, "mon:", 4)) {
+        *mux_monitor = true;
+        spec = arg + 4;
+    }
+    snprintf(id, sizeof(id), "%s%d", prefix, p->implicit_chardevs++);
+    c = chardev_add(p, opt, id);
+    if (!c) {
+        return NULL;
+    }
+    c->mux = *mux_monitor;
+    if (!strcmp(spec, "stdio")) {
+        c->backend = VMM_CHR_STDIO;
+        c->signal = !*mux_monitor;      /* mon:stdio: ^C goes to the guest */
+    } else if (!strcmp(spec, "null")) {
+        c->backend = VMM_CHR_NULL;
+    } else if (!strncmp(spec, "file:", 5) && spec[5]) {
+        c->backend = VMM_CHR_FILE;
+        c->path = g_strdup(spec + 5);
+    } else if (!strncmp(spec, "pipe:", 5) && spec[5]) {
+        c->backend = VMM_CHR_PIPE;
+        c->path = g_strdup(spec + 5);
+    } else if (!strncmp(spec, "unix:", 5) && spec[5]) {
+        char **kv = split_suboptions(spec + 5, "path");
+
+        c->backend = VMM_CHR_SOCKET;
+        for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+            const char *k = kv[i] ? kv[i] : "";
+            if (!strcmp(k, "path") && kv[i + 1] && *kv[i + 1]) {
+                c->path = g_strdup(kv[i + 1]);
+            } else if (!parse_socket_key(p, opt, c, k, kv[i + 1])) {
+                problem(p, "%s %s: unknown parameter '%s'", opt, arg, k);
+            }
+        }
+        free_suboptions(kv);
+        if (!c->path) {
+            problem(p, "%s %s: unix: needs a path", opt, arg);
+        }
+    } else if (!strncmp(spec, "tcp:", 4) || !strncmp(spec, "telnet:", 7)) {
+        problem(p, "%s %s: TCP is not supported (use unix:PATH,server=on,wait=off)", opt, arg);
+    } else {
+        problem(p, "%s %s: expected stdio, mon:stdio, null, file:PATH, pipe:PATH, "
+                "unix:PATH[,server=on,wait=off] or chardev:ID", opt, arg);
+    }
+    if (p->problems->len != problems_before) {
+        chardev_drop_last(p);
+        return NULL;
+    }
+    return c->id;
+}
+
+static void monitor_add(OptParse *p, const char *opt, const char *chardev, bool control,
+                        bool pretty)
+{
+    VmmOptions *opts = p->opts;
+    VmmMonitorSpec *m;
+
+    if (opts->nr_monitors == VMM_MAX_MONITORS) {
+        problem(p, "%s: at most %d monitors", opt, VMM_MAX_MONITORS);
+        return;
+    }
+    m = &opts->monitors[opts->nr_monitors++];
+    m->chardev = g_strdup(chardev);
+    m->control = control;
+    m->pretty = pretty;
+}
+
+static void parse_serial(OptParse *p, const char *arg)
+{
+    VmmOptions *opts = p->opts;
+    const char *id;
+    bool mon;
+
+    if (p->serial_given) {
+        problem(p, "-serial %s: keel-vmm has one serial port (COM1); -serial is given twice",
+                arg);
+        return;
+    }
+    p->serial_given = true;
+    if (!strcmp(arg, "none")) {
+        return;
+    }
+    id = parse_legacy_chardev(p, "-serial", arg, "serial", &mon);
+    if (!id) {
+        return;
+    }
+    opts->serial_chardev = g_strdup(id);
+    if (mon) {
+        monitor_add(p, "-serial", id, false, false);   /* mon:stdio: HMP behind Ctrl-A c */
+    }
+}
+
+/* -qmp SPEC and -monitor SPEC (HMP); "none" adds nothing. */
+static void parse_monitor_legacy(OptParse *p, const char *opt, const char *arg, bool control)
+{
+    const char *id;
+    bool mon;
+
+    if (!strcmp(arg, "none")) {
+        return;
+    }
+    id = parse_legacy_chardev(p, opt, arg, control ? "qmp" : "compat_monitor", &mon);
+    if (id) {
+        monitor_add(p, opt, id, control, false);
+    }
+}
+
+/* -mon chardev=ID[,mode=control|readline][,pretty=on|off] */
+static void parse_mon(OptParse *p, const char *arg)
+{
+    char **kv = split_suboptions(arg, "chardev");
+    const char *chardev = NULL;
+    bool control = false, pretty = false, ok = true;
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+
+        if (!strcmp(k, "chardev")) {
+            chardev = v;
+        } else if (!strcmp(k, "mode") && v && !strcmp(v, "control")) {
+            control = true;
+        } else if (!strcmp(k, "mode") && v && !strcmp(v, "readline")) {
+            control = false;
+        } else if (!strcmp(k, "mode")) {
+            problem(p, "-mon %s: mode=%s: expected control or readline", arg, v ? v : "");
+            ok = false;
+        } else if (!strcmp(k, "id") && v && valid_id(v)) {
+            continue;       /* libvirt names its monitor; nothing refers to it */
+        } else if (!strcmp(k, "pretty") || !strcmp(k, "default")) {
+            bool b = false;
+            if (parse_bool(v, &b) < 0) {
+                problem(p, "-mon %s: %s=%s: expected on or off", arg, k, v);
+                ok = false;
+            } else if (!strcmp(k, "pretty")) {
+                pretty = b;
+            }
+        } else {
+            problem(p, "-mon %s: unknown parameter '%s'", arg, k);
+            ok = false;
+        }
+    }
+    if (!chardev || !vmm_options_find_chardev(p->opts, chardev)) {
+        problem(p, "-mon %s: chardev=%s: no such -chardev (define it before use)", arg,
+                chardev ? chardev : "");
+        ok = false;
+    }
+    if (ok) {
+        monitor_add(p, "-mon", chardev, control, pretty);
+    }
+    free_suboptions(kv);
+}
+
+/* -name NAME[,debug-threads=on|off] (also guest=NAME, process=NAME). */
+static void parse_name(OptParse *p, const char *arg)
+{
+    char **kv = split_suboptions(arg, "guest");
+
+    for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
+        const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
+
+        if (!strcmp(k, "guest") && v) {
+            g_free(p->opts->name);
+            p->opts->name = g_strdup(v);
+        } else if (!strcmp(k, "debug-threads")) {
+            if (parse_bool(v, &p->opts->debug_threads) < 0) {
+                problem(p, "-name %s: debug-threads=%s: expected on or off", arg, v);
+            }
+        } else if (!strcmp(k, "process") && v) {
+            continue;       /* the process title: not changed (documented) */
+        } else {
+            problem(p, "-name %s: unknown parameter '%s'", arg, k);
+        }
+    }
+    free_suboptions(kv);
+}
+
+/* -display none|...; -vga none|...: keel-vmm has no display and no VGA. */
+static void parse_display(OptParse *p, const char *opt, const char *arg)
+{
+    if (strcmp(arg, "none") != 0 && strncmp(arg, "none,", 5) != 0) {
+        problem(p, "%s %s: keel-vmm has no display (use %s none, or -nographic)", opt, arg,
+                opt);
+    }
+}
+
+/* Whole-line checks of the chardevs and their front ends. */
+static void check_chardevs(OptParse *p)
+{
+    VmmOptions *opts = p->opts;
+    int stdio_users = 0;
+
+    /* The default serial port: QEMU's -nographic default is mon:stdio;
+     * without it keel-vmm (which has no display) uses stdio, unless stdio
+     * is taken by a monitor or -daemonize leaves no terminal. */
+    if (!p->serial_given && !opts->daemonize) {
+        bool stdio_taken = false;
+        for (int i = 0; i < opts->nr_chardevs; i++) {
+            stdio_taken |= opts->chardevs[i].backend == VMM_CHR_STDIO;
+        }
+        if (!stdio_taken) {
+            parse_serial(p, p->nographic ? "mon:stdio" : "stdio");
+        }
+    }
+    if (opts->serial_chardev) {
+        vmm_options_find_chardev(opts, opts->serial_chardev)->users++;
+    }
+    for (int i = 0; i < opts->nr_monitors; i++) {
+        VmmChardevSpec *c = vmm_options_find_chardev(opts, opts->monitors[i].chardev);
+        c->users++;
+    }
+    for (int i = 0; i < opts->nr_chardevs; i++) {
+        VmmChardevSpec *c = &opts->chardevs[i];
+
+        if (c->backend == VMM_CHR_STDIO) {
+            stdio_users++;
+            if (opts->daemonize) {
+                problem(p, "-daemonize: chardev '%s' uses stdio, which a daemon does not have",
+                        c->id);
+            }
+        }
+        if (c->users > 1 && !c->mux) {
+            problem(p, "chardev '%s' is used by %d front ends (add mux=on, or use mon:)",
+                    c->id, c->users);
+        }
+        if (c->users > 2) {
+            problem(p, "chardev '%s': at most two front ends (serial and monitor) share one",
+                    c->id);
+        }
+        if (c->backend == VMM_CHR_SOCKET && !c->server && c->wait == false) {
+            /* wait= only means something for a server; QEMU refuses it too */
+            problem(p, "chardev '%s': wait=off needs server=on", c->id);
+        }
+    }
+    if (stdio_users > 1) {
+        problem(p, "stdio is used by %d chardevs (share one with mon:stdio or mux=on)",
+                stdio_users);
+    }
+}
+
 /* The table of options: name, whether it takes an argument. */
 typedef enum {
     OPT_M, OPT_SMP, OPT_KERNEL, OPT_INITRD, OPT_APPEND, OPT_DRIVE, OPT_OBJECT,
     OPT_DEVICE, OPT_SERIAL, OPT_NOGRAPHIC, OPT_DISPLAY, OPT_IGNORED, OPT_MACHINE,
-    OPT_HELP, OPT_VERSION, OPT_FEATURES, OPT_CPU, OPT_ACCEL, OPT_BLOCKDEV,
+    OPT_HELP, OPT_VERSION, OPT_FEATURES, OPT_BLOCKDEV,
+    OPT_CHARDEV, OPT_QMP, OPT_QMP_PRETTY, OPT_MON, OPT_MONITOR, OPT_NAME, OPT_PIDFILE,
+    OPT_DAEMONIZE, OPT_START_PAUSED, OPT_NO_SHUTDOWN, OPT_VGA, OPT_CHECK_ARGS, OPT_CPU,
+    OPT_ACCEL,
 } OptId;
 
 static const struct {
@@ -1342,7 +1817,21 @@ static const struct {
     { "M", OPT_MACHINE, true },
     { "enable-kvm", OPT_IGNORED, false },
     { "nodefaults", OPT_IGNORED, false },
-    { "no-reboot", OPT_IGNORED, false },
+    { "no-reboot", OPT_IGNORED, false },   /* keel-vmm never reboots: a reset ends it */
+    { "no-user-config", OPT_IGNORED, false },
+    { "no-hpet", OPT_IGNORED, false },
+    { "chardev", OPT_CHARDEV, true },
+    { "qmp", OPT_QMP, true },
+    { "qmp-pretty", OPT_QMP_PRETTY, true },
+    { "mon", OPT_MON, true },
+    { "monitor", OPT_MONITOR, true },
+    { "name", OPT_NAME, true },
+    { "pidfile", OPT_PIDFILE, true },
+    { "daemonize", OPT_DAEMONIZE, false },
+    { "S", OPT_START_PAUSED, false },
+    { "no-shutdown", OPT_NO_SHUTDOWN, false },
+    { "vga", OPT_VGA, true },
+    { "check-args", OPT_CHECK_ARGS, false },
     { "help", OPT_HELP, false },
     { "h", OPT_HELP, false },
     { "version", OPT_VERSION, false },
@@ -1471,18 +1960,46 @@ static void options_parse(OptParse *p, int argc, char **argv)
             parse_device(p, arg);
             break;
         case OPT_SERIAL:
-            if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
-                opts->serial_stdio = true;
-            } else if (!strcmp(arg, "none") || !strcmp(arg, "null")) {
-                opts->serial_stdio = false;
-            } else {
-                problem(p, "-serial %s: expected stdio or none", arg);
-            }
+            parse_serial(p, arg);
             break;
         case OPT_DISPLAY:
-            if (strcmp(arg, "none") != 0) {
-                problem(p, "-display %s: keel-vmm has no display (use none)", arg);
+        case OPT_VGA:
+            parse_display(p, a, arg);
+            break;
+        case OPT_CHARDEV:
+            parse_chardev(p, arg);
+            break;
+        case OPT_QMP:
+        case OPT_QMP_PRETTY:
+            parse_monitor_legacy(p, a, arg, true);
+            if (option_table[found].id == OPT_QMP_PRETTY && opts->nr_monitors) {
+                opts->monitors[opts->nr_monitors - 1].pretty = true;
             }
+            break;
+        case OPT_MONITOR:
+            parse_monitor_legacy(p, a, arg, false);
+            break;
+        case OPT_MON:
+            parse_mon(p, arg);
+            break;
+        case OPT_NAME:
+            parse_name(p, arg);
+            break;
+        case OPT_PIDFILE:
+            g_free(opts->pidfile);
+            opts->pidfile = g_strdup(arg);
+            break;
+        case OPT_DAEMONIZE:
+            opts->daemonize = true;
+            break;
+        case OPT_START_PAUSED:
+            opts->start_paused = true;
+            break;
+        case OPT_NO_SHUTDOWN:
+            opts->no_shutdown = true;
+            break;
+        case OPT_CHECK_ARGS:
+            opts->check_args = true;
             break;
         case OPT_MACHINE: {
             /* accel=kvm (tcg refused), memory-backend=, and the machine
@@ -1505,12 +2022,18 @@ static void options_parse(OptParse *p, int argc, char **argv)
                                               !strncmp(v, "pc-", 3))) {
                     continue;
                 }
+                if (!strcmp(kv[k], "type") && !strcmp(v, "none")) {
+                    opts->machine_none = true;  /* QEMU's -M none: no guest */
+                    continue;
+                }
                 problem(p, "%s %s: unsupported machine property '%s'", a, arg, kv[k]);
             }
             free_suboptions(kv);
             break;
         }
         case OPT_NOGRAPHIC:
+            p->nographic = true;
+            break;
         case OPT_IGNORED:
             break;
         case OPT_HELP:
@@ -1527,6 +2050,15 @@ static void options_parse(OptParse *p, int argc, char **argv)
 
     /* Whole-command-line checks: each looks only at options that were
      * accepted, so a refused option does not also yield a derived problem. */
+    check_chardevs(p);
+    if (opts->serial_chardev) {
+        opts->serial_stdio =
+            vmm_options_find_chardev(opts, opts->serial_chardev)->backend == VMM_CHR_STDIO;
+    }
+    if (opts->machine_none && opts->nr_drives) {
+        problem(p, "-machine none: has no devices, so -drive %s cannot be attached",
+                opts->drives[0].file ? opts->drives[0].file : "");
+    }
     for (int i = 0; i < opts->nr_drives; i++) {
         VmmDrive *d = &opts->drives[i];
         bool known = !d->iothread;
@@ -1580,7 +2112,7 @@ static void options_parse(OptParse *p, int argc, char **argv)
     if (opts->want_help || opts->want_version || opts->want_features) {
         return;
     }
-    if (!p->kernel_named) {
+    if (!p->kernel_named && !opts->machine_none) {
         problem(p, "-kernel: required (a multiboot ELF, bzImage or PVH vmlinux)");
     }
 }
@@ -1605,6 +2137,15 @@ void vmm_options_free(VmmOptions *opts)
     for (int i = 0; i < opts->nr_iothreads; i++) {
         g_free(opts->iothreads[i].id);
     }
+    for (int i = 0; i < opts->nr_chardevs; i++) {
+        chardev_spec_clear(&opts->chardevs[i]);
+    }
+    for (int i = 0; i < opts->nr_monitors; i++) {
+        g_free(opts->monitors[i].chardev);
+    }
+    g_free(opts->serial_chardev);
+    g_free(opts->name);
+    g_free(opts->pidfile);
     memset(opts, 0, sizeof(*opts));
 }
 
@@ -1628,6 +2169,7 @@ void vmm_options_print_help(FILE *out)
 "         [,cache=none|writeback|writethrough|directsync|unsafe][,readonly=on|off]\n"
 "         [,discard=ignore|unmap][,detect-zeroes=off|on|unmap][,file.locking=on|off|auto]\n"
 "         [,media=disk][,index=N][,iothread=ID][,serial=STR][,inject=RULE]...\n"
+"         [,werror=stop|report|ignore|enospc][,rerror=...]\n"
 "                      a virtio-blk disk; without format= the image is probed\n"
 "                      (other formats refused); inject= fails/delays chosen\n"
 "                      requests (e.g. inject=write:EIO:once; see block/blkdebug.h)\n"
@@ -1649,9 +2191,32 @@ void vmm_options_print_help(FILE *out)
 "  -object iothread,id=ID[,poll-max-ns=N][,poll-grow=N][,poll-shrink=N]\n"
 "                      an I/O thread that drives can be bound to; it busy-polls\n"
 "                      up to poll-max-ns (default 32768, 0 = never) before sleeping\n"
-"  -serial stdio|none  COM1 (0x3f8, IRQ 4) on stdin/stdout (default stdio)\n"
-"  -nographic, -enable-kvm, -nodefaults, -no-reboot, -display none\n"
-"                      accepted for QEMU compatibility (no effect)\n"
+"  -serial stdio|mon:stdio|none|null|file:PATH|pipe:PATH|chardev:ID\n"
+"         |unix:PATH,server=on,wait=off\n"
+"                      COM1 (0x3f8, IRQ 4); default stdio (mon:stdio with\n"
+"                      -nographic; none with -daemonize).  mon:stdio: Ctrl-A h\n"
+"                      lists the keys, Ctrl-A x quits, Ctrl-A c switches to the\n"
+"                      monitor, Ctrl-C goes to the guest\n"
+"  -chardev stdio|file|pipe|socket|null,id=ID[,path=P][,server=on|off]\n"
+"         [,wait=on|off][,mux=on][,signal=off][,append=on]\n"
+"  -qmp SPEC           a QMP monitor (SPEC as for -serial, e.g.\n"
+"                      unix:/run/vm.qmp,server=on,wait=off, or stdio)\n"
+"  -mon chardev=ID[,mode=control|readline][,pretty=on]\n"
+"  -monitor SPEC|none  a human monitor (info status, stop, cont, quit)\n"
+"  -name NAME[,debug-threads=on]\n"
+"                      query-name; debug-threads=on names the threads as QEMU does\n"
+"  -S                  start paused (QMP cont starts the guest)\n"
+"  -no-shutdown        stay (status shutdown) after the guest shuts down\n"
+"  -pidfile PATH       write the pid under a lock; removed at exit\n"
+"  -daemonize          detach once set-up succeeded (errors still reach the caller)\n"
+"  -machine none       no guest: only the monitors run (like QEMU's -M none)\n"
+"  --check-args        check the command line, report every problem, and exit\n"
+"  -cpu host|max       the host's CPU model (what KVM offers; the only choice)\n"
+"  -accel kvm          accepted (KVM is the only accelerator)\n"
+"  -nographic, -enable-kvm, -nodefaults, -no-user-config, -no-reboot, -no-hpet,\n"
+"  -display none, -vga none, -monitor none\n"
+"                      accepted for QEMU compatibility (no effect: keel-vmm has no\n"
+"                      display, VGA or default devices, and never reboots)\n"
 "  -device isa-debug-exit,iobase=0xf4\n"
 "                      always present: a guest write of V to port 0xf4 ends\n"
 "                      keel-vmm with exit status (V << 1) | 1\n"

@@ -49,6 +49,17 @@ typedef enum VmmDriveCache {
     VMM_CACHE_WRITETHROUGH, /* page cache, each write stable before it completes */
 } VmmDriveCache;
 
+/* werror=/rerror=: what a failed guest request does (QEMU's BlockdevOnError).
+ * REPORT fails it to the guest; IGNORE completes it as if it worked; STOP
+ * pauses the VM (run state io-error) and keeps the request, so `cont`
+ * retries it; ENOSPC stops on ENOSPC and reports anything else. */
+typedef enum VmmErrorPolicy {
+    VMM_ERROR_REPORT,
+    VMM_ERROR_IGNORE,
+    VMM_ERROR_STOP,
+    VMM_ERROR_ENOSPC,
+} VmmErrorPolicy;
+
 /*
  * A disk: from -drive, or from -blockdev nodes (a file/host_device node, or
  * a raw node over one, which takes the file node's entry over: id is then
@@ -79,7 +90,42 @@ typedef struct VmmDrive {
     int pci_slot;           /* -device addr=; -1: the next free slot */
     bool if_none;           /* if=none: attached by -device virtio-blk-pci */
     bool attached;          /* if=virtio, or named by a -device (set by the parser) */
+    VmmErrorPolicy werror;  /* default enospc, as QEMU's -drive */
+    VmmErrorPolicy rerror;  /* default report */
 } VmmDrive;
+
+/* -chardev BACKEND,id=ID,... and the legacy spellings of -serial/-qmp/
+ * -monitor (stdio, mon:stdio, file:P, pipe:P, unix:P,server=on,wait=off,
+ * null), which define an implicit chardev (vmm/chardev.h opens them). */
+typedef enum VmmChardevBackend {
+    VMM_CHR_NULL,
+    VMM_CHR_STDIO,
+    VMM_CHR_FILE,
+    VMM_CHR_PIPE,           /* PATH.in / PATH.out, else PATH both ways */
+    VMM_CHR_SOCKET,         /* unix stream socket */
+} VmmChardevBackend;
+
+typedef struct VmmChardevSpec {
+    char *id;
+    VmmChardevBackend backend;
+    char *path;             /* file, pipe, socket path */
+    bool server;            /* socket: listen (else connect) */
+    bool wait;              /* socket server: block at start-up for a client */
+    bool mux;               /* mux=on (mon:...): serial and monitor share it */
+    bool signal;            /* stdio: ^C stops keel-vmm (signal=on); off for mon:stdio */
+    bool append;            /* file: append=on */
+    int users;              /* front ends attached (set by the parser) */
+} VmmChardevSpec;
+
+/* -qmp, -monitor, -mon chardev=ID,mode=control|readline[,pretty=on]. */
+typedef struct VmmMonitorSpec {
+    char *chardev;          /* a chardev id */
+    bool control;           /* QMP (mode=control) or HMP (readline) */
+    bool pretty;
+} VmmMonitorSpec;
+
+#define VMM_MAX_CHARDEVS 16
+#define VMM_MAX_MONITORS 8
 
 /* -object iothread,id=ID[,poll-max-ns=N][,poll-grow=N][,poll-shrink=N]:
  * the tuning knobs mean what QEMU's do (loop/aio.h,
@@ -105,7 +151,21 @@ typedef struct VmmOptions {
     int nr_drives;
     VmmIOThread iothreads[VMM_MAX_IOTHREADS];   /* -object iothread,id=... */
     int nr_iothreads;
-    bool serial_stdio;      /* -serial stdio (default) vs -serial none */
+    bool serial_stdio;      /* COM1 is on a stdio chardev (the default) */
+    char *serial_chardev;   /* COM1's chardev id, or NULL: -serial none */
+    VmmChardevSpec chardevs[VMM_MAX_CHARDEVS];
+    int nr_chardevs;
+    VmmMonitorSpec monitors[VMM_MAX_MONITORS];
+    int nr_monitors;
+    /* Lifecycle (vmm/main.c). */
+    char *name;             /* -name NAME (query-name), or NULL */
+    bool debug_threads;     /* -name ...,debug-threads=on: QEMU's thread names */
+    char *pidfile;          /* -pidfile PATH */
+    bool daemonize;         /* -daemonize */
+    bool start_paused;      /* -S */
+    bool no_shutdown;       /* -no-shutdown: stay (paused) after a guest shutdown */
+    bool machine_none;      /* -machine none: no guest, only the control plane */
+    bool check_args;        /* --check-args: parse, report, exit */
     bool want_help;
     bool want_version;
     bool want_features;
@@ -123,6 +183,9 @@ void vmm_options_free(VmmOptions *opts);
 int vmm_parse_size_mib(const char *s, uint64_t *bytes);
 
 const char *vmm_drive_aio_name(VmmDriveAio aio);
+const char *vmm_error_policy_name(VmmErrorPolicy policy);
+/* The chardev with id @id, or NULL. */
+VmmChardevSpec *vmm_options_find_chardev(VmmOptions *opts, const char *id);
 const char *vmm_drive_cache_name(VmmDriveCache cache);
 
 /* Whether @path (described by @st) is a file keel-vmm may read as @what

@@ -81,6 +81,8 @@ struct Serial {
     uint8_t rx[RX_FIFO_SIZE];
     unsigned rx_head, rx_count;
 
+    CharFe *fe;             /* the chardev front end, or NULL (out_fd/in_fd) */
+
     KeelAioContext *in_ctx;
     int in_fd;
     bool in_watching;       /* fd handler installed */
@@ -135,6 +137,8 @@ static void serial_transmit(Serial *s, uint8_t byte)
 {
     if (s->mcr & MCR_LOOP) {
         serial_rx_push(s, byte);
+    } else if (s->fe) {
+        char_fe_write(s->fe, &byte, 1);
     } else if (s->out_fd >= 0) {
         /* Errors (a closed pipe) are the reader's problem, not the guest's. */
         if (keel_write_full(s->out_fd, &byte, 1) < 0) {
@@ -161,6 +165,9 @@ static uint64_t serial_read(void *opaque, uint64_t offset, unsigned size)
             s->rx_head = (s->rx_head + 1) % RX_FIFO_SIZE;
             s->rx_count--;
             serial_input_watch(s);      /* room again: resume reading input */
+            if (s->fe) {
+                char_fe_accept_input(s->fe);
+            }
         }
         break;
     case UART_IER:
@@ -301,6 +308,29 @@ void serial_attach_input(Serial *s, KeelAioContext *ctx, int in_fd)
     s->in_fd = in_fd;
     s->in_eof = false;
     serial_input_watch(s);
+}
+
+static size_t serial_can_receive(void *opaque)
+{
+    Serial *s = opaque;
+
+    return RX_FIFO_SIZE - s->rx_count;
+}
+
+static void serial_chr_receive(void *opaque, const uint8_t *buf, size_t len)
+{
+    serial_receive(opaque, buf, len);
+}
+
+static const ChardevFrontendOps serial_fe_ops = {
+    .can_receive = serial_can_receive,
+    .receive = serial_chr_receive,
+};
+
+int serial_attach_chardev(Serial *s, Chardev *chr, char *err, size_t errlen)
+{
+    s->fe = chardev_attach(chr, &serial_fe_ops, s, err, errlen);
+    return s->fe ? 0 : -1;
 }
 
 Serial *serial_new(Vm *vm, uint16_t base, unsigned irq, int out_fd)

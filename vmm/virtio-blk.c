@@ -17,6 +17,7 @@
 #include "compat/osdep.h"
 #include "loop/iothread.h"
 #include "loop/main-loop.h"
+#include "vmm/machine.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Guest structures are little endian (virtio 1.x); so is every host this
@@ -43,6 +45,7 @@ typedef struct VirtioBlkReq {
     struct iovec *iov;
     unsigned iovcnt;
     unsigned order;                 /* arrival in the batch (stable sort) */
+    int64_t start_ns;               /* parsed at (query-blockstats times) */
 } VirtioBlkReq;
 
 /* Adjacent reads (or writes) popped in one pass go to the backend as one
@@ -82,6 +85,17 @@ struct VirtioBlk {
     VirtioBlkStats stats;           /* written in the home thread; read at exit */
     int64_t io_error_logged_us;     /* when the last host I/O error was logged */
     uint64_t io_errors_unlogged;    /* since then, held back by the rate limit */
+
+    /* Error policy (home thread): requests held by a stop policy, in the
+     * order they failed, until vmm_block_devices_retry(). */
+    VmmErrorPolicy werror, rerror;
+    GQueue failed;
+    const char *io_status;          /* "ok", "failed", "nospace" */
+    void (*io_error)(void *opaque, const char *device, bool is_write, int error,
+                     bool stopping);
+    void *io_error_opaque;
+    char *device;
+    VmmDriveCache cache;
 };
 
 struct VirtioBlkOuthdr {
@@ -170,6 +184,45 @@ static void notify_bh(void *opaque)
     }
 }
 
+static int64_t now_ns(void)
+{
+    return g_get_monotonic_time() * 1000;
+}
+
+/* query-blockstats' counters for a completing read, write or flush. */
+static void req_account(VirtioBlkReq *req, uint8_t status)
+{
+    VirtioBlkStats *st = &req->s->stats;
+    uint64_t ns = (uint64_t)(now_ns() - req->start_ns);
+    bool ok = status == VIRTIO_BLK_S_OK;
+
+    switch (req->type) {
+    case VIRTIO_BLK_T_IN:
+        if (ok) {
+            st->rd_done++, st->rd_bytes += req->bytes, st->rd_total_ns += ns;
+        } else {
+            st->failed_rd++;
+        }
+        break;
+    case VIRTIO_BLK_T_OUT:
+        if (ok) {
+            st->wr_done++, st->wr_bytes += req->bytes, st->wr_total_ns += ns;
+        } else {
+            st->failed_wr++;
+        }
+        break;
+    case VIRTIO_BLK_T_FLUSH:
+        if (ok) {
+            st->flush_done++, st->flush_total_ns += ns;
+        } else {
+            st->failed_flush++;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
 /* Writes the status and the used element; @publish: make it visible to the
  * driver now (else the caller flushes a group at once). */
 static void req_finish(VirtioBlkReq *req, uint8_t status, bool publish)
@@ -181,6 +234,7 @@ static void req_finish(VirtioBlkReq *req, uint8_t status, bool publish)
     if (status == VIRTIO_BLK_S_IOERR) {
         s->stats.errors++;
     }
+    req_account(req, status);
     /* The used length counts the status byte; a failed read wrote nothing
      * the driver may rely on, but says the same as QEMU does. */
     virtqueue_fill(vq, &req->elem, req->used_len);
@@ -248,6 +302,37 @@ static void log_io_error(VirtioBlk *s, VirtioBlkReq *req, int ret)
     s->io_errors_unlogged = 0;
 }
 
+/* werror=/rerror=: what a failed read, write or flush does.  Returns true
+ * when the policy took the request (held for a retry, or completed as if it
+ * worked); false: fail it to the guest. */
+static bool req_error_policy(VirtioBlkReq *req, int ret)
+{
+    VirtioBlk *s = req->s;
+    bool is_write = req->type != VIRTIO_BLK_T_IN;
+    VmmErrorPolicy policy;
+    bool stop;
+
+    if (req->type != VIRTIO_BLK_T_IN && req->type != VIRTIO_BLK_T_OUT &&
+        req->type != VIRTIO_BLK_T_FLUSH) {
+        return false;
+    }
+    policy = is_write ? s->werror : s->rerror;
+    if (policy == VMM_ERROR_IGNORE) {
+        req_complete(req, VIRTIO_BLK_S_OK);
+        return true;
+    }
+    stop = policy == VMM_ERROR_STOP || (policy == VMM_ERROR_ENOSPC && ret == -ENOSPC);
+    if (s->io_error) {
+        s->io_error(s->io_error_opaque, s->device, is_write, -ret, stop);
+    }
+    if (!stop) {
+        return false;
+    }
+    s->io_status = ret == -ENOSPC ? "nospace" : "failed";
+    g_queue_push_tail(&s->failed, req);     /* still in flight for the guest */
+    return true;
+}
+
 static void req_done(void *opaque, int ret)
 {
     VirtioBlkReq *req = opaque;
@@ -255,6 +340,9 @@ static void req_done(void *opaque, int ret)
 
     if (status == VIRTIO_BLK_S_IOERR) {
         log_io_error(req->s, req, ret);
+    }
+    if (ret < 0 && status != VIRTIO_BLK_S_OK && req_error_policy(req, ret)) {
+        return;
     }
     req_complete(req, status);
 }
@@ -446,6 +534,8 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
         return false;
     }
     req->s = s;
+    req->bytes = 0;
+    req->start_ns = now_ns();
     req->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
     req->used_len = 1;
     req->offset = req->bytes = 0;   /* set for reads, writes, discards (error log) */
@@ -696,11 +786,18 @@ static void blk_stop_in_home(void *opaque)
 {
     VirtioBlk *s = opaque;
 
+    VirtioBlkReq *held;
+
     keel_aio_set_event_notifier(s->ctx, &blk_queue(s)->host_notifier, NULL, NULL);
     s->running = false;
     /* Requests in flight complete into the ring the driver still has (it
-     * waits for the reset to finish); then nothing is left to complete. */
+     * waits for the reset to finish); then nothing is left to complete.
+     * Requests held by werror=stop fail: the driver gave them up. */
     keel_blk_drain(s->blk);
+    while ((held = g_queue_pop_head(&s->failed))) {
+        req_complete(held, VIRTIO_BLK_S_IOERR);
+    }
+    s->io_status = "ok";
     keel_bh_cancel(s->notify_bh);
 }
 
@@ -752,6 +849,14 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
 
     s->name = g_strdup(conf->name);
     s->iothread_id = g_strdup(conf->iothread_id);
+    s->device = g_strdup(conf->device ? conf->device : conf->name);
+    s->werror = conf->werror;
+    s->cache = conf->cache;
+    s->rerror = conf->rerror;
+    s->io_error = conf->io_error;
+    s->io_error_opaque = conf->io_error_opaque;
+    s->io_status = "ok";
+    g_queue_init(&s->failed);
     s->ctx = conf->ctx;
     s->readonly = conf->blk.readonly;
     if (conf->serial) {
@@ -807,6 +912,7 @@ fail:
     }
     keel_blk_close(s->blk);
     g_free(s->name);
+    g_free(s->device);
     g_free(s->iothread_id);
     g_free(s);
     return NULL;
@@ -820,6 +926,11 @@ void virtio_blk_free(VirtioBlk *s)
     virtio_pci_free(s->vp);         /* stops (drains) the queue first */
     keel_bh_delete(s->notify_bh);
     keel_blk_close(s->blk);
+    /* Held requests the guest never got back (the VM ends stopped). */
+    for (VirtioBlkReq *req; (req = g_queue_pop_head(&s->failed));) {
+        g_free(req);
+    }
+    g_free(s->device);
     g_free(s->name);
     g_free(s->iothread_id);
     g_free(s);
@@ -853,6 +964,7 @@ void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len)
 
 struct VmmBlockDevices {
     KeelIOThread *iothreads[VMM_MAX_IOTHREADS];
+    VmmIOThread iothread_opts[VMM_MAX_IOTHREADS];   /* ids borrowed from the options */
     int nr_iothreads;
     VirtioBlk *drives[VMM_MAX_DRIVES];
     int nr_drives;
@@ -961,6 +1073,7 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
                                              o->poll_grow >= 0 ? o->poll_grow : 0,
                                              o->poll_shrink >= 0 ? o->poll_shrink : 0);
         }
+        devs->iothread_opts[devs->nr_iothreads] = *o;
         devs->iothreads[devs->nr_iothreads++] = t;
     }
     for (int i = 0; i < opts->nr_drives; i++) {
@@ -977,6 +1090,10 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
         conf->logical_block_size = d->logical_block_size;
         conf->physical_block_size = d->physical_block_size;
         conf->pci_slot = d->pci_slot > 0 ? d->pci_slot : 0;
+        conf->werror = d->werror;
+        conf->rerror = d->rerror;
+        conf->device = d->id;           /* NULL: "virtioN", QEMU's if=virtio name */
+        conf->cache = d->cache;
         if (d->iothread) {
             for (int t = 0; t < devs->nr_iothreads; t++) {
                 if (!strcmp(keel_iothread_id(devs->iothreads[t]), d->iothread)) {
@@ -1014,6 +1131,7 @@ int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < devs->nr_pending; i++) {
             VirtioBlkConf *conf = &devs->pending[i];
+            char device[32];
             VirtioBlk *s;
 
             if (!conf->backend || (conf->pci_slot > 0) != (pass == 0)) {
@@ -1021,6 +1139,10 @@ int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char
             }
             snprintf(names[i], sizeof(names[i]), "virtio-blk%d", i);
             conf->name = names[i];
+            snprintf(device, sizeof(device), "virtio%d", i);   /* copied by virtio_blk_new */
+            if (!conf->device) {
+                conf->device = device;
+            }
             conf->intx_irq = intx_irqs[i % G_N_ELEMENTS(intx_irqs)];
             s = virtio_blk_new(vm, host, conf, err, errlen);
             conf->backend = NULL;       /* taken over (closed on failure) */
@@ -1112,4 +1234,180 @@ void vmm_block_features_register(void)
 {
     keel_block_features_register();
     virtio_pci_features_register();
+}
+
+/* ---- for the monitors -------------------------------------------------------------- */
+
+void vmm_block_devices_set_io_error_hook(VmmBlockDevices *devs,
+                                         void (*fn)(void *opaque, const char *device,
+                                                    bool is_write, int error, bool stopping),
+                                         void *opaque)
+{
+    for (int i = 0; devs && i < devs->nr_drives; i++) {
+        devs->drives[i]->io_error = fn;
+        devs->drives[i]->io_error_opaque = opaque;
+    }
+}
+
+static void drain_in_home(void *opaque)
+{
+    VirtioBlk *s = opaque;
+
+    keel_blk_drain(s->blk);
+}
+
+void vmm_block_devices_drain(VmmBlockDevices *devs)
+{
+    for (int i = 0; devs && i < devs->nr_drives; i++) {
+        run_in_home(devs->drives[i], drain_in_home, devs->drives[i]);
+    }
+}
+
+static void retry_in_home(void *opaque)
+{
+    VirtioBlk *s = opaque;
+    VirtioBlkReq *req;
+
+    s->io_status = "ok";
+    while ((req = g_queue_pop_head(&s->failed))) {
+        if (req->type == VIRTIO_BLK_T_FLUSH) {
+            keel_blk_aio_flush(s->blk, req_done, req);
+        } else {
+            submit_one(s, req);     /* may fail and be held again */
+        }
+    }
+}
+
+void vmm_block_devices_retry(VmmBlockDevices *devs)
+{
+    for (int i = 0; devs && i < devs->nr_drives; i++) {
+        run_in_home(devs->drives[i], retry_in_home, devs->drives[i]);
+    }
+}
+
+typedef struct QueryCopy {
+    VirtioBlk *s;
+    VirtioBlkStats stats;
+    const char *io_status;
+    uint64_t capacity;
+} QueryCopy;
+
+static void query_in_home(void *opaque)
+{
+    QueryCopy *q = opaque;
+
+    q->stats = q->s->stats;
+    q->io_status = q->s->io_status;
+    q->capacity = q->s->capacity;
+}
+
+int vmm_block_devices_query(VmmBlockDevices *devs, VmmBlockInfo *out, int max)
+{
+    int n = 0;
+
+    for (int i = 0; devs && i < devs->nr_drives && n < max; i++) {
+        VirtioBlk *s = devs->drives[i];
+        QueryCopy q = { .s = s };
+        VmmBlockInfo *o = &out[n++];
+
+        run_in_home(s, query_in_home, &q);
+        memset(o, 0, sizeof(*o));
+        o->device = s->device;
+        o->qdev = s->name;
+        o->file = keel_blk_get_filename(s->blk);
+        o->readonly = s->readonly;
+        o->size = q.capacity * VIRTIO_BLK_SECTOR;
+        o->io_status = q.io_status;
+        o->cache = vmm_drive_cache_name(s->cache);
+        o->rd_operations = q.stats.rd_done;
+        o->wr_operations = q.stats.wr_done;
+        o->flush_operations = q.stats.flush_done;
+        o->rd_bytes = q.stats.rd_bytes;
+        o->wr_bytes = q.stats.wr_bytes;
+        o->rd_total_time_ns = q.stats.rd_total_ns;
+        o->wr_total_time_ns = q.stats.wr_total_ns;
+        o->flush_total_time_ns = q.stats.flush_total_ns;
+        o->failed_rd_operations = q.stats.failed_rd;
+        o->failed_wr_operations = q.stats.failed_wr;
+        o->failed_flush_operations = q.stats.failed_flush;
+    }
+    return n;
+}
+
+static void tid_in_home(void *opaque)
+{
+    *(long *)opaque = (long)syscall(SYS_gettid);
+}
+
+int vmm_block_devices_query_iothreads(VmmBlockDevices *devs, VmmIOThreadInfo *out, int max)
+{
+    int n = 0;
+
+    for (int i = 0; devs && i < devs->nr_iothreads && n < max; i++) {
+        const VmmIOThread *o = &devs->iothread_opts[i];
+        VmmIOThreadInfo *it = &out[n++];
+
+        it->id = keel_iothread_id(devs->iothreads[i]);
+        it->thread_id = 0;
+        keel_aio_run_in_context_wait(keel_iothread_get_aio_context(devs->iothreads[i]),
+                                     tid_in_home, &it->thread_id);
+        it->poll_max_ns = o->poll_max_ns >= 0 ? o->poll_max_ns : KEEL_IOTHREAD_POLL_MAX_NS;
+        it->poll_grow = o->poll_grow >= 0 ? o->poll_grow : 0;
+        it->poll_shrink = o->poll_shrink >= 0 ? o->poll_shrink : 0;
+    }
+    return n;
+}
+
+typedef struct ResizeArgs {
+    VirtioBlk *s;
+    uint64_t size;
+} ResizeArgs;
+
+static void resize_in_home(void *opaque)
+{
+    ResizeArgs *a = opaque;
+
+    a->s->capacity = a->size / VIRTIO_BLK_SECTOR;
+}
+
+int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t size,
+                             char *err, size_t errlen)
+{
+    VirtioBlk *s = NULL;
+    ResizeArgs a;
+    struct stat st;
+    const char *file;
+
+    for (int i = 0; devs && i < devs->nr_drives; i++) {
+        if (!strcmp(devs->drives[i]->device, device)) {
+            s = devs->drives[i];
+        }
+    }
+    if (!s) {
+        return vmm_fail(err, errlen, "Cannot find device='%s' nor node-name='%s'", device,
+                        device);
+    }
+    file = keel_blk_get_filename(s->blk);
+    if (s->readonly) {
+        return vmm_fail(err, errlen, "Device '%s' is read only", device);
+    }
+    if (size % VIRTIO_BLK_SECTOR) {
+        return vmm_fail(err, errlen, "The new size must be a multiple of %d", VIRTIO_BLK_SECTOR);
+    }
+    if (stat(file, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return vmm_fail(err, errlen, "Cannot resize %s: not a regular file", file);
+    }
+    if (size < (uint64_t)st.st_size) {
+        return vmm_fail(err, errlen, "Shrinking images is not supported by keel-vmm "
+                        "(the guest may still use the blocks)");
+    }
+    /* Grow the raw file (a sparse extension), then tell the guest. */
+    if (truncate(file, (off_t)size) < 0) {
+        return vmm_fail(err, errlen, "Cannot grow %s: %s", file, strerror(errno));
+    }
+    a.s = s;
+    a.size = size;
+    run_in_home(s, resize_in_home, &a);
+    virtio_pci_config_changed(s->vp);
+    return 0;
 }

@@ -98,6 +98,14 @@ typedef struct VirtioBlkConf {
     KeelAioContext *ctx;            /* where the queue and backend live */
     const char *iothread_id;        /* for messages; NULL: main loop */
     unsigned intx_irq;
+    /* werror=/rerror= (vmm/options.h) and who hears of failed requests
+     * (BLOCK_IO_ERROR; @stopping: the request is held until retried). */
+    VmmErrorPolicy werror, rerror;
+    void (*io_error)(void *opaque, const char *device, bool is_write, int error,
+                     bool stopping);
+    void *io_error_opaque;
+    const char *device;             /* the monitor's name: the drive id or "virtioN" */
+    VmmDriveCache cache;            /* the -drive cache mode (query-block) */
 } VirtioBlkConf;
 
 typedef struct VirtioBlkStats {
@@ -112,6 +120,13 @@ typedef struct VirtioBlkStats {
     uint64_t merge_retries;         /* merged requests that failed and were split */
     uint64_t poll_hits;             /* passes started by adaptive polling, not a kick */
     uint64_t irqs, irqs_suppressed;
+    /* Completed reads/writes/flushes as QMP's query-blockstats counts them:
+     * successful ones with their bytes and the time from parsing to
+     * completion; failed ones apart (a request held by werror=stop and
+     * retried counts once, when it finally completes). */
+    uint64_t rd_done, wr_done, flush_done, rd_bytes, wr_bytes;
+    uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
+    uint64_t failed_rd, failed_wr, failed_flush;
 } VirtioBlkStats;
 
 /* Opens the backend in @conf->ctx and creates the PCI function.  Main
@@ -148,6 +163,26 @@ void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out);
  * (NULL: don't; keel-vmm passes stderr when KEEL_VMM_STATS is set), and
  * frees the drives and iothreads. */
 void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out);
+
+/* ---- for the monitors (vmm/machine.h); main thread, global mutex held ---- */
+struct VmmBlockInfo;
+struct VmmIOThreadInfo;
+/* Lets every drive's queued requests finish (QMP stop). */
+void vmm_block_devices_drain(VmmBlockDevices *devs);
+/* Resubmits, in order, the requests werror/rerror=stop held (QMP cont). */
+void vmm_block_devices_retry(VmmBlockDevices *devs);
+int vmm_block_devices_query(VmmBlockDevices *devs, struct VmmBlockInfo *out, int max);
+int vmm_block_devices_query_iothreads(VmmBlockDevices *devs, struct VmmIOThreadInfo *out,
+                                      int max);
+/* block_resize: grows @device's image file to @size bytes (a multiple of
+ * 512) and raises the configuration-change interrupt. */
+int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t size,
+                             char *err, size_t errlen);
+/* The error-report hook and the names of every drive (before the vCPU runs). */
+void vmm_block_devices_set_io_error_hook(VmmBlockDevices *devs,
+                                         void (*fn)(void *opaque, const char *device,
+                                                    bool is_write, int error, bool stopping),
+                                         void *opaque);
 
 /* The block engine and virtio notification seams for `--features`. */
 void vmm_block_features_register(void);
