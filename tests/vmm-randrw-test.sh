@@ -25,12 +25,12 @@ skip_all() { echo "1..0 # SKIP $1"; exit 77; }
 command -v timeout >/dev/null 2>&1 || skip_all "timeout(1) not available"
 QEMU=${QEMU:-qemu-system-x86_64}
 peers=
-if (exec 3<>/dev/kvm) 2>/dev/null && [ -x "$VMM" ]; then peers="keel-vmm"; fi
+if { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null && [ -x "$VMM" ]; then peers="keel-vmm"; fi
 if command -v "$QEMU" >/dev/null 2>&1; then peers="$peers qemu"; fi
 [ -n "$peers" ] || skip_all "neither /dev/kvm (for keel-vmm) nor $QEMU"
 if [ -z "${QEMU_ACCEL:-}" ]; then
     QEMU_ACCEL="-accel tcg"
-    (exec 3<>/dev/kvm) 2>/dev/null && QEMU_ACCEL="-accel kvm -accel tcg"
+    { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null && QEMU_ACCEL="-accel kvm -accel tcg"
 fi
 QBOOT=
 for f in /usr/share/qemu/qboot.rom /usr/share/seabios/qboot.rom; do
