@@ -140,6 +140,8 @@ static void test_cpu_accel(void)
                 r < 0 ? err : "success");
         g_strfreev(lines);
     }
+}
+
 /* -blockdev (key=value and JSON), -device virtio-blk-pci's QEMU keys, and
  * the -drive keys QEMU and libvirt lines use (issue 12). */
 static void test_blockdev(void)
