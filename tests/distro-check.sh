@@ -199,7 +199,7 @@ in_root() {
 }
 
 # Build dependencies (Debian names), plus what dpkg-buildpackage needs.
-deps_required="build-essential autoconf automake libtool pkg-config libglib2.0-dev"
+deps_required="build-essential autoconf automake libtool pkg-config libglib2.0-dev libjson-glib-dev"
 deps_optional="liburing-dev libaio-dev linux-libc-dev xz-utils ca-certificates"
 deps_deb="debhelper dh-autoreconf fakeroot"
 
