@@ -34,7 +34,7 @@ ok|||-machine none -qmp stdio
 ok|||-monitor stdio -serial none -kernel $K
 refused|qcow2|only raw images (no qcow2 driver)|-kernel $K -drive file=$T/disk.qcow2,format=qcow2,if=virtio -nographic
 refused|-netdev|no network devices|-kernel $K -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -nographic
-refused|-smp 4|one vCPU for now|-enable-kvm -smp 4 -m 1G -kernel $K -nographic
+ok|||-enable-kvm -smp 4 -m 1G -kernel $K -nographic
 refused|TCP|unix sockets only for chardevs|-kernel $K -qmp tcp:localhost:4444,server,nowait -nographic
 refused|-serial pty|no pty chardev backend|-kernel $K -append console=ttyS0 -serial pty
 refused|microvm|the PC machine only (no microvm)|-M microvm -kernel $K -nographic

@@ -4,4 +4,5 @@
 # tests/fuzz-lib.sh.
 # shellcheck source=tests/fuzz-lib.sh disable=SC2154  # top_builddir: set by fuzz-lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
+FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
 fuzz_main options "vmm/options.c vmm/kvm.c vmm/cpuid.c vmm/bus.c" 2048 1

@@ -273,12 +273,32 @@ static void apply_cache_flag(VmmDrive *d, bool direct_key, bool on)
 {
     if (direct_key) {
         switch (d->cache) {
-        case VMM_CACHE_WRITEBACK: if (on) d->cache = VMM_CACHE_NONE; break;
-        case VMM_CACHE_WRITETHROUGH: if (on) d->cache = VMM_CACHE_DIRECTSYNC; break;
-        case VMM_CACHE_UNSAFE: if (on) { d->cache = VMM_CACHE_NONE; d->no_flush = true; } break;
-        case VMM_CACHE_NONE: if (!on) d->cache = d->no_flush ? VMM_CACHE_UNSAFE
-                                                             : VMM_CACHE_WRITEBACK; break;
-        case VMM_CACHE_DIRECTSYNC: if (!on) d->cache = VMM_CACHE_WRITETHROUGH; break;
+        case VMM_CACHE_WRITEBACK:
+            if (on) {
+                d->cache = VMM_CACHE_NONE;
+            }
+            break;
+        case VMM_CACHE_WRITETHROUGH:
+            if (on) {
+                d->cache = VMM_CACHE_DIRECTSYNC;
+            }
+            break;
+        case VMM_CACHE_UNSAFE:
+            if (on) {
+                d->cache = VMM_CACHE_NONE;
+                d->no_flush = true;
+            }
+            break;
+        case VMM_CACHE_NONE:
+            if (!on) {
+                d->cache = d->no_flush ? VMM_CACHE_UNSAFE : VMM_CACHE_WRITEBACK;
+            }
+            break;
+        case VMM_CACHE_DIRECTSYNC:
+            if (!on) {
+                d->cache = VMM_CACHE_WRITETHROUGH;
+            }
+            break;
         }
         return;
     }
