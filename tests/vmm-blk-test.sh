@@ -337,6 +337,20 @@ check $r two "two drives (one on an iothread): the guest drives the second"
 check_pattern "$TMP/two-b.img" 0 262144 1 11 && check_zero "$TMP/two-a.img" 0 4194304
 check $? two "two drives: the writes landed on the second image only"
 
+# ---- libvirt's -blockdev line, unchanged -------------------------------------------------------
+truncate -s 4M "$TMP/libvirt.img"
+vmm_run libvirt -- "$VMM" $G \
+    -blockdev "{\"driver\":\"file\",\"filename\":\"$TMP/libvirt.img\",\"node-name\":\"libvirt-1-storage\",\"auto-read-only\":true,\"discard\":\"unmap\"}" \
+    -blockdev '{"node-name":"libvirt-1-format","read-only":false,"driver":"raw","file":"libvirt-1-storage"}' \
+    -device virtio-blk-pci,bus=pci.0,addr=0x4,drive=libvirt-1-format,id=virtio-disk0,bootindex=1 \
+    -append "rw=write bs=4096 iodepth=4 size=256k verify=1 seed=17 mode=irq"
+r=0
+is "$(vmm_rc libvirt)" 1 || r=1
+is "$(result_field libvirt status)" ok || r=1
+check $r libvirt "libvirt's JSON -blockdev pair + -device virtio-blk-pci,bus=pci.0,addr=0x4,bootindex=1: the guest's write+verify passes"
+check_pattern "$TMP/libvirt.img" 0 262144 1 17
+check $? libvirt "libvirt's line: the writes are in the image"
+
 # ---- old kernels: the fallbacks run the workload ---------------------------------------------
 for preset in 2.6.18 2.6.32; do
     name=old-$preset
