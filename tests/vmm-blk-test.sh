@@ -185,21 +185,36 @@ gt0 "$(stats_field dz max_batch)" && [ "$(stats_field dz max_batch)" -gt 1 ]
 check $? dz "requests popped in one pass are submitted as one batch (max batch $(stats_field dz max_batch))"
 
 # ---- guest RAM backends: virtio-blk DMA into a memfd and into anonymous RAM -------
-for be in memfd ram avoid; do
+# An explicit memory-backend-memfd cannot fall back (it asks for shareable
+# memory): where memfd_create is refused (an old kernel: the guest-ram
+# features line gives an errno as the reason) or avoided, keel-vmm must
+# fail, naming why; only the default falls back to anonymous memory.
+memfd_refused=
+"$VMM" --features 2>/dev/null | grep -Eq '^guest-ram .*reason=E[A-Z]+' && memfd_refused=yes
+for be in memfd ram avoid avoid-default; do
     name=ram-$be
     truncate -s 4M "$TMP/$name.img"
     env=
     case $be in
-    memfd) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=memfd ;;
+    memfd) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=memfd
+           test -n "$memfd_refused" && want=refused ;;
     ram) mem="-object memory-backend-ram,id=m0 -machine memory-backend=m0" want=anonymous ;;
-    avoid) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=anonymous
+    avoid) mem="-object memory-backend-memfd,id=m0 -machine memory-backend=m0" want=refused
            env=KEEL_AVOID=memfd ;;
+    avoid-default) mem= want=anonymous env=KEEL_AVOID=memfd ;;
     esac
     # shellcheck disable=SC2086
     vmm_run $name $env -- "$VMM" $G $mem \
         -drive "file=$TMP/$name.img,format=raw,if=virtio,aio=threads,cache=$CACHE" \
         -append "rw=write bs=64k iodepth=8 size=2M verify=1 seed=6"
     r=0
+    if [ $want = refused ]; then
+        is "$(vmm_rc $name)" 1 || r=1
+        has_err $name "memory-backend-memfd: memfd_create is not available" || r=1
+        test -z "$(result_field $name status)" || r=1
+        check $r $name "guest RAM $be${env:+ ($env)}: explicit memory-backend-memfd without memfd fails, naming why"
+        continue
+    fi
     is "$(vmm_rc $name)" 1 || r=1
     is "$(result_field $name status)" ok || r=1
     has_err $name " ram=$want(\+thp)? " || r=1

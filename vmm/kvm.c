@@ -459,6 +459,8 @@ static int vm_alloc_ram(Vm *vm, uint64_t size, VmRamBacking backing)
     bool thp;
     void *p;
 
+    bool explicit_memfd = backing == VM_RAM_MEMFD;
+
     vm->ram_fd = -1;
     if (backing == VM_RAM_AUTO) {
         backing = guest_ram_auto(&why);
@@ -466,13 +468,21 @@ static int vm_alloc_ram(Vm *vm, uint64_t size, VmRamBacking backing)
     if (backing == VM_RAM_MEMFD) {
         bool fatal;
 
-        if (!memfd_usable()) {
-            /* A kernel refusal was logged by the seam; say why otherwise. */
-            if (keel_avoid(KEEL_PATH_MEMFD)) {
-                keel_log("memory-backend-memfd: memfd avoided (KEEL_AVOID): guest RAM is "
-                         "anonymous memory");
+        /* Only the default may fall back: memory-backend-memfd asks for
+         * shareable memory, and anonymous memory is not (QEMU fails too). */
+        if (explicit_memfd && !memfd_usable()) {
+            keel_seam_active(&memfd_seam, &why);
+            fprintf(stderr, "keel-vmm: -object memory-backend-memfd: memfd_create is not "
+                    "available (%s); use memory-backend-ram, or no -object to let "
+                    "keel-vmm choose\n", strcmp(why, "KEEL_AVOID") ? why : "KEEL_AVOID=memfd");
+            return -1;
+        }
+        if (memfd_usable() && (vm->ram_fd = ram_memfd_create(size, &fatal)) < 0 &&
+            (fatal || explicit_memfd)) {
+            if (!fatal) {
+                fprintf(stderr, "keel-vmm: -object memory-backend-memfd: memfd_create "
+                        "refused: %s\n", strerror(errno));
             }
-        } else if ((vm->ram_fd = ram_memfd_create(size, &fatal)) < 0 && fatal) {
             return -1;
         }
     }

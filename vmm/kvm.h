@@ -104,8 +104,9 @@ void kvm_describe_paths(const struct Vm *vm, char *buf, size_t len);
 typedef enum VmRamBacking {
     VM_RAM_AUTO,
     VM_RAM_ANONYMOUS,       /* -object memory-backend-ram */
-    VM_RAM_MEMFD,           /* -object memory-backend-memfd: shareable; falls back
-                               to anonymous where memfd_create is refused */
+    VM_RAM_MEMFD,           /* -object memory-backend-memfd: shareable; fails with a
+                               message where memfd_create is refused or avoided
+                               (only VM_RAM_AUTO falls back to anonymous) */
 } VmRamBacking;
 
 typedef struct VmRamSlot {
