@@ -46,7 +46,7 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
     /* The IOAPIC's ID follows the CPUs' (SeaBIOS numbers it so). */
     uint8_t ioapic_id = (uint8_t)(topo_max_apic_id(topo) + 1);
     size_t table_len = 44 + 20 * topo->cpus + 8 * 2 /* buses */ + 8 /* IOAPIC */ +
-                       8 * 16 /* ISA IRQs: ExtINT + 15 */ + 8 * 2 /* LINT0, LINT1 */;
+                       8 * 15 /* ISA IRQs 0-15 but 2 */ + 8 * 2 /* LINT0, LINT1 */;
     uint8_t *fp = buf, *t = buf + 16, *e;
     uint16_t entries = 0;
 
@@ -92,12 +92,13 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
     e += 8;
     entries += 3;
 
-    /* Pin 0: the 8259's output (ExtINT); ISA IRQ 0 (the PIT) on pin 2,
-     * every other ISA IRQ on its own pin.  Flags 0 = "conforms to the bus"
-     * (edge, active high on ISA), except the PCI INTx and SCI IRQs, which
-     * are level-triggered, active high, as the MADT overrides say. */
-    e = mp_intr(e, MP_IOINTR, MP_EXTINT, 0, MP_BUS_ISA, 0, ioapic_id, 0);
-    entries++;
+    /* ISA IRQ 0 (the PIT) on pin 2, every other ISA IRQ on its own pin,
+     * as SeaBIOS describes QEMU's PC.  No ExtINT entry for the 8259 on
+     * pin 0: Linux trusts such an entry ("ExtINT not setup in hardware but
+     * reported by MP table") and, under KVM with acpi=off, lost its timer
+     * tick.  Flags 0 = "conforms to the bus" (edge, active high on ISA),
+     * except the PCI INTx and SCI IRQs, which are level-triggered, active
+     * high, as the MADT overrides say. */
     for (unsigned irq = 0; irq < 16; irq++) {
         uint16_t flags = (irq == 5 || irq == 9 || irq == 10 || irq == 11) ? 0x000d : 0;
 
@@ -108,8 +109,8 @@ size_t mptable_build(uint8_t *buf, size_t len, uint64_t gpa, const CpuTopology *
                     (uint8_t)(irq == 0 ? 2 : irq));
         entries++;
     }
-    /* Every LAPIC: LINT0 takes ExtINT (virtual wire), LINT1 NMI. */
-    e = mp_intr(e, MP_LINTR, MP_EXTINT, 0, MP_BUS_ISA, 0, 0xff, 0);
+    /* LINT0 of the BSP takes ExtINT (virtual wire); LINT1 of every LAPIC NMI. */
+    e = mp_intr(e, MP_LINTR, MP_EXTINT, 0, MP_BUS_ISA, 0, 0, 0);
     e = mp_intr(e, MP_LINTR, MP_NMI, 0, MP_BUS_ISA, 0, 0xff, 1);
     entries += 2;
 
