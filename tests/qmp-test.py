@@ -507,8 +507,10 @@ def e2e(vmm, guest, image):
         qsock = os.path.join(tmp, "qemu.sock")
         qproc, qq = start_with_socket([qemu, "-machine", "pc", "-accel", "tcg", "-S",
                                        "-nodefaults", "-display", "none", "-drive",
-                                       "file=%s,format=raw,if=virtio,id=disk0,readonly=on"
-                                       % image, "-qmp", "unix:%s,server=on,wait=off" % qsock],
+                                       # keel-vmm holds the image's write lock:
+                                       # QEMU would refuse even a reader.
+                                       "file=%s,format=raw,if=virtio,id=disk0,readonly=on,"
+                                       "file.locking=off" % image, "-qmp", "unix:%s,server=on,wait=off" % qsock],
                                       qsock)
         for name in ("query-block", "query-blockstats", "query-cpus-fast", "query-status"):
             kr, qr = q.cmd(name), qq.cmd(name) if qq else None

@@ -405,7 +405,8 @@ KEEL_AVOID=msix "$VMM" --features 2>&1 | grep -q '^virtio-msix active=intx .*rea
 ok $? "KEEL_AVOID=msix: --features reports INTx"
 
 vmm_run badinject -- "$VMM" $G -drive "file=$TMP/ro.img,format=raw,if=virtio,inject=write:EBOGUS"
-is "$(vmm_rc badinject)" 1 && has_err badinject '^keel-vmm: virtio-blk0: .*'
+is "$(vmm_rc badinject)" 1 && has_err badinject "^keel-vmm: -drive file=.*ro.img: inject rule 'write:EBOGUS': unknown item 'EBOGUS'" &&
+    [ "$(grep -c '^keel-vmm: ' "$TMP/badinject.err")" = 1 ]
 check $? badinject "-drive inject= with a bad rule: one clear line, exit 1"
 vmm_run nofile -- "$VMM" $G -drive "file=$TMP/does-not-exist.img,format=raw,if=virtio"
 is "$(vmm_rc nofile)" 1 && has_err nofile 'does-not-exist'

@@ -155,17 +155,17 @@ EOF
     make -C "$build" -k check TESTS="$list" >"$out/vmmtests.log" 2>&1
     unset TMPDIR
     log "make check TESTS=... took $(( $(now) - t )) s"
-    for t in $list; do
-        res=$build/$t.trs
+    for test_path in $list; do
+        res=$build/$test_path.trs
         res=${res%.sh.trs}.trs
-        [ -f "$res" ] || res=$build/${t%.sh}.trs
-        [ -f "$build/${t%.sh}.log" ] && cp "$build/${t%.sh}.log" "$out/$(basename "${t%.sh}").log"
+        [ -f "$res" ] || res=$build/${test_path%.sh}.trs
+        [ -f "$build/${test_path%.sh}.log" ] && cp "$build/${test_path%.sh}.log" "$out/$(basename "${test_path%.sh}").log"
         r=$(sed -n 's/^:global-test-result: //p' "$res" 2>/dev/null)
         case $r in
-        PASS) ok 0 "make check $t" ;;
-        SKIP) skip "make check $t" "$(grep -m1 'SKIP' "$build/${t%.sh}.log" | sed 's/.*# SKIP//')" ;;
-        *) ok 1 "make check $t (${r:-no result})"
-           grep -E '^(not ok|#)' "$build/${t%.sh}.log" 2>/dev/null | tail -n 15 | sed 's/^/keel-lab:   /' ;;
+        PASS) ok 0 "make check $test_path" ;;
+        SKIP) skip "make check $test_path" "$(grep -m1 'SKIP' "$build/${test_path%.sh}.log" | sed 's/.*# SKIP//')" ;;
+        *) ok 1 "make check $test_path (${r:-no result})"
+           grep -E '^(not ok|#)' "$build/${test_path%.sh}.log" 2>/dev/null | tail -n 15 | sed 's/^/keel-lab:   /' ;;
         esac
     done
 }
