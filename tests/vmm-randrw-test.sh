@@ -105,7 +105,20 @@ for peer in $peers; do
         if [ $mode = runtime ]; then
             # thousands of random requests over 1024 blocks: a fair choice
             # writes every one (the old one only the 512 its bits allowed)
-            ok "$([ "$wb" = 1024 ]; echo $?)" "$peer, $mode: writes reached all 1024 blocks ($wb)"
+            # How many requests fit in the 4 s depends on the host; the
+            # check is about the choice, so it needs enough of them: with
+            # 30000 requests (~15000 writes) a fair choice misses a block
+            # with probability ~5e-4; the old one never passed 512.
+            ops=$(result_field "$name" ops)
+            if [ -n "$ops" ] && [ "$ops" -ge 30000 ]; then
+                ok "$([ "$wb" = 1024 ]; echo $?)" "$peer, $mode: writes reached all 1024 blocks ($wb of them, $ops requests)"
+            elif [ -n "$ops" ] && [ "$ops" -ge 4096 ]; then
+                ok "$([ -n "$wb" ] && [ "$wb" -gt 512 ]; echo $?)" \
+                    "$peer, $mode: writes reached more than the 512 blocks the old choice allowed ($wb, $ops requests)"
+            else
+                echo "ok $((n + 1)) # SKIP $peer, $mode: only ${ops:-no} requests in 4 s on this host (the all-blocks check needs 30000)"
+                n=$((n + 1))
+            fi
         fi
         # shellcheck disable=SC2046
         set -- $(scan_image "$img" 4096 $seed 1)
