@@ -94,6 +94,10 @@ struct VirtioBlk {
     VmmDriveCache cache;
 };
 
+/* max_discard_seg / max_write_zeroes_seg, as QEMU: one segment a request
+ * (the dispatch below relies on it). */
+#define DISCARD_WZ_MAX_SEGS 1
+
 static VirtioPciQueue *blk_queue(VirtioBlk *s)
 {
     return virtio_pci_queue(s->vp, 0);
@@ -427,7 +431,7 @@ static void req_limits(VirtioBlk *s, VirtioBlkReqLimits *l)
     l->features = s->features;
     l->max_discard_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
     l->max_write_zeroes_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
-    l->max_discard_segs = l->max_write_zeroes_segs = 1;     /* as advertised */
+    l->max_discard_segs = l->max_write_zeroes_segs = DISCARD_WZ_MAX_SEGS;
 }
 
 /* Counts what the guest asked for: reads, writes, flushes and GET_IDs as
@@ -508,7 +512,7 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
         return true;
     case VIRTIO_BLK_REQ_DISCARD:
     case VIRTIO_BLK_REQ_WRITE_ZEROES:
-        /* One segment (max_discard_seg / max_write_zeroes_seg are 1). */
+        /* One segment (DISCARD_WZ_MAX_SEGS). */
         req->offset = p.segs[0].offset;     /* for the error log */
         req->bytes = p.segs[0].bytes;
         if (p.kind == VIRTIO_BLK_REQ_WRITE_ZEROES) {
@@ -690,10 +694,10 @@ static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
     put_le(cfg + 26, s->blk_size / VIRTIO_BLK_SECTOR, 2);     /* min_io_size */
     put_le(cfg + 34, 1, 2);                         /* num_queues (no MQ) */
     put_le(cfg + 36, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);
-    put_le(cfg + 40, 1, 4);                         /* max_discard_seg */
+    put_le(cfg + 40, DISCARD_WZ_MAX_SEGS, 4);       /* max_discard_seg */
     put_le(cfg + 44, s->discard_alignment, 4);
     put_le(cfg + 48, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);     /* max_write_zeroes_sectors */
-    put_le(cfg + 52, 1, 4);                         /* max_write_zeroes_seg */
+    put_le(cfg + 52, DISCARD_WZ_MAX_SEGS, 4);       /* max_write_zeroes_seg */
     put_le(cfg + 56, 0, 1);                         /* write_zeroes_may_unmap */
     memcpy(buf, cfg, len < sizeof(cfg) ? len : sizeof(cfg));
 }
