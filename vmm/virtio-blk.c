@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include "vmm/virtio-blk.h"
+#include "vmm/virtio-blk-req.h"
 #include "vmm/virtio-pci.h"
 #include "compat/features.h"
 #include "compat/osdep.h"
@@ -27,12 +28,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-/* Guest structures are little endian (virtio 1.x); so is every host this
- * VMM runs on (x86-64), so they are read as they are. */
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "virtio-blk assumes a little-endian host"
-#endif
 
 typedef struct VirtioBlkReq {
     VirtQueueElement elem;          /* first: virtqueue_pop allocates us */
@@ -73,6 +68,7 @@ struct VirtioBlk {
     uint32_t blk_size;              /* logical block size */
     uint8_t physical_block_exp;     /* log2(physical / logical) */
     uint32_t discard_alignment;     /* sectors */
+    uint64_t features;              /* negotiated (set by start, before the handler) */
 
     /* Home thread of ctx (handed over by start/stop). */
     KeelBH *notify_bh;
@@ -98,20 +94,9 @@ struct VirtioBlk {
     VmmDriveCache cache;
 };
 
-struct VirtioBlkOuthdr {
-    uint32_t type;
-    uint32_t reserved;
-    uint64_t sector;
-};
-
-struct VirtioBlkDiscardWz {
-    uint64_t sector;
-    uint32_t num_sectors;
-    uint32_t flags;
-};
-#define VIRTIO_BLK_WZ_F_UNMAP 1u
-
-#define compiler_barrier() __asm__ __volatile__("" ::: "memory")
+/* max_discard_seg / max_write_zeroes_seg, as QEMU: one segment a request
+ * (the dispatch below relies on it). */
+#define DISCARD_WZ_MAX_SEGS 1
 
 static VirtioPciQueue *blk_queue(VirtioBlk *s)
 {
@@ -119,20 +104,6 @@ static VirtioPciQueue *blk_queue(VirtioBlk *s)
 }
 
 /* ---- iovec helpers (guest buffers) ---------------------------------------------- */
-
-/* Copies up to @len bytes from the start of @iov; returns how many. */
-static size_t iov_copy_out(const struct iovec *iov, unsigned cnt, void *buf, size_t len)
-{
-    size_t done = 0;
-
-    for (unsigned i = 0; i < cnt && done < len; i++) {
-        size_t n = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-        memcpy((uint8_t *)buf + done, iov[i].iov_base, n);
-        done += n;
-    }
-    compiler_barrier();     /* use the copy, never re-read guest memory */
-    return done;
-}
 
 static size_t iov_copy_in(const struct iovec *iov, unsigned cnt, const void *buf, size_t len)
 {
@@ -144,30 +115,6 @@ static size_t iov_copy_in(const struct iovec *iov, unsigned cnt, const void *buf
         done += n;
     }
     return done;
-}
-
-/* Drops @bytes from the front of the array (moving *@iov on). */
-static void iov_drop_front(struct iovec **iov, unsigned *cnt, size_t bytes)
-{
-    while (*cnt && bytes) {
-        if ((*iov)->iov_len > bytes) {
-            (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + bytes;
-            (*iov)->iov_len -= bytes;
-            return;
-        }
-        bytes -= (*iov)->iov_len;
-        (*iov)++;
-        (*cnt)--;
-    }
-}
-
-/* Drops the last byte (the status) from a non-empty array. */
-static void iov_drop_last_byte(struct iovec *iov, unsigned *cnt)
-{
-    iov[*cnt - 1].iov_len--;
-    if (!iov[*cnt - 1].iov_len) {
-        (*cnt)--;
-    }
 }
 
 /* ---- completion ---------------------------------------------------------------------- */
@@ -453,7 +400,7 @@ static void batch_flush(VirtioBlk *s)
     }
 }
 
-static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t sector,
+static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t offset,
                       uint64_t bytes, struct iovec *iov, unsigned iovcnt)
 {
     if (!bytes) {
@@ -463,7 +410,7 @@ static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t sect
     if (s->batch_n && (s->batch_write != write || s->batch_n == MERGE_MAX_REQS)) {
         batch_flush(s);
     }
-    req->offset = sector * VIRTIO_BLK_SECTOR;
+    req->offset = offset;
     req->bytes = bytes;
     req->iov = iov;
     req->iovcnt = iovcnt;
@@ -474,126 +421,116 @@ static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t sect
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-/* Inside the disk and aligned to its logical block size (QEMU's
- * virtio_blk_sect_range_ok). */
-static bool sectors_ok(VirtioBlk *s, uint64_t sector, uint64_t bytes)
+/* What the parser checks a request against (home thread: capacity changes
+ * there, with block_resize). */
+static void req_limits(VirtioBlk *s, VirtioBlkReqLimits *l)
 {
-    uint64_t mask = s->blk_size / VIRTIO_BLK_SECTOR - 1;
-
-    return bytes % s->blk_size == 0 && !(sector & mask) && sector <= s->capacity &&
-           bytes / VIRTIO_BLK_SECTOR <= s->capacity - sector;
+    l->capacity = s->capacity;
+    l->logical_block_size = s->blk_size;
+    l->readonly = s->readonly;
+    l->features = s->features;
+    l->max_discard_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
+    l->max_write_zeroes_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
+    l->max_discard_segs = l->max_write_zeroes_segs = DISCARD_WZ_MAX_SEGS;
 }
 
-static void handle_discard_wz(VirtioBlk *s, VirtioBlkReq *req, struct iovec *out,
-                              unsigned out_num, uint64_t out_bytes)
+/* Counts what the guest asked for: reads, writes, flushes and GET_IDs as
+ * they arrive, unknown types; discards and write-zeroes once started. */
+static void req_count(VirtioBlk *s, const VirtioBlkParsedReq *p)
 {
-    struct VirtioBlkDiscardWz seg;
-    bool wz = req->type == VIRTIO_BLK_T_WRITE_ZEROES;
-    uint64_t offset, bytes;
-
-    /* max_discard_seg / max_write_zeroes_seg are 1: exactly one segment. */
-    if (out_bytes != sizeof(seg)) {
-        req_complete(req, out_bytes && out_bytes % sizeof(seg) == 0 ? VIRTIO_BLK_S_UNSUPP
-                                                                     : VIRTIO_BLK_S_IOERR);
-        return;
-    }
-    iov_copy_out(out, out_num, &seg, sizeof(seg));
-    if (seg.flags & ~(wz ? VIRTIO_BLK_WZ_F_UNMAP : 0u)) {
-        req_complete(req, VIRTIO_BLK_S_UNSUPP);
-        return;
-    }
-    bytes = (uint64_t)seg.num_sectors * VIRTIO_BLK_SECTOR;
-    if (s->readonly || seg.num_sectors > VIRTIO_BLK_MAX_DISCARD_SECTORS ||
-        !sectors_ok(s, seg.sector, bytes)) {
-        req_complete(req, VIRTIO_BLK_S_IOERR);
-        return;
-    }
-    offset = seg.sector * VIRTIO_BLK_SECTOR;
-    req->offset = offset;       /* for the error log */
-    req->bytes = bytes;
-    if (wz) {
-        s->stats.write_zeroes++;
-        keel_blk_aio_pwrite_zeroes(s->blk, (int64_t)offset, (int64_t)bytes, req_done, req);
-    } else {
-        s->stats.discards++;
-        keel_blk_aio_pdiscard(s->blk, (int64_t)offset, (int64_t)bytes, req_done, req);
+    switch (p->kind) {
+    case VIRTIO_BLK_REQ_READ: s->stats.reads++; break;
+    case VIRTIO_BLK_REQ_WRITE: s->stats.writes++; break;
+    case VIRTIO_BLK_REQ_FLUSH: s->stats.flushes++; break;
+    case VIRTIO_BLK_REQ_GET_ID: s->stats.get_ids++; break;
+    case VIRTIO_BLK_REQ_UNSUPPORTED: s->stats.unsupported++; break;
+    case VIRTIO_BLK_REQ_BAD_HEADER:
+    case VIRTIO_BLK_REQ_DISCARD:
+    case VIRTIO_BLK_REQ_WRITE_ZEROES:
+        break;
     }
 }
 
-/* Parses a valid chain and starts its request (or completes it at once).
- * Returns false when the chain has no status byte: the queue is broken. */
+/* Parses a chain (virtio-blk-req.c) and starts its request, or completes
+ * it at once with the status the parser chose.  Returns false when the
+ * chain has no status byte: the queue is broken. */
 static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
 {
     VirtQueueElement *e = &req->elem;
-    struct VirtioBlkOuthdr hdr;
-    struct iovec *out = e->out_sg, *in = e->in_sg;
-    unsigned out_num = e->out_num, in_num = e->in_num;
-    uint64_t out_bytes = e->out_bytes, in_bytes;
+    VirtioBlkReqLimits limits;
+    VirtioBlkParsedReq p;
+    const char *why;
+    struct iovec *data;
+    unsigned data_num;
+    int status;
 
-    if (!in_num) {
+    req_limits(s, &limits);
+    status = virtio_blk_req_parse(&limits, e->out_sg, e->out_num, e->in_sg, e->in_num, &p,
+                                  &why);
+    if (status == VIRTIO_BLK_REQ_NO_STATUS) {
         return false;
     }
     req->s = s;
-    req->bytes = 0;
     req->start_ns = now_ns();
-    req->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
+    req->status = p.status;
     req->used_len = 1;
     req->offset = req->bytes = 0;   /* set for reads, writes, discards (error log) */
-    iov_drop_last_byte(in, &in_num);
-    in_bytes = e->in_bytes - 1;
+    if (p.kind != VIRTIO_BLK_REQ_BAD_HEADER) {
+        req->type = p.type;
+    }
     s->inflight++;
     s->stats.requests++;
-
-    if (out_bytes < sizeof(hdr)) {
-        req_complete(req, VIRTIO_BLK_S_IOERR);      /* no (readable) header */
+    req_count(s, &p);
+    if (p.kind == VIRTIO_BLK_REQ_DISCARD || p.kind == VIRTIO_BLK_REQ_WRITE_ZEROES) {
+        batch_flush(s);             /* the reads and writes before it go first */
+    }
+    if (status != VIRTIO_BLK_S_OK) {
+        req_complete(req, (uint8_t)status);
         return true;
     }
-    iov_copy_out(out, out_num, &hdr, sizeof(hdr));
-    iov_drop_front(&out, &out_num, sizeof(hdr));
-    out_bytes -= sizeof(hdr);
-    req->type = hdr.type;
 
-    switch (hdr.type) {
-    case VIRTIO_BLK_T_IN:
-        s->stats.reads++;
-        if (!sectors_ok(s, hdr.sector, in_bytes)) {
-            req_complete(req, VIRTIO_BLK_S_IOERR);
-            return true;
-        }
-        req->used_len = (uint32_t)in_bytes + 1;
-        batch_add(s, req, false, hdr.sector, in_bytes, in, in_num);
+    /* The data buffers, trimmed in place: the element's arrays are ours. */
+    data = p.kind == VIRTIO_BLK_REQ_WRITE ? e->out_sg : e->in_sg;
+    data_num = virtio_blk_req_data_iov(&p.data, data);
+
+    switch (p.kind) {
+    case VIRTIO_BLK_REQ_READ:
+        req->used_len = (uint32_t)p.bytes + 1;
+        batch_add(s, req, false, p.offset, p.bytes, data, data_num);
         return true;
-    case VIRTIO_BLK_T_OUT:
-        s->stats.writes++;
-        if (s->readonly || !sectors_ok(s, hdr.sector, out_bytes)) {
-            req_complete(req, VIRTIO_BLK_S_IOERR);
-            return true;
-        }
-        batch_add(s, req, true, hdr.sector, out_bytes, out, out_num);
+    case VIRTIO_BLK_REQ_WRITE:
+        batch_add(s, req, true, p.offset, p.bytes, data, data_num);
         return true;
-    case VIRTIO_BLK_T_FLUSH:
-        s->stats.flushes++;
+    case VIRTIO_BLK_REQ_FLUSH:
         batch_flush(s);             /* the writes before it go first */
         keel_blk_aio_flush(s->blk, req_done, req);
         return true;
-    case VIRTIO_BLK_T_GET_ID: {
-        size_t n;
-        s->stats.get_ids++;
-        n = iov_copy_in(in, in_num, s->serial, VIRTIO_BLK_ID_BYTES);
-        req->used_len = (uint32_t)n + 1;
+    case VIRTIO_BLK_REQ_GET_ID:
+        req->used_len = (uint32_t)iov_copy_in(data, data_num, s->serial,
+                                              VIRTIO_BLK_ID_BYTES) + 1;
         req_complete(req, VIRTIO_BLK_S_OK);
         return true;
-    }
-    case VIRTIO_BLK_T_DISCARD:
-    case VIRTIO_BLK_T_WRITE_ZEROES:
-        batch_flush(s);
-        handle_discard_wz(s, req, out, out_num, out_bytes);
+    case VIRTIO_BLK_REQ_DISCARD:
+    case VIRTIO_BLK_REQ_WRITE_ZEROES:
+        /* One segment (DISCARD_WZ_MAX_SEGS). */
+        req->offset = p.segs[0].offset;     /* for the error log */
+        req->bytes = p.segs[0].bytes;
+        if (p.kind == VIRTIO_BLK_REQ_WRITE_ZEROES) {
+            s->stats.write_zeroes++;
+            keel_blk_aio_pwrite_zeroes(s->blk, (int64_t)req->offset, (int64_t)req->bytes,
+                                       req_done, req);
+        } else {
+            s->stats.discards++;
+            keel_blk_aio_pdiscard(s->blk, (int64_t)req->offset, (int64_t)req->bytes,
+                                  req_done, req);
+        }
         return true;
-    default:
-        s->stats.unsupported++;
-        req_complete(req, VIRTIO_BLK_S_UNSUPP);
-        return true;
+    case VIRTIO_BLK_REQ_BAD_HEADER:
+    case VIRTIO_BLK_REQ_UNSUPPORTED:
+        break;                      /* the parser failed them */
     }
+    req_complete(req, VIRTIO_BLK_S_IOERR);
+    return true;
 }
 
 /* A guest can break its queue at will: say so, but not endlessly. */
@@ -757,10 +694,10 @@ static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
     put_le(cfg + 26, s->blk_size / VIRTIO_BLK_SECTOR, 2);     /* min_io_size */
     put_le(cfg + 34, 1, 2);                         /* num_queues (no MQ) */
     put_le(cfg + 36, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);
-    put_le(cfg + 40, 1, 4);                         /* max_discard_seg */
+    put_le(cfg + 40, DISCARD_WZ_MAX_SEGS, 4);       /* max_discard_seg */
     put_le(cfg + 44, s->discard_alignment, 4);
     put_le(cfg + 48, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);     /* max_write_zeroes_sectors */
-    put_le(cfg + 52, 1, 4);                         /* max_write_zeroes_seg */
+    put_le(cfg + 52, DISCARD_WZ_MAX_SEGS, 4);       /* max_write_zeroes_seg */
     put_le(cfg + 56, 0, 1);                         /* write_zeroes_may_unmap */
     memcpy(buf, cfg, len < sizeof(cfg) ? len : sizeof(cfg));
 }
@@ -776,6 +713,7 @@ static void blk_start(VirtioPci *vp)
     }
     s->broken = false;
     s->running = true;
+    s->features = vp->guest_features;
     keel_aio_set_event_notifier_poll(s->ctx, &pq->host_notifier, on_kick, &kick_poll_ops);
     /* Whatever the driver queued before DRIVER_OK. */
     keel_event_notifier_set(&pq->host_notifier);
