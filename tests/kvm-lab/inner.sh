@@ -15,6 +15,8 @@
 #   blk       Linux's virtio_blk on our device (ext4, fio, discard, ro,
 #             inject, fallbacks), the image checked from here afterwards
 #   qemu      the linux and blk checks with QEMU (-enable-kvm) as the VMM
+#   resize    block_resize over QMP while Linux runs: the kernel sees the
+#             new capacity (keel-vmm, and QEMU as the peer)
 #   boots     KVM_LAB_BOOTS (20) boots to the shell through PVH and bzImage
 # Environment: KVM_LAB_TIMEOUT (seconds per guest run, default 300),
 # KVM_LAB_VMMTESTS (make check TESTS= list; "all" = everything but the
@@ -50,6 +52,8 @@ start_guest() {
     cmdline="console=ttyS0 reboot=k panic=-1 pci=conf1 quiet keellab.test=$test${KVM_LAB_APPEND:+ $KVM_LAB_APPEND}"
     set --
     [ -n "$drive" ] && set -- -drive "$drive"
+    # shellcheck disable=SC2086  # words on purpose (-qmp unix:...)
+    [ -n "${guest_extra:-}" ] && set -- "$@" $guest_extra
     case $which in
     keel)
         "$vmm" -m 1G -kernel "$kernel" -initrd "$initrd" -append "$cmdline" "$@" \
@@ -122,6 +126,52 @@ run_check() {
     { [ $st -eq 0 ] && [ $rc -eq 0 ] && ! grep -q 'keel-lab: not ok' "$run_dir/out"; } ||
         show_run "$([ $rc -eq 124 ] && echo HANG || echo failure)"
     grep 'keel-lab: [^on]' "$run_dir/out" | tr -d '\r' | head -n 20
+}
+
+# resize_check VMM: Linux sees block_resize (QMP) as a capacity change.
+# The guest says when it waits; block_resize +1 MiB goes over the VMM's QMP
+# socket from here (a stdlib-only client), then the guest checks the size.
+resize_check() {
+    img=$scratch/resize-$1.img
+    rm -f "$img"
+    truncate -s $((64 * MiB)) "$img"
+    sock=/tmp/keel-lab-qmp-$1.sock
+    rm -f "$sock"
+    guest_extra="-qmp unix:$sock,server=on,wait=off"
+    start_guest "$1 resize" "$1" "$vmlinux" "$l2" resize "file=$img,format=raw,if=virtio,id=disk0"
+    guest_extra=
+    if wait_for "keel-lab: resize: waiting" "$timeout_s"; then
+        python3 - "$sock" $((65 * MiB)) >"$run_dir/qmp" 2>&1 <<'PYEOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def reply():
+    while True:
+        m = json.loads(f.readline())
+        if "event" not in m:
+            return m
+reply()     # the greeting
+for cmd in ({"execute": "qmp_capabilities"},
+            {"execute": "block_resize", "arguments": {"device": "disk0", "size": int(sys.argv[2])}}):
+    f.write(json.dumps(cmd) + "\n")
+    f.flush()
+    r = reply()
+    print(json.dumps(cmd), "->", json.dumps(r))
+    if "error" in r:
+        sys.exit(1)
+PYEOF
+        ok $? "$1 resize: block_resize over QMP ($(tail -n 1 "$run_dir/qmp"))"
+        [ "$(stat -c %s "$img")" = $((65 * MiB)) ]
+        ok $? "$1 resize: the image file grew to 65 MiB"
+    else
+        ok 1 "$1 resize: the guest got to waiting for the resize"
+    fi
+    if wait_for "keel-lab: done resize" 180; then wait_exit 60; else wait_exit 1; fi
+    sed -n 's/^keel-lab: \(not ok\|ok\) - /\1 - /p' "$run_dir/out" | tr -d '\r' |
+        while read -r line; do tap "$(echo "$line" | sed "s/ - / - $1 resize: /")"; done
+    grep -q "keel-lab: done resize" "$run_dir/out" && [ $rc -eq 0 ]
+    ok $? "$1 resize: the guest ran to the end, reboot -f ended the VMM with 0 (rc=$rc)"
 }
 
 # ---- steps -------------------------------------------------------------------
@@ -334,6 +384,11 @@ for s in $steps; do
     linux) step_linux keel ;;
     boots) step_boots keel ;;
     blk) step_blk keel ;;
+    resize)
+        scratch_fs
+        resize_check keel
+        if command -v qemu-system-x86_64 >/dev/null; then resize_check qemu; fi
+        ;;
     qemu)
         if command -v qemu-system-x86_64 >/dev/null; then
             step_linux qemu

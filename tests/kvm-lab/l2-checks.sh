@@ -120,6 +120,22 @@ inject)
       "$(pattern inj2 $((4 * MiB)) | md5sum)" ]
     ok $? "and reads back"
     ;;
+resize)
+    # The driver grows the image over QMP (block_resize) once we say we
+    # wait; the device raises its config-change interrupt, and the kernel
+    # must see the new capacity without a rescan.
+    s0=$(cat /sys/block/vda/size)
+    echo "keel-lab: resize: waiting at $s0 sectors"
+    i=0
+    while [ $i -lt 240 ] && [ "$(cat /sys/block/vda/size)" = "$s0" ]; do sleep 0.5; i=$((i + 1)); done
+    s1=$(cat /sys/block/vda/size)
+    [ "$s1" -eq $((s0 + 2048)) ]
+    ok $? "after block_resize (+1 MiB) the kernel sees $s1 sectors (was $s0)"
+    dmesg | grep -q 'vda.*new size\|vda.*capacity change'
+    ok $? "virtio_blk logged the capacity change ($(dmesg | grep -o 'vda.*new size.*' | head -n 1))"
+    pattern rsz 65536 | dd of=$dev bs=64k seek=$(( (s1 * 512 - 65536) / 65536 )) oflag=direct 2>/dev/null
+    ok $? "a 64 KiB write into the new last 64 KiB succeeds"
+    ;;
 pattern)
     # Plain O_DIRECT write + read-back (for the fallback paths).
     pattern pat $((4 * MiB)) | dd of=$dev bs=64k oflag=direct 2>/dev/null

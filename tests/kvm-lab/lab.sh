@@ -16,6 +16,9 @@
 #             discard / write-zeroes, readonly=on, inject=write:EIO:once,
 #             KEEL_AVOID fallbacks; the image checked from L1 afterwards
 #   qemu      the linux and blk checks with QEMU -enable-kvm as the VMM
+#   resize    QMP block_resize while Linux runs; the kernel sees the new
+#             size (keel-vmm and QEMU)
+#   boots     KVM_LAB_BOOTS (20) boots to the shell, PVH and bzImage
 # Output is TAP: one line per check, prefixed with the kernel.
 #
 # Environment:
