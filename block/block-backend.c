@@ -9,6 +9,7 @@
 #include "loop/iothread.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <glib.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -485,6 +486,39 @@ int64_t keel_blk_getlength(KeelBlockBackend *blk)
         return len < 0 ? len : blk->opts.size;
     }
     return MAX(len - blk->opts.offset, 0);
+}
+
+int keel_blk_grow(KeelBlockBackend *blk, uint64_t size)
+{
+    int64_t len = keel_blk_getlength(blk);
+    struct stat st;
+
+    if (blk->opts.readonly) {
+        return -EROFS;
+    }
+    if (len < 0) {
+        return (int)len;
+    }
+    if (size < (uint64_t)len) {
+        return -ENOTSUP;
+    }
+    if (fstat(blk->raw.fd, &st) < 0) {
+        return -errno;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return -ENOTSUP;
+    }
+    if ((uint64_t)st.st_size < (uint64_t)blk->opts.offset + size &&
+        ftruncate(blk->raw.fd, (off_t)(blk->opts.offset + size)) < 0) {
+        return -errno;
+    }
+    if (blk->opts.size) {
+        blk->opts.size = (int64_t)size;
+    }
+    if (blk->raw.fixed_end) {
+        blk->raw.fixed_end = blk->opts.offset + (int64_t)size;
+    }
+    return 0;
 }
 
 const char *keel_blk_engine_name(KeelBlockBackend *blk)

@@ -172,6 +172,14 @@ void keel_blk_close(KeelBlockBackend *blk);
 
 /* Current size of the file in bytes, or -errno. */
 int64_t keel_blk_getlength(KeelBlockBackend *blk);
+/* Grows the disk to @size bytes (QEMU's blk_truncate for a growing raw
+ * file): extends the file sparsely (ftruncate) to offset + @size, and a
+ * fixed-size backend's window with it, so requests up to the new end are
+ * accepted.  Shrinking is refused (-ENOTSUP: a guest may still use the
+ * blocks), as is a host block device (-ENOTSUP) or a read-only backend
+ * (-EROFS).  Returns 0 or -errno.  Home thread only (the window is read by
+ * every request there). */
+int keel_blk_grow(KeelBlockBackend *blk, uint64_t size);
 /* The engine in use now: "io_uring", "linux-aio" or "threads". */
 const char *keel_blk_engine_name(KeelBlockBackend *blk);
 /* Alignment (bytes) at which requests avoid bouncing: the logical block

@@ -241,6 +241,45 @@ static void test_shrink(const char *dir)
     g_free(msg);
 }
 
+/* keel_blk_grow (QMP block_resize): the file and a fixed-size backend's
+ * window grow together, so the new end takes requests; before the fix the
+ * file grew but writes past the size at open still failed -EIO. */
+static void test_grow(const char *dir)
+{
+    static uint8_t data[65536];
+    char *img, *msg = NULL;
+    KeelBlockBackend *blk, *ro;
+    uint8_t buf[4096], back[4096];
+    struct stat st;
+
+    memset(data, 0x55, sizeof(data));
+    memset(buf, 0xa7, sizeof(buf));
+    img = block_test_image(dir, "grow", sizeof(data), data);
+    blk = open_str("file=%s,fixed-size=on", img, &msg);
+    KEEL_OK(blk != NULL, "fixed-size open for grow (%s)", msg ? msg : "ok");
+    KEEL_IS(do_io(blk, true, sizeof(data), buf, sizeof(buf)), -EIO,
+            "before growing, a write past the end fails -EIO");
+    KEEL_IS(keel_blk_grow(blk, sizeof(data) / 2), -ENOTSUP, "shrinking is refused");
+    KEEL_IS(keel_blk_grow(blk, sizeof(data) * 2), 0, "grow to twice the size");
+    KEEL_OK(stat(img, &st) == 0 && st.st_size == (off_t)sizeof(data) * 2,
+            "the file grew to %zu bytes", sizeof(data) * 2);
+    KEEL_IS(keel_blk_getlength(blk), (int64_t)sizeof(data) * 2, "the backend's length follows");
+    KEEL_IS(do_io(blk, true, sizeof(data) * 2 - sizeof(buf), buf, sizeof(buf)), 0,
+            "a write into the new last 4 KiB works");
+    KEEL_IS(do_io(blk, false, sizeof(data) * 2 - sizeof(back), back, sizeof(back)), 0,
+            "and reads back");
+    KEEL_OK(memcmp(buf, back, sizeof(buf)) == 0, "with the data written");
+    KEEL_IS(do_io(blk, true, sizeof(data) * 2, buf, 512), -EIO,
+            "a write past the new end still fails -EIO");
+    keel_blk_close(blk);
+    ro = open_str("file=%s,readonly=on,locking=off", img, &msg);
+    KEEL_OK(ro && keel_blk_grow(ro, sizeof(data) * 4) == -EROFS, "a read-only backend: -EROFS");
+    if (ro) {
+        keel_blk_close(ro);
+    }
+    g_free(msg);
+}
+
 static void test_window_and_zeroes(const char *dir)
 {
     static uint8_t data[1 << 20];
@@ -368,6 +407,7 @@ int main(void)
     test_bad_input(dir);
     test_locks_in_process(dir);
     test_shrink(dir);
+    test_grow(dir);
     test_window_and_zeroes(dir);
     test_host_device(dir);
     keel_aio_context_unref(ctx);

@@ -1299,13 +1299,19 @@ int vmm_block_devices_query_iothreads(VmmBlockDevices *devs, VmmIOThreadInfo *ou
 typedef struct ResizeArgs {
     VirtioBlk *s;
     uint64_t size;
+    int ret;                /* keel_blk_grow's result */
 } ResizeArgs;
 
+/* The backend grows first (file and fixed-size window), then the capacity
+ * the guest sees: never a capacity with blocks the backend refuses. */
 static void resize_in_home(void *opaque)
 {
     ResizeArgs *a = opaque;
 
-    a->s->capacity = a->size / VIRTIO_BLK_SECTOR;
+    a->ret = keel_blk_grow(a->s->blk, a->size);
+    if (a->ret == 0) {
+        a->s->capacity = a->size / VIRTIO_BLK_SECTOR;
+    }
 }
 
 int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t size,
@@ -1339,13 +1345,14 @@ int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t
         return vmm_fail(err, errlen, "Shrinking images is not supported by keel-vmm "
                         "(the guest may still use the blocks)");
     }
-    /* Grow the raw file (a sparse extension), then tell the guest. */
-    if (truncate(file, (off_t)size) < 0) {
-        return vmm_fail(err, errlen, "Cannot grow %s: %s", file, strerror(errno));
-    }
+    /* Grow the raw file (a sparse extension) and the backend's window in
+     * the drive's home thread, then tell the guest. */
     a.s = s;
     a.size = size;
     run_in_home(s, resize_in_home, &a);
+    if (a.ret < 0) {
+        return vmm_fail(err, errlen, "Cannot grow %s: %s", file, strerror(-a.ret));
+    }
     virtio_pci_config_changed(s->vp);
     return 0;
 }
