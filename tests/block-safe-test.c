@@ -147,6 +147,9 @@ static void test_probe_open(const char *dir)
     memcpy(buf, "QFI\xfb\0\0\0\x03", 8);
     KEEL_IS(do_io(blk, true, 0, buf, 512), 0, "format=raw: the same write is allowed (as QEMU)");
     keel_blk_close(blk);
+    g_free(msg);
+    g_free(q);
+    g_free(r);
 }
 
 static void test_bad_input(const char *dir)
@@ -175,6 +178,7 @@ static void test_bad_input(const char *dir)
     }
     g_free(fifo);
     g_free(msg);
+    g_free(empty);
 }
 
 static void test_locks_in_process(const char *dir)
@@ -214,6 +218,7 @@ static void test_locks_in_process(const char *dir)
     KEEL_OK(!b && msg && strstr(msg, "read-only"), "force-share=on on a writer is refused: %s",
             msg ? msg : "(opened)");
     g_free(msg);
+    g_free(img);
 }
 
 static void test_shrink(const char *dir)
@@ -239,6 +244,7 @@ static void test_shrink(const char *dir)
             "a write past the size at open fails -EIO");
     keel_blk_close(blk);
     g_free(msg);
+    g_free(img);
 }
 
 /* keel_blk_grow (QMP block_resize): the file and a fixed-size backend's
@@ -278,6 +284,7 @@ static void test_grow(const char *dir)
         keel_blk_close(ro);
     }
     g_free(msg);
+    g_free(img);
 }
 
 static void test_window_and_zeroes(const char *dir)
@@ -331,6 +338,7 @@ static void test_window_and_zeroes(const char *dir)
     }
     keel_blk_close(blk);
     g_free(msg);
+    g_free(img);
 }
 
 /* A host block device (driver=host_device): a loop device over a test
@@ -367,6 +375,7 @@ static void test_host_device(const char *dir)
         close(ffd);
         close(lfd);
         g_free(dev);
+        g_free(img);
         return;
     }
     blk = open_str("file=%s,discard=unmap", dev, &msg);
@@ -392,6 +401,7 @@ static void test_host_device(const char *dir)
     close(ffd);
     g_free(dev);
     g_free(msg);
+    g_free(img);
 }
 
 int main(void)

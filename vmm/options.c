@@ -740,12 +740,10 @@ static void parse_blockdev(OptParse *p, const char *arg)
         goto out;
     }
     if (driver && !strcmp(driver, "raw")) {
-        if (d != &opts->drives[opts->nr_drives]) {
-            d->node_name = d->id;   /* the file node keeps its name */
-        } else {
-            d->node_name = g_strdup(d->id);
-            opts->nr_drives++;
+        if (d == &opts->drives[opts->nr_drives]) {
+            opts->nr_drives++;      /* an inline file node: a new entry */
         }
+        d->node_name = d->id;       /* the file node keeps its name */
         d->id = g_strdup(name);
         d->raw_node = true;
     } else {
