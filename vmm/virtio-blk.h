@@ -5,8 +5,9 @@
  * Features offered: VERSION_1, SIZE_MAX, SEG_MAX, BLK_SIZE, FLUSH, DISCARD,
  * WRITE_ZEROES, INDIRECT_DESC, EVENT_IDX, and RO for read-only drives.
  * Requests: IN, OUT, FLUSH, GET_ID (the drive's serial=, NUL-padded to 20
- * bytes), DISCARD, WRITE_ZEROES; any other type completes with
- * VIRTIO_BLK_S_UNSUPP.  A request outside the disk, a malformed header or
+ * bytes), DISCARD, WRITE_ZEROES; any other type, and FLUSH, DISCARD or
+ * WRITE_ZEROES whose feature the driver did not accept, completes with
+ * VIRTIO_BLK_S_UNSUPP (parsing: vmm/virtio-blk-req.h).  A request outside the disk, a malformed header or
  * payload, a write to a read-only drive, or an error from the backend
  * completes with VIRTIO_BLK_S_IOERR.  A malformed descriptor chain fails
  * with IOERR when its status byte is usable, else the device sets
