@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct KeelBlockBackend {
     KeelAioContext *ctx;        /* home; referenced; written only while drained */
