@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <linux/loop.h>
+#include <unistd.h>
 
 static KeelAioContext *ctx;
 
