@@ -27,8 +27,10 @@ struct BlkDiscardWz {
     uint32_t flags;
 };
 
-_Static_assert(sizeof(struct BlkOuthdr) == VIRTIO_BLK_REQ_HDR_BYTES, "virtio-blk header");
-_Static_assert(sizeof(struct BlkDiscardWz) == VIRTIO_BLK_REQ_SEG_BYTES, "discard segment");
+/* Layout checks at compile time, in C99 (no _Static_assert before C11):
+ * a negative array size fails the build. */
+typedef char blk_outhdr_is_16_bytes[sizeof(struct BlkOuthdr) == VIRTIO_BLK_REQ_HDR_BYTES ? 1 : -1];
+typedef char blk_discard_wz_is_16_bytes[sizeof(struct BlkDiscardWz) == VIRTIO_BLK_REQ_SEG_BYTES ? 1 : -1];
 
 /* The compiler must not turn a use of the copy into a second guest read. */
 #define compiler_barrier() __asm__ __volatile__("" ::: "memory")
