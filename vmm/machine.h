@@ -41,6 +41,7 @@ typedef enum VmmRunState {
 typedef struct VmmCpuInfo {
     int index;
     long thread_id;
+    int socket_id, core_id, thread_in_core;     /* its place in -smp's topology */
 } VmmCpuInfo;
 
 typedef struct VmmIOThreadInfo {

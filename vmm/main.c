@@ -213,8 +213,14 @@ static int parts_query_cpus(void *opaque, VmmCpuInfo *out, int max)
     int n = 0;
 
     for (int i = 0; i < p->vm->nr_vcpus && n < max; i++, n++) {
+        unsigned socket, core, thread;
+
+        topo_place(&p->vm->topo, (unsigned)p->vm->vcpus[i].index, &socket, &core, &thread);
         out[n].index = p->vm->vcpus[i].index;
         out[n].thread_id = __atomic_load_n(&p->vm->vcpus[i].tid, __ATOMIC_RELAXED);
+        out[n].socket_id = (int)socket;
+        out[n].core_id = (int)core;
+        out[n].thread_in_core = (int)thread;
     }
     return n;
 }

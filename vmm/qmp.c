@@ -292,9 +292,9 @@ static JsonNode *cmd_query_cpus_fast(QmpSession *s, JsonObject *args, QmpError *
         add_int(b, "thread-id", cpus[i].thread_id);
         json_builder_set_member_name(b, "props");
         json_builder_begin_object(b);
-        add_int(b, "core-id", 0);
-        add_int(b, "thread-id", 0);
-        add_int(b, "socket-id", cpus[i].index);
+        add_int(b, "core-id", cpus[i].core_id);
+        add_int(b, "thread-id", cpus[i].thread_in_core);
+        add_int(b, "socket-id", cpus[i].socket_id);
         json_builder_end_object(b);
         add_str(b, "qom-path", qom);
         add_int(b, "cpu-index", cpus[i].index);

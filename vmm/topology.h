@@ -57,12 +57,20 @@ static inline unsigned topo_pkg_shift(const CpuTopology *t)
     return topo_bits(t->threads) + topo_bits(t->cores);
 }
 
+/* Where vCPU @index sits: threads fastest, then cores, then sockets. */
+static inline void topo_place(const CpuTopology *t, unsigned index, unsigned *socket,
+                              unsigned *core, unsigned *thread)
+{
+    *thread = index % t->threads;
+    *core = (index / t->threads) % t->cores;
+    *socket = index / (t->threads * t->cores);
+}
+
 static inline uint32_t topo_apic_id(const CpuTopology *t, unsigned index)
 {
-    unsigned thread = index % t->threads;
-    unsigned core = (index / t->threads) % t->cores;
-    unsigned socket = index / (t->threads * t->cores);
+    unsigned socket, core, thread;
 
+    topo_place(t, index, &socket, &core, &thread);
     return (socket << topo_pkg_shift(t)) | (core << topo_core_shift(t)) | thread;
 }
 
