@@ -4,6 +4,8 @@
  * topologies, and each vCPU's leaves are decoded the way Linux decodes
  * them (leaf 0xB shifts and x2APIC ID, leaf 1, leaf 4, AMD 0x80000008 and
  * 0x8000001E), which must give back the topology and unique APIC IDs.
+ * cpuid_hide_xsave() (the quirk for hosts whose KVM misses a guest's
+ * XSETBV) must drop leaf 0xD and every XSAVE-dependent bit, nothing else.
  */
 #include "config.h"
 
@@ -158,6 +160,40 @@ static void check(const CpuTopology *t, const char *what, bool amd)
     }
 }
 
+static void check_hide_xsave(void)
+{
+    struct kvm_cpuid_entry2 e[MAX_ENT];
+    int n = 0, m;
+    const struct kvm_cpuid_entry2 *l1, *l7, *l71, *x1;
+    /* The lab's L1 (QEMU TCG -cpu max) as its KVM offers it. */
+    n = add(e, n, 0, 0, 0xd, 0x68747541, 0x444d4163, 0x69746e65);
+    n = add(e, n, 1, 0, 0x60fb1, 0x01020800, 0xf7f83203, 0x0f8bfbfd);
+    n = add(e, n, 7, 0, 0, 0x019803ab, 0x0001020c, 0x20000000);
+    n = add(e, n, 7, 1, (1u << 4) | (1u << 5), 0, 0, 0);
+    n = add(e, n, 0xd, 0, 0x207, 0xa88, 0xa88, 0);
+    n = add(e, n, 0xd, 1, 5, 0, 0, 0);
+    n = add(e, n, 0xd, 2, 0x100, 0x240, 0, 0);
+    n = add(e, n, 0xd, 9, 8, 0xa80, 0, 0);
+    n = add(e, n, 0x80000001, 0, 0x60fb1, 0, (1u << 11) | (1u << 16) | 1u, 0);
+    m = cpuid_hide_xsave(e, n);
+    l1 = get(e, m, 1, 0);
+    l7 = get(e, m, 7, 0);
+    l71 = get(e, m, 7, 1);
+    x1 = get(e, m, 0x80000001, 0);
+    KEEL_IS(m, n - 4, "hide-xsave: the four leaf 0xD entries are gone, the rest kept");
+    KEEL_OK(!get(e, m, 0xd, 0) && !get(e, m, 0xd, 2), "hide-xsave: no leaf 0xD sub-leaf left");
+    KEEL_OK(l1 && !(l1->ecx & ((1u << 26) | (1u << 27) | (1u << 28) | (1u << 12) | (1u << 29))),
+            "hide-xsave: leaf 1 XSAVE, OSXSAVE, AVX, FMA, F16C cleared");
+    KEEL_OK(l1 && (l1->ecx & (1u << 13)) && (l1->ecx & (1u << 20)) && (l1->ecx & (1u << 31)) &&
+            l1->edx == 0x0f8bfbfd,
+            "hide-xsave: leaf 1 CX16, SSE4.2, hypervisor and EDX untouched");
+    KEEL_OK(l7 && !(l7->ebx & (1u << 5)) && (l7->ebx & (1u << 3)) && (l7->ebx & (1u << 9)) &&
+            !(l7->ecx & ((1u << 3) | (1u << 4))) && (l7->ecx & (1u << 2)),
+            "hide-xsave: leaf 7 AVX2, PKU, OSPKE cleared; BMI1, ERMS, UMIP kept");
+    KEEL_OK(l71 && l71->eax == 0, "hide-xsave: leaf 7.1 AVX-VNNI, AVX512_BF16 cleared");
+    KEEL_OK(x1 && x1->ecx == 1u, "hide-xsave: AMD XOP and FMA4 cleared, LAHF kept");
+}
+
 int main(void)
 {
     static const struct { const char *what; CpuTopology t; } topos[] = {
@@ -181,5 +217,6 @@ int main(void)
         KEEL_IS(cpuid_apply_topology(e, n, n + 1, &t, 0, false), -1,
                 "no room for the new sub-leaves → -1");
     }
+    check_hide_xsave();
     return keel_test_done();
 }

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include "compat/osdep.h"
 #include "vmm/kvm.h"
 
 #include <errno.h>
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define CPUID_1_ECX_CX16        (1u << 13)
 #define CPUID_1_ECX_HYPERVISOR  (1u << 31)
@@ -199,6 +202,170 @@ int cpuid_apply_topology(struct kvm_cpuid_entry2 *e, int n, int max, const CpuTo
     return n;
 }
 
+/* Every feature that needs XSAVE-managed state or the XSAVE instructions,
+ * by leaf/sub-leaf/register: what Linux's cpuid_deps drops with XSAVE, so
+ * the guest's CPUID stays self-consistent for software that reads it
+ * directly. */
+static const struct {
+    uint32_t fn, index;
+    int reg;                        /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+    uint32_t bits;
+} xsave_dependents[] = {
+    /* XSAVE, OSXSAVE, AVX, FMA, F16C */
+    { 1, 0, 2, (1u << 26) | (1u << 27) | (1u << 28) | (1u << 12) | (1u << 29) },
+    /* AVX2, MPX, AVX512F/DQ/IFMA/PF/ER/CD/BW/VL */
+    { 7, 0, 1, (1u << 5) | (1u << 14) | (1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) |
+               (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31) },
+    /* AVX512VBMI, PKU, OSPKE, AVX512_VBMI2, VAES, VPCLMULQDQ, AVX512_VNNI,
+     * AVX512_BITALG, AVX512_VPOPCNTDQ */
+    { 7, 0, 2, (1u << 1) | (1u << 3) | (1u << 4) | (1u << 6) | (1u << 9) | (1u << 10) |
+               (1u << 11) | (1u << 12) | (1u << 14) },
+    /* AVX512_4VNNIW/4FMAPS, VP2INTERSECT, AMX-BF16, AVX512_FP16, AMX-TILE/INT8 */
+    { 7, 0, 3, (1u << 2) | (1u << 3) | (1u << 8) | (1u << 22) | (1u << 23) | (1u << 24) |
+               (1u << 25) },
+    /* AVX-VNNI, AVX512_BF16, AVX-IFMA */
+    { 7, 1, 0, (1u << 4) | (1u << 5) | (1u << 23) },
+    /* AMD XOP, FMA4 */
+    { 0x80000001, 0, 2, (1u << 11) | (1u << 16) },
+};
+
+int cpuid_hide_xsave(struct kvm_cpuid_entry2 *e, int n)
+{
+    int w = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct kvm_cpuid_entry2 *x = &e[i];
+
+        /* Leaf 0xD describes XSAVE state; without XSAVE it reads as zeros
+         * (KVM answers zeros for a leaf missing under the maximum). */
+        if (x->function == 0xd) {
+            continue;
+        }
+        for (size_t k = 0; k < sizeof(xsave_dependents) / sizeof(xsave_dependents[0]); k++) {
+            if (xsave_dependents[k].fn == x->function && xsave_dependents[k].index == x->index) {
+                uint32_t *reg[4] = { &x->eax, &x->ebx, &x->ecx, &x->edx };
+                *reg[xsave_dependents[k].reg] &= ~xsave_dependents[k].bits;
+            }
+        }
+        e[w++] = *x;
+    }
+    return w;
+}
+
+/*
+ * Whether this host's KVM misses a guest's XSETBV.  Seen in the project's
+ * KVM lab: kvm_amd under QEMU's software CPU (-accel tcg -cpu max) never
+ * gets the XSETBV intercept, so the guest's XCR0 write lands in the
+ * (emulated) hardware while KVM still believes XCR0 = 1, reloads that on
+ * every entry and reports CPUID 0xD.0 EBX for it.  Linux then warns "XSAVE
+ * consistency problem" and oopses (7.x) or kills init with "bad frame in
+ * rt_sigreturn" (5.10), under QEMU as under keel-vmm.  Three real-mode
+ * instructions in a throw-away VM tell: XSETBV XCR0 = x87|SSE, HLT, then
+ * KVM_GET_XCRS.  Only asked on a host that is itself a guest (the CPUID
+ * hypervisor bit): bare metal has no such layer below KVM.
+ */
+static bool host_is_a_guest(void)
+{
+    uint32_t eax = 1, ebx, ecx = 0, edx;
+
+    __asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
+    return (ecx & CPUID_1_ECX_HYPERVISOR) != 0;
+}
+
+bool kvm_host_misses_xsetbv(int kvm_fd)
+{
+    static const unsigned char code[] = {
+        0x66, 0x31, 0xc9,                       /* xor ecx, ecx   (XCR0)    */
+        0x66, 0x31, 0xd2,                       /* xor edx, edx             */
+        0x66, 0xb8, 0x03, 0x00, 0x00, 0x00,     /* mov eax, 3     (x87|SSE) */
+        0x0f, 0x01, 0xd1,                       /* xsetbv                   */
+        0xf4,                                   /* hlt                      */
+    };
+    enum { CODE_ADDR = 0x1000, MEM_SIZE = 0x2000 };
+    bool missed = false;
+    int vm = -1, vcpu = -1, run_size;
+    unsigned char *mem = MAP_FAILED;
+    struct kvm_run *run = MAP_FAILED;
+    struct kvm_cpuid2 *c = NULL;
+    struct kvm_sregs sregs;
+    struct kvm_regs regs;
+    struct kvm_xcrs xcrs;
+    bool has_xsave = false;
+
+    if (!host_is_a_guest()) {
+        return false;
+    }
+    /* Any failure below means "cannot tell": keep the guest's XSAVE. */
+    c = get_supported_cpuid(kvm_fd);
+    for (uint32_t i = 0; c && i < c->nent; i++) {
+        if (c->entries[i].function == 1) {
+            has_xsave = (c->entries[i].ecx & (1u << 26)) != 0;
+        }
+    }
+    run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (!has_xsave || run_size <= 0 || (vm = ioctl(kvm_fd, KVM_CREATE_VM, 0)) < 0) {
+        goto out;
+    }
+    mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        goto out;
+    }
+    memcpy(mem + CODE_ADDR, code, sizeof(code));
+    {
+        struct kvm_userspace_memory_region region = {
+            .slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
+            .userspace_addr = (uintptr_t)mem,
+        };
+        if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+            goto out;
+        }
+    }
+    vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    if (vcpu < 0) {
+        goto out;
+    }
+    run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+    /* CR4.OSXSAVE needs XSAVE in the vCPU's CPUID first. */
+    if (run == MAP_FAILED || ioctl(vcpu, KVM_SET_CPUID2, c) < 0 ||
+        ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) {
+        goto out;
+    }
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    sregs.cr4 |= 1u << 18;                      /* OSXSAVE */
+    memset(&regs, 0, sizeof(regs));
+    regs.rip = CODE_ADDR;
+    regs.rflags = 2;
+    if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0 || ioctl(vcpu, KVM_SET_REGS, &regs) < 0 ||
+        KEEL_RETRY_EINTR(ioctl(vcpu, KVM_RUN, 0)) < 0 || run->exit_reason != KVM_EXIT_HLT) {
+        goto out;
+    }
+    memset(&xcrs, 0, sizeof(xcrs));
+    if (ioctl(vcpu, KVM_GET_XCRS, &xcrs) < 0) {
+        goto out;
+    }
+    for (uint32_t i = 0; i < xcrs.nr_xcrs; i++) {
+        if (xcrs.xcrs[i].xcr == 0) {
+            missed = xcrs.xcrs[i].value != 3;
+        }
+    }
+out:
+    if (run != MAP_FAILED) {
+        munmap(run, (size_t)run_size);
+    }
+    if (vcpu >= 0) {
+        close(vcpu);
+    }
+    if (vm >= 0) {
+        close(vm);
+    }
+    if (mem != MAP_FAILED) {
+        munmap(mem, MEM_SIZE);
+    }
+    free(c);
+    return missed;
+}
+
 int vcpu_setup_cpuid(Vcpu *vcpu)
 {
     Vm *vm = vcpu->vm;
@@ -225,6 +392,9 @@ int vcpu_setup_cpuid(Vcpu *vcpu)
         free(c);
         fprintf(stderr, "keel-vmm: no room for the CPUID topology leaves\n");
         return -1;
+    }
+    if (vm->caps->xsetbv_missed) {
+        n = cpuid_hide_xsave(c->entries, n);
     }
     c->nent = (uint32_t)n;
     if (ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0) {

@@ -99,6 +99,11 @@ static void caps_probe_once(void)
         caps.max_vcpu_id = caps.max_vcpus;
     }
     caps.mp_state = kvm_check(fd, KVM_CAP_MP_STATE) > 0;
+    /* Not on kvm_pvm (its guests have no real mode, and its quirks are
+     * known); KEEL_VMM_NO_XSAVE_QUIRK=1 keeps XSAVE for an A/B run. */
+    if (!caps.pvm_host && !getenv("KEEL_VMM_NO_XSAVE_QUIRK")) {
+        caps.xsetbv_missed = kvm_host_misses_xsetbv(fd);
+    }
     close(fd);
 }
 
@@ -232,7 +237,11 @@ static const char *cpuid_quirks_active(const char **reason)
         *reason = "kvm_pvm-host";
         return "clear-cx16";
     }
-    *reason = "default";
+    if (kvm_caps_probe()->xsetbv_missed) {
+        *reason = "kvm-misses-xsetbv";
+        return "clear-xsave";
+    }
+    *reason = getenv("KEEL_VMM_NO_XSAVE_QUIRK") ? "KEEL_VMM_NO_XSAVE_QUIRK" : "default";
     return "none";
 }
 
@@ -258,7 +267,7 @@ static const KeelFeature guest_ram_feature = {
     "guest-ram", "memfd,anonymous", guest_ram_active,
 };
 static const KeelFeature cpuid_quirks_feature = {
-    "kvm-cpuid-quirks", "none,clear-cx16", cpuid_quirks_active,
+    "kvm-cpuid-quirks", "none,clear-cx16,clear-xsave", cpuid_quirks_active,
 };
 
 void kvm_features_register(void)
@@ -291,7 +300,7 @@ void kvm_describe_paths(const Vm *vm, char *buf, size_t len)
              !strcmp(msi, "signal-msi") ? "yes" : "no(intx)",
              !strcmp(gsi, "gsi-routing") ? "yes" : "no",
              ie, ram, c->pvm_host ? "kvm_pvm" : "kvm",
-             c->pvm_host ? " cpuid=clear-cx16" : "");
+             c->pvm_host ? " cpuid=clear-cx16" : c->xsetbv_missed ? " cpuid=clear-xsave" : "");
 }
 
 bool vm_ioeventfd_usable(Vm *vm)

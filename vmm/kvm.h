@@ -84,6 +84,8 @@ typedef struct KvmCaps {
     int max_vcpu_id;        /* KVM_CAP_MAX_VCPU_ID: APIC IDs must be below it */
     bool mp_state;          /* KVM_CAP_MP_STATE */
     bool pvm_host;          /* kvm_pvm: guest CPL0 code runs in the emulator */
+    bool xsetbv_missed;     /* KVM misses the guest's XSETBV: XSAVE hidden
+                             * from guests (kvm_host_misses_xsetbv) */
 } KvmCaps;
 
 /* Probes /dev/kvm once per process (cached); thread-safe. */
@@ -275,6 +277,18 @@ int vcpu_setup_cpuid(Vcpu *vcpu);
  * small.  Pure: any thread. */
 int cpuid_apply_topology(struct kvm_cpuid_entry2 *e, int n, int max, const CpuTopology *t,
                          unsigned index, bool pvm_host);
+
+/* Removes XSAVE and everything that depends on it (AVX and AVX-512, MPX,
+ * PKU, AMX, XOP/FMA4, leaf 0xD) from @n entries; returns the new count.
+ * For hosts where kvm_host_misses_xsetbv(): the guest then runs as with
+ * Linux's "noxsave".  Pure: any thread. */
+int cpuid_hide_xsave(struct kvm_cpuid_entry2 *e, int n);
+
+/* Whether this host's KVM misses a guest's XSETBV (KVM's XCR0 for the vCPU
+ * stays 1 after the guest writes another value): runs three instructions
+ * in a throw-away VM, only when the host is itself a guest.  False when it
+ * cannot tell.  Any thread; called once by kvm_caps_probe(). */
+bool kvm_host_misses_xsetbv(int kvm_fd);
 
 #define VCPU_KICK_SIGNAL SIGUSR1
 
