@@ -442,12 +442,16 @@ static BlkAttach *blk_enter_context(KeelBlockBackend *blk)
     KeelAioContext *cur = keel_current_aio_context();
     BlkAttach *att;
 
-    if (!cur || !keel_aio_context_in_home_thread(cur)) {
-        return NULL;
-    }
-    att = blk_attach_find(blk, cur);
+    att = cur && keel_aio_context_in_home_thread(cur) ? blk_attach_find(blk, cur) : NULL;
     if (!att) {
-        return NULL;
+        /* A thread that runs several contexts has one current context; the
+         * home's thread is an own thread whichever it is (the single-home
+         * rule).  The home's slot changes only while nobody submits. */
+        KeelAioContext *home = keel_blk_get_aio_context(blk);
+        if (!keel_aio_context_in_home_thread(home)) {
+            return NULL;
+        }
+        att = blk_attach_find(blk, home);
     }
     keel_atomic_fetch_add(&att->in_flight, 1);
     if (!keel_atomic_read(&att->engine)) {

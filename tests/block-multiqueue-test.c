@@ -132,12 +132,29 @@ static void worker_start(void *opaque)
     __atomic_store_n(&w->started, 1, __ATOMIC_SEQ_CST);
 }
 
-static void wait_started(Worker *w, int n)
+/* The main thread (w[0]) and @n iothreads (w[1..n]) start their writes at
+ * once; returns when each has submitted them all. */
+static void start_all(Worker *w, KeelBlockBackend *blk, KeelAioContext *main_ctx,
+                      KeelAioContext **io_ctx, int n, uint8_t seed)
 {
+    worker_init(&w[0], blk, main_ctx, 0, n + 1, seed);
     for (int i = 0; i < n; i++) {
+        worker_init(&w[i + 1], blk, io_ctx[i], i + 1, n + 1, seed);
+        keel_aio_bh_schedule_oneshot(io_ctx[i], worker_start, &w[i + 1]);
+    }
+    worker_start(&w[0]);
+    for (int i = 0; i <= n; i++) {
         while (!__atomic_load_n(&w[i].started, __ATOMIC_SEQ_CST)) {
             sched_yield();
         }
+    }
+}
+
+static void workers_free(Worker *w, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(w[i].wbuf);
+        free(w[i].rbuf);
     }
 }
 
@@ -497,13 +514,7 @@ static void run_config(KeelAioContext *main_ctx, KeelAioContext **io_ctx, int n,
 
     /* 1. The main thread and every iothread at once; drain from main. */
     snprintf(what, sizeof(what), "%s, main + %d iothreads", config, n);
-    worker_init(&w[0], blk, main_ctx, 0, n + 1, 0x11);
-    for (int i = 0; i < n; i++) {
-        worker_init(&w[i + 1], blk, io_ctx[i], i + 1, n + 1, 0x11);
-        keel_aio_bh_schedule_oneshot(io_ctx[i], worker_start, &w[i + 1]);
-    }
-    worker_start(&w[0]);
-    wait_started(w, n + 1);
+    start_all(w, blk, main_ctx, io_ctx, n, 0x11);
     keel_blk_drain(blk);
     check_workers(w, n + 1, what);
     KEEL_IS(keel_blk_get_request_count(blk), (uint64_t)((n + 1) * 2 * PER_WORKER),
@@ -545,25 +556,13 @@ static void run_config(KeelAioContext *main_ctx, KeelAioContext **io_ctx, int n,
         KEEL_OK(1, "close after detaching");
     } else {
         /* 3. Close with every context attached and requests in flight. */
-        for (int i = 0; i <= n; i++) {
-            free(w[i].wbuf);
-            free(w[i].rbuf);
-        }
-        worker_init(&w[0], blk, main_ctx, 0, n + 1, 0x77);
-        for (int i = 0; i < n; i++) {
-            worker_init(&w[i + 1], blk, io_ctx[i], i + 1, n + 1, 0x77);
-            keel_aio_bh_schedule_oneshot(io_ctx[i], worker_start, &w[i + 1]);
-        }
-        worker_start(&w[0]);
-        wait_started(w, n + 1);
+        workers_free(w, n + 1);
+        start_all(w, blk, main_ctx, io_ctx, n, 0x77);
         keel_blk_close(blk);
         snprintf(what, sizeof(what), "%s, close while attached", config);
         check_workers(w, n + 1, what);
     }
-    for (int i = 0; i <= n; i++) {
-        free(w[i].wbuf);
-        free(w[i].rbuf);
-    }
+    workers_free(w, n + 1);
     run_once_rule(io_ctx, n, path, config);
 out:
     g_free(w);
