@@ -11,11 +11,14 @@
  * bytes survive; a "once" error rule fires for exactly one request of
  * all threads; the request counter counts every thread's requests;
  * after a detach the thread's requests are forwarded to the home again;
- * close works after detaching and with contexts still attached.
+ * close works after detaching and with contexts still attached;
+ * keel_blk_co_* works in an attached iothread's coroutine and sees a
+ * keel_blk_grow made by the main thread meanwhile.
  */
 #include "config.h"
 
 #include "block/block-backend.h"
+#include "coroutine/coroutine.h"
 #include "loop/aio.h"
 #include "loop/iothread.h"
 #include "tests/block-test-util.h"
@@ -463,6 +466,85 @@ out:
     g_free(errmsg);
 }
 
+/* ---- coroutine API in an attached iothread, and a grow from main ------------------- */
+
+typedef struct GrowCo {
+    KeelBlockBackend *blk;
+    KeelAioContext *ctx;
+    int64_t old_end;
+    int before, after, readback;    /* results */
+    bool in_thread;
+    int grown;                      /* atomic: set by main after the grow */
+    int done;                       /* atomic */
+} GrowCo;
+
+static void grow_co(void *opaque)
+{
+    GrowCo *g = opaque;
+    uint8_t *buf, *rbuf;
+
+    if (posix_memalign((void **)&buf, BLK, BLK) || posix_memalign((void **)&rbuf, BLK, BLK)) {
+        abort();
+    }
+    memset(buf, 0x5a, BLK);
+    g->before = keel_blk_co_pwrite(g->blk, g->old_end, buf, BLK);
+    __atomic_store_n(&g->done, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&g->grown, __ATOMIC_SEQ_CST)) {
+        sched_yield();
+    }
+    g->after = keel_blk_co_pwrite(g->blk, g->old_end, buf, BLK);
+    g->readback = keel_blk_co_pread(g->blk, g->old_end, rbuf, BLK);
+    if (g->readback == 0 && memcmp(buf, rbuf, BLK)) {
+        g->readback = -EILSEQ;
+    }
+    g->in_thread = keel_aio_context_in_home_thread(g->ctx);
+    free(buf);
+    free(rbuf);
+    __atomic_store_n(&g->done, 2, __ATOMIC_SEQ_CST);
+}
+
+static void grow_co_start(void *opaque)
+{
+    keel_coroutine_enter(keel_coroutine_create(grow_co, opaque));
+}
+
+/* fixed-size=on: a write past the end fails -EIO in the iothread until the
+ * main thread grows the disk; then it lands.  keel_blk_co_* in an attached
+ * iothread's coroutine. */
+static void run_grow(KeelAioContext *io_ctx, const char *path, const char *config)
+{
+    char *opts = g_strdup_printf("file=%s,%s,fixed-size=on", path, config);
+    char *errmsg = NULL;
+    KeelBlockBackend *blk = keel_blk_open_str(opts, NULL, &errmsg);
+    GrowCo g = { 0 };
+
+    if (!KEEL_OK(blk, "open with fixed-size=on")) {
+        keel_test_diag("%s", errmsg);
+        g_free(errmsg);
+        g_free(opts);
+        return;
+    }
+    g.blk = blk;
+    g.ctx = io_ctx;
+    g.old_end = keel_blk_getlength(blk);
+    keel_blk_attach_aio_context(blk, io_ctx, &errmsg);
+    keel_aio_bh_schedule_oneshot(io_ctx, grow_co_start, &g);
+    while (__atomic_load_n(&g.done, __ATOMIC_SEQ_CST) < 1) {
+        sched_yield();
+    }
+    KEEL_IS(keel_blk_grow(blk, (uint64_t)g.old_end + BLK), 0,
+            "grow from the main thread while the iothread's coroutine waits");
+    __atomic_store_n(&g.grown, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&g.done, __ATOMIC_SEQ_CST) < 2) {
+        sched_yield();
+    }
+    KEEL_OK(g.before == -EIO && g.after == 0 && g.readback == 0 && g.in_thread,
+            "keel_blk_co_* in an attached iothread: past the end -EIO (%d), after the grow "
+            "written (%d) and read back (%d) there", g.before, g.after, g.readback);
+    keel_blk_close(blk);
+    g_free(opts);
+}
+
 /* ---- one engine configuration, @n iothreads -------------------------------------- */
 
 typedef struct ForwardCheck {
@@ -564,6 +646,7 @@ static void run_config(KeelAioContext *main_ctx, KeelAioContext **io_ctx, int n,
     }
     workers_free(w, n + 1);
     run_once_rule(io_ctx, n, path, config);
+    run_grow(io_ctx[n - 1], path, config);
 out:
     g_free(w);
     g_free(errmsg);
