@@ -294,8 +294,9 @@ void keel_blk_drain(KeelBlockBackend *blk);
  * from now on keel_blk_aio_* and keel_blk_co_* called there run there, on
  * @ctx's own engine instance, set up at its first request.  Attaching the
  * home, or a context twice, is allowed (one attachment).  Takes a reference
- * to @ctx until detached.  Returns 0, or -ENOSPC (+*@errmsg) beyond 64
- * contexts, -EINVAL for a NULL @ctx. */
+ * to @ctx until detached.  Detach (or close the backend) before stopping
+ * @ctx's thread: its engine instance is released in that thread.  Returns
+ * 0, or -ENOSPC (+*@errmsg) beyond 64 contexts, -EINVAL for a NULL @ctx. */
 int keel_blk_attach_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg);
 /* Undo the attach: waits for @ctx's requests (callbacks included), then
  * releases its engine instance in @ctx's thread.  Requests submitted in
