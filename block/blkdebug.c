@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <glib.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,8 +33,14 @@ typedef struct BlkdebugRule {
     bool spent;
 } BlkdebugRule;
 
+/* Requests of several threads check the rules at once (multiqueue), and
+ * keel_blk_inject adds rules while they do: the array and the rules'
+ * "spent" flags are only touched under @lock.  @nrules mirrors the array's
+ * length so that a backend without rules checks nothing and takes no lock. */
 struct Blkdebug {
-    GPtrArray *rules;           /* BlkdebugRule * */
+    pthread_mutex_t lock;
+    GPtrArray *rules;           /* BlkdebugRule *, under lock */
+    unsigned nrules;            /* atomic: written under lock, read without */
 };
 
 static const struct {
@@ -245,22 +252,37 @@ int blkdebug_add_rules(Blkdebug **dbg, const char *rules, char **errmsg)
     g_strfreev(parts);
     if (ret == 0 && parsed->len) {
         if (!*dbg) {
-            *dbg = g_new0(Blkdebug, 1);
-            (*dbg)->rules = g_ptr_array_new_with_free_func(g_free);
+            *dbg = blkdebug_new();
         }
+        pthread_mutex_lock(&(*dbg)->lock);
         for (guint i = 0; i < parsed->len; i++) {
             g_ptr_array_add((*dbg)->rules, parsed->pdata[i]);
             parsed->pdata[i] = NULL;
         }
+        /* Release: a request that sees the new count and takes the lock
+         * finds the rules (the lock orders that anyway; the count only
+         * decides whether to look). */
+        keel_atomic_store_release(&(*dbg)->nrules, (*dbg)->rules->len);
+        pthread_mutex_unlock(&(*dbg)->lock);
     }
     g_ptr_array_free(parsed, TRUE);
     return ret;
+}
+
+Blkdebug *blkdebug_new(void)
+{
+    Blkdebug *dbg = g_new0(Blkdebug, 1);
+
+    pthread_mutex_init(&dbg->lock, NULL);
+    dbg->rules = g_ptr_array_new_with_free_func(g_free);
+    return dbg;
 }
 
 void blkdebug_free(Blkdebug *dbg)
 {
     if (dbg) {
         g_ptr_array_free(dbg->rules, TRUE);
+        pthread_mutex_destroy(&dbg->lock);
         g_free(dbg);
     }
 }
@@ -291,10 +313,17 @@ static bool rule_matches(const BlkdebugRule *r, BlockOp op, int64_t offset, int6
 int blkdebug_co_check(Blkdebug *dbg, BlockOp op, int64_t offset, int64_t bytes,
                       uint64_t req_no)
 {
-    if (!dbg) {
+    int64_t delay_ns = 0;
+    int err = 0;
+
+    if (!dbg || !keel_atomic_load_acquire(&dbg->nrules)) {
         return 0;
     }
-    for (guint i = 0; i < dbg->rules->len; i++) {
+    /* Decide under the lock (a "once" rule is spent by exactly one
+     * request), sleep after dropping it: the delays of the matching rules
+     * up to the first errno add up, as if applied one after another. */
+    pthread_mutex_lock(&dbg->lock);
+    for (guint i = 0; i < dbg->rules->len && !err; i++) {
         BlkdebugRule *r = dbg->rules->pdata[i];
 
         if (!rule_matches(r, op, offset, bytes, req_no)) {
@@ -303,12 +332,12 @@ int blkdebug_co_check(Blkdebug *dbg, BlockOp op, int64_t offset, int64_t bytes,
         if (r->once) {
             r->spent = true;
         }
-        if (r->delay_ns) {
-            keel_co_sleep_ns(KEEL_CLOCK_REALTIME, r->delay_ns);
-        }
-        if (r->err) {
-            return -r->err;
-        }
+        delay_ns += r->delay_ns;
+        err = r->err;
     }
-    return 0;
+    pthread_mutex_unlock(&dbg->lock);
+    if (delay_ns) {
+        keel_co_sleep_ns(KEEL_CLOCK_REALTIME, delay_ns);
+    }
+    return -err;
 }

@@ -37,8 +37,11 @@
  * errno fails the request.  A failed request is reported to its caller once
  * and has no effect on the file; other requests are untouched.
  *
- * Thread rules: rules are added before requests flow (or from the home
- * thread); they are checked in the backend's home thread.
+ * Thread rules: rules may be added from any thread at any time (also while
+ * requests flow); they are checked by each request in the thread that runs
+ * it (the home thread, or an attached context's thread), under a lock, so
+ * a "once" rule fails exactly one request and req=N matches the N-th
+ * request counted over all threads.
  */
 #ifndef KEEL_BLOCK_BLKDEBUG_H
 #define KEEL_BLOCK_BLKDEBUG_H

@@ -1,11 +1,13 @@
 /*
  * The block backend: options, request accounting, drain, moving between
- * AioContexts, and the callback API over the coroutine API.
+ * AioContexts, attaching more submitting contexts (multiqueue), and the
+ * callback API over the coroutine API.
  */
 #include "config.h"
 
 #include "block/block-int.h"
 #include "compat/osdep.h"
+#include "loop/aio-wait.h"
 #include "loop/iothread.h"
 
 #include <errno.h>
@@ -16,18 +18,75 @@
 #include <string.h>
 #include <unistd.h>
 
+/* ---- multiqueue ---------------------------------------------------------------
+ * A backend has a home AioContext and, optionally, more contexts attached
+ * with keel_blk_attach_aio_context().  Each of them (home included) has a
+ * BlkAttach in a slot of the backend: the context, its engine instance and
+ * a count of its requests.  A request submitted in the home thread of one
+ * of them runs there from start to end with that context's engine, and its
+ * callback runs there; a request submitted anywhere else is forwarded to
+ * the home context (the single-home behaviour).  The slot of the calling
+ * thread is found by its current context, without a lock.
+ *
+ * Memory-ordering points (the numbers are cited in the code):
+ *  1. Slots.  A writer (under blk->lock) stores the BlkAttach pointer, then
+ *     the context pointer, both with release; a reader loads the context
+ *     with acquire and, when it is its own, the pointer with acquire, so
+ *     it sees a fully built BlkAttach.  A reader only ever dereferences the
+ *     slot of its own current context, and that slot is emptied only while
+ *     that context's thread submits nothing (the thread rules of
+ *     keel_blk_detach_aio_context / set_aio_context / close), so no reader
+ *     holds a BlkAttach that is being freed.
+ *  2. Drain.  blk->in_flight goes up (seq_cst) before a request's coroutine
+ *     is created or scheduled, and down after its callback has returned;
+ *     reaching zero is followed by keel_aio_wait_kick(), whose full fence
+ *     pairs with the drainer's seq_cst registration in KEEL_AIO_WAIT_WHILE:
+ *     either the drainer sees zero or the kick sees the drainer.  So a
+ *     drain from any thread waits for the requests of every context.
+ *  3. Detach.  The same for BlkAttach.in_flight and the wait in
+ *     keel_blk_detach_aio_context() (it counts only that context).
+ *  4. O_DIRECT read-modify-write tracking (file-raw.c) is under a
+ *     KeelCoMutex, whose lock/unlock are acquire/release.
+ *  5. BlkAttach.engine is created lazily by the context's own thread at
+ *     its first request and published with release; other threads
+ *     (keel_blk_engine_name_in, detach, close after their wait) load it
+ *     with acquire.
+ *  6. The disk window (size, RawFile.fixed_end) is read relaxed by every
+ *     request and changed by keel_blk_grow under blk->lock: a request
+ *     racing with a grow sees the old or the new end, as a guest racing a
+ *     resize does in QEMU.
+ *  7. Error injection (blkdebug.c) decides under its own mutex; the rule
+ *     count is published with release.  The request counter is a relaxed
+ *     fetch_add: numbers are unique, nothing is ordered by them.
+ *  8. RawFile.has_zero_range / has_punch_hole only go from true to false,
+ *     relaxed: a request that misses the change tries once more and gets
+ *     -ENOTSUP itself. */
+#define BLK_MAX_CONTEXTS 64
+
+typedef struct BlkAttach {
+    KeelAioContext *ctx;        /* referenced */
+    EngineCtx *engine;          /* note 5: written once by ctx's home thread */
+    int in_flight;              /* atomic (note 3): requests of ctx, callbacks too */
+    bool home;                  /* the backend's home (under blk->lock) */
+    bool attached;              /* by keel_blk_attach_aio_context (under blk->lock) */
+} BlkAttach;
+
 struct KeelBlockBackend {
-    KeelAioContext *ctx;        /* home; referenced; written only while drained */
-    KeelBlkOptions opts;        /* a private copy */
+    KeelAioContext *ctx;        /* home; referenced by its BlkAttach; atomic,
+                                 * written only while drained */
+    KeelBlkOptions opts;        /* a private copy; opts.size is not used
+                                 * after open (see size) */
+    int64_t size KEEL_ATOMIC_ALIGNED;   /* note 6: window size, 0 = to the end */
     RawFile raw;
-    Blkdebug *dbg;
-    uint64_t requests;          /* started so far (home thread) */
-    int in_flight;              /* atomic */
-    KeelCoQueue drain_waiters;  /* coroutines of the home thread */
-    /* Threads other than the home thread wait here for in_flight == 0. */
-    int foreign_waiters;        /* atomic */
+    Blkdebug *dbg;              /* never NULL; thread-safe (note 7) */
+    uint64_t requests KEEL_ATOMIC_ALIGNED;  /* atomic: started so far */
+    int in_flight;              /* atomic (note 2): every context's */
+    /* Serialises attach/detach/close/set_aio_context (the slot writers) and
+     * keel_blk_grow. */
     pthread_mutex_t lock;
-    pthread_cond_t idle;
+    unsigned nslots;            /* atomic: slots ever used (scan bound) */
+    KeelAioContext *slot_ctx[BLK_MAX_CONTEXTS];     /* note 1; NULL: free */
+    BlkAttach *slot[BLK_MAX_CONTEXTS];              /* note 1 */
 };
 
 /* ---- options ------------------------------------------------------------------ */
@@ -280,88 +339,169 @@ out:
     return ret;
 }
 
+/* ---- contexts and their slots ------------------------------------------------ */
+
+/* The BlkAttach of @ctx, or NULL.  Lock-free (note 1): only for @ctx's own
+ * thread, or under blk->lock. */
+static BlkAttach *blk_attach_find(KeelBlockBackend *blk, KeelAioContext *ctx)
+{
+    unsigned n = keel_atomic_load_acquire(&blk->nslots);
+
+    for (unsigned i = 0; i < n; i++) {
+        if (keel_atomic_load_acquire(&blk->slot_ctx[i]) == ctx) {
+            return keel_atomic_load_acquire(&blk->slot[i]);
+        }
+    }
+    return NULL;
+}
+
+/* Under blk->lock.  Returns false when every slot is taken. */
+static bool blk_slot_insert(KeelBlockBackend *blk, BlkAttach *att)
+{
+    for (unsigned i = 0; i < BLK_MAX_CONTEXTS; i++) {
+        if (!blk->slot_ctx[i]) {
+            keel_atomic_store_release(&blk->slot[i], att);      /* note 1 */
+            keel_atomic_store_release(&blk->slot_ctx[i], att->ctx);
+            if (i >= blk->nslots) {
+                keel_atomic_store_release(&blk->nslots, i + 1);
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Under blk->lock. */
+static void blk_slot_remove(KeelBlockBackend *blk, BlkAttach *att)
+{
+    for (unsigned i = 0; i < blk->nslots; i++) {
+        if (blk->slot[i] == att) {
+            keel_atomic_store_release(&blk->slot_ctx[i], NULL);
+            keel_atomic_store_release(&blk->slot[i], NULL);
+            return;
+        }
+    }
+}
+
+static BlkAttach *blk_attach_new(KeelAioContext *ctx)
+{
+    BlkAttach *att = g_new0(BlkAttach, 1);
+
+    keel_aio_context_ref(ctx);
+    att->ctx = ctx;
+    return att;
+}
+
+typedef struct EngineArgs {
+    KeelBlockBackend *blk;
+    BlkAttach *att;
+} EngineArgs;
+
+/* In the home thread of att->ctx. */
+static void blk_attach_engine(KeelBlockBackend *blk, BlkAttach *att)
+{
+    EngineCtx *ec = engine_attach(blk->opts.aio, blk->raw.direct, att->ctx);
+
+    keel_atomic_store_release(&att->engine, ec);                /* note 5 */
+}
+
+static void blk_attach_engine_in_home(void *opaque)
+{
+    EngineArgs *a = opaque;
+
+    blk_attach_engine(a->blk, a->att);
+}
+
+static void blk_detach_engine_in_home(void *opaque)
+{
+    BlkAttach *att = opaque;
+
+    engine_detach(att->engine);
+    keel_atomic_store_release(&att->engine, NULL);
+}
+
+/* @att is out of its slot and has nothing in flight: release its engine in
+ * its context's thread (only when one was created: an attachment never
+ * used needs nothing from that thread), then free it. */
+static void blk_attach_free(BlkAttach *att)
+{
+    if (keel_atomic_load_acquire(&att->engine)) {
+        keel_aio_run_in_context_wait(att->ctx, blk_detach_engine_in_home, att);
+    }
+    keel_aio_context_unref(att->ctx);
+    g_free(att);
+}
+
 /* ---- in-flight accounting and drain --------------------------------------- */
+
+/* The attachment of the calling thread's context with one more request
+ * counted on it (and its engine created on first use), or NULL when the
+ * caller's context is neither the home nor attached. */
+static BlkAttach *blk_enter_context(KeelBlockBackend *blk)
+{
+    KeelAioContext *cur = keel_current_aio_context();
+    BlkAttach *att;
+
+    att = cur && keel_aio_context_in_home_thread(cur) ? blk_attach_find(blk, cur) : NULL;
+    if (!att) {
+        /* A thread that runs several contexts has one current context; the
+         * home's thread is an own thread whichever it is (the single-home
+         * rule).  The home's slot changes only while nobody submits. */
+        KeelAioContext *home = keel_blk_get_aio_context(blk);
+        if (!keel_aio_context_in_home_thread(home)) {
+            return NULL;
+        }
+        att = blk_attach_find(blk, home);
+    }
+    keel_atomic_fetch_add(&att->in_flight, 1);
+    if (!keel_atomic_read(&att->engine)) {
+        /* Only this thread writes it while the slot is in use (note 5). */
+        blk_attach_engine(blk, att);
+    }
+    return att;
+}
+
+static void blk_leave_context(BlkAttach *att)
+{
+    if (keel_atomic_sub_fetch(&att->in_flight, 1) == 0) {
+        keel_aio_wait_kick();                                   /* note 3 */
+    }
+}
 
 static void blk_inc_in_flight(KeelBlockBackend *blk)
 {
-    __atomic_add_fetch(&blk->in_flight, 1, __ATOMIC_SEQ_CST);
+    keel_atomic_fetch_add(&blk->in_flight, 1);
 }
 
-/* Home thread. */
 static void blk_dec_in_flight(KeelBlockBackend *blk)
 {
-    if (__atomic_sub_fetch(&blk->in_flight, 1, __ATOMIC_SEQ_CST) != 0) {
-        return;
-    }
-    if (!keel_co_queue_empty(&blk->drain_waiters)) {
-        keel_co_queue_restart_all(&blk->drain_waiters);
-    }
-    /* Pairs with the waiter's increment of foreign_waiters before it reads
-     * in_flight: one of us sees the other. */
-    if (__atomic_load_n(&blk->foreign_waiters, __ATOMIC_SEQ_CST)) {
-        pthread_mutex_lock(&blk->lock);
-        pthread_cond_broadcast(&blk->idle);
-        pthread_mutex_unlock(&blk->lock);
+    if (keel_atomic_sub_fetch(&blk->in_flight, 1) == 0) {
+        keel_aio_wait_kick();                                   /* note 2 */
     }
 }
 
 static bool blk_busy(KeelBlockBackend *blk)
 {
-    return __atomic_load_n(&blk->in_flight, __ATOMIC_SEQ_CST) != 0;
+    return keel_atomic_load_seq_cst(&blk->in_flight) != 0;
 }
 
 void keel_blk_drain(KeelBlockBackend *blk)
 {
-    KeelAioContext *ctx = blk->ctx;
-
-    if (keel_aio_context_in_home_thread(ctx)) {
-        if (keel_in_coroutine()) {
-            while (blk_busy(blk)) {
-                keel_co_queue_wait(&blk->drain_waiters, NULL);
-            }
-        } else {
-            while (blk_busy(blk)) {
-                keel_aio_poll(ctx, true);
-            }
-        }
-        return;
-    }
-    __atomic_add_fetch(&blk->foreign_waiters, 1, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&blk->lock);
-    while (blk_busy(blk)) {
-        pthread_cond_wait(&blk->idle, &blk->lock);
-    }
-    pthread_mutex_unlock(&blk->lock);
-    __atomic_sub_fetch(&blk->foreign_waiters, 1, __ATOMIC_SEQ_CST);
+    /* In the home thread it polls the home context (or yields in a
+     * coroutine); in a thread with another context it polls that one, so
+     * that context's own requests go on; elsewhere it sleeps.  Every
+     * context's last completion kicks it (note 2). */
+    KEEL_AIO_WAIT_WHILE(keel_blk_get_aio_context(blk), blk_busy(blk));
 }
 
-/* ---- open / close / move -------------------------------------------------------- */
-
-typedef struct AttachArgs {
-    KeelBlockBackend *blk;
-    KeelAioContext *ctx;
-} AttachArgs;
-
-static void attach_in_home(void *opaque)
-{
-    AttachArgs *a = opaque;
-
-    a->blk->raw.engine = engine_attach(a->blk->opts.aio, a->blk->raw.direct, a->ctx);
-}
-
-static void detach_in_home(void *opaque)
-{
-    KeelBlockBackend *blk = opaque;
-
-    engine_detach(blk->raw.engine);
-    blk->raw.engine = NULL;
-}
+/* ---- open / close / move / attach --------------------------------------------- */
 
 KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
                                 char **errmsg)
 {
     KeelBlockBackend *blk;
-    AttachArgs args;
+    BlkAttach *home;
+    EngineArgs args;
 
     if (!ctx) {
         ctx = keel_current_aio_context();
@@ -390,34 +530,35 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
     blk->opts = *opts;
     blk->opts.filename = g_strdup(opts->filename);
     blk->opts.inject = g_strdup(opts->inject);
-    keel_co_queue_init(&blk->drain_waiters);
     pthread_mutex_init(&blk->lock, NULL);
-    pthread_cond_init(&blk->idle, NULL);
+    blk->dbg = blkdebug_new();
     if (opts->inject && blkdebug_add_rules(&blk->dbg, opts->inject, errmsg) < 0) {
         goto fail;
     }
     if (raw_open(&blk->raw, &blk->opts, errmsg) < 0) {
         goto fail;
     }
+    blk->size = blk->opts.size;
     if (opts->fixed_size) {
         int64_t len = raw_getlength(&blk->raw);
-        if (!blk->opts.size) {
-            blk->opts.size = MAX(len - blk->opts.offset, 0);
+        if (!blk->size) {
+            blk->size = MAX(len - blk->opts.offset, 0);
         }
-        blk->raw.fixed_end = blk->opts.offset + blk->opts.size;
+        blk->raw.fixed_end = blk->opts.offset + blk->size;
     }
-    keel_aio_context_ref(ctx);
+    home = blk_attach_new(ctx);
+    home->home = true;
     blk->ctx = ctx;
+    blk_slot_insert(blk, home);
     args.blk = blk;
-    args.ctx = ctx;
-    keel_aio_run_in_context_wait(ctx, attach_in_home, &args);
+    args.att = home;
+    keel_aio_run_in_context_wait(ctx, blk_attach_engine_in_home, &args);
     return blk;
 
 fail:
     blkdebug_free(blk->dbg);
     keel_blk_options_clear(&blk->opts);
     pthread_mutex_destroy(&blk->lock);
-    pthread_cond_destroy(&blk->idle);
     g_free(blk);
     return NULL;
 }
@@ -441,20 +582,34 @@ void keel_blk_close(KeelBlockBackend *blk)
         return;
     }
     keel_blk_drain(blk);
-    keel_aio_run_in_context_wait(blk->ctx, detach_in_home, blk);
+    /* Every context still attached (and the home) gives its engine back in
+     * its own thread. */
+    for (unsigned i = 0; i < BLK_MAX_CONTEXTS; i++) {
+        BlkAttach *att;
+
+        pthread_mutex_lock(&blk->lock);
+        att = i < blk->nslots ? blk->slot[i] : NULL;
+        if (att) {
+            blk_slot_remove(blk, att);
+        }
+        pthread_mutex_unlock(&blk->lock);
+        if (att) {
+            blk_attach_free(att);
+        }
+    }
     raw_close(&blk->raw);
     blkdebug_free(blk->dbg);
     keel_blk_options_clear(&blk->opts);
-    keel_aio_context_unref(blk->ctx);
     pthread_mutex_destroy(&blk->lock);
-    pthread_cond_destroy(&blk->idle);
     g_free(blk);
 }
 
 int keel_blk_set_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg)
 {
     KeelAioContext *old = blk->ctx;
-    AttachArgs args = { blk, ctx };
+    BlkAttach *old_att, *new_att;
+    bool free_old;
+    EngineArgs args;
 
     if (!ctx) {
         *errmsg = g_strdup("keel_blk_set_aio_context: no context");
@@ -464,12 +619,93 @@ int keel_blk_set_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **
         return 0;
     }
     keel_blk_drain(blk);
-    keel_aio_run_in_context_wait(old, detach_in_home, blk);
-    keel_aio_context_ref(ctx);
-    __atomic_store_n(&blk->ctx, ctx, __ATOMIC_RELEASE);
-    keel_aio_run_in_context_wait(ctx, attach_in_home, &args);
-    keel_aio_context_unref(old);
+    pthread_mutex_lock(&blk->lock);
+    old_att = blk_attach_find(blk, old);
+    new_att = blk_attach_find(blk, ctx);
+    if (!new_att) {
+        new_att = blk_attach_new(ctx);
+        if (!blk_slot_insert(blk, new_att)) {
+            pthread_mutex_unlock(&blk->lock);
+            keel_aio_context_unref(ctx);
+            g_free(new_att);
+            *errmsg = g_strdup_printf("keel_blk_set_aio_context: more than %d contexts",
+                                      BLK_MAX_CONTEXTS);
+            return -ENOSPC;
+        }
+    }
+    old_att->home = false;
+    new_att->home = true;
+    /* An old home that is also attached stays, as an attached context. */
+    free_old = !old_att->attached;
+    if (free_old) {
+        blk_slot_remove(blk, old_att);
+    }
+    keel_atomic_store_release(&blk->ctx, ctx);
+    pthread_mutex_unlock(&blk->lock);
+    if (free_old) {
+        blk_attach_free(old_att);
+    }
+    if (!keel_atomic_load_acquire(&new_att->engine)) {
+        args.blk = blk;
+        args.att = new_att;
+        keel_aio_run_in_context_wait(ctx, blk_attach_engine_in_home, &args);
+    }
     return 0;
+}
+
+int keel_blk_attach_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg)
+{
+    BlkAttach *att;
+    int ret = 0;
+
+    if (!ctx) {
+        *errmsg = g_strdup("keel_blk_attach_aio_context: no context");
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&blk->lock);
+    att = blk_attach_find(blk, ctx);
+    if (att) {
+        att->attached = true;       /* the home, or attached twice: one slot */
+    } else {
+        att = blk_attach_new(ctx);
+        att->attached = true;
+        if (!blk_slot_insert(blk, att)) {
+            keel_aio_context_unref(ctx);
+            g_free(att);
+            *errmsg = g_strdup_printf("%s: more than %d contexts submit to it",
+                                      blk->opts.filename, BLK_MAX_CONTEXTS);
+            ret = -ENOSPC;
+        }
+    }
+    pthread_mutex_unlock(&blk->lock);
+    return ret;
+}
+
+void keel_blk_detach_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx)
+{
+    BlkAttach *att;
+    bool remove;
+
+    pthread_mutex_lock(&blk->lock);
+    att = blk_attach_find(blk, ctx);
+    if (!att || !att->attached) {
+        pthread_mutex_unlock(&blk->lock);
+        return;
+    }
+    att->attached = false;
+    /* The home stays; its requests are waited for by drain, not here. */
+    remove = !att->home;
+    if (remove) {
+        blk_slot_remove(blk, att);
+    }
+    pthread_mutex_unlock(&blk->lock);
+    if (!remove) {
+        return;
+    }
+    /* From now on the context's thread forwards to the home; wait for what
+     * it has started on its own engine (callbacks included, note 3). */
+    KEEL_AIO_WAIT_WHILE(ctx, keel_atomic_load_seq_cst(&att->in_flight) != 0);
+    blk_attach_free(att);
 }
 
 int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg)
@@ -482,49 +718,69 @@ int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg)
 int64_t keel_blk_getlength(KeelBlockBackend *blk)
 {
     int64_t len = raw_getlength(&blk->raw);
+    int64_t size = keel_atomic_read(&blk->size);
 
-    if (len < 0 || blk->opts.size) {
-        return len < 0 ? len : blk->opts.size;
+    if (len < 0 || size) {
+        return len < 0 ? len : size;
     }
     return MAX(len - blk->opts.offset, 0);
 }
 
 int keel_blk_grow(KeelBlockBackend *blk, uint64_t size)
 {
-    int64_t len = keel_blk_getlength(blk);
     struct stat st;
+    int64_t len;
+    int ret = 0;
 
     if (blk->opts.readonly) {
         return -EROFS;
     }
+    pthread_mutex_lock(&blk->lock);
+    len = keel_blk_getlength(blk);
     if (len < 0) {
-        return (int)len;
+        ret = (int)len;
+    } else if (size < (uint64_t)len) {
+        ret = -ENOTSUP;
+    } else if (fstat(blk->raw.fd, &st) < 0) {
+        ret = -errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        ret = -ENOTSUP;
+    } else if ((uint64_t)st.st_size < (uint64_t)blk->opts.offset + size &&
+               ftruncate(blk->raw.fd, (off_t)(blk->opts.offset + size)) < 0) {
+        ret = -errno;
+    } else {
+        /* Note 6: requests in other threads see the new end from now on. */
+        if (blk->size) {
+            keel_atomic_set(&blk->size, (int64_t)size);
+        }
+        if (blk->raw.fixed_end) {
+            keel_atomic_set(&blk->raw.fixed_end, blk->opts.offset + (int64_t)size);
+        }
     }
-    if (size < (uint64_t)len) {
-        return -ENOTSUP;
-    }
-    if (fstat(blk->raw.fd, &st) < 0) {
-        return -errno;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        return -ENOTSUP;
-    }
-    if ((uint64_t)st.st_size < (uint64_t)blk->opts.offset + size &&
-        ftruncate(blk->raw.fd, (off_t)(blk->opts.offset + size)) < 0) {
-        return -errno;
-    }
-    if (blk->opts.size) {
-        blk->opts.size = (int64_t)size;
-    }
-    if (blk->raw.fixed_end) {
-        blk->raw.fixed_end = blk->opts.offset + (int64_t)size;
-    }
-    return 0;
+    pthread_mutex_unlock(&blk->lock);
+    return ret;
+}
+
+static const char *engine_name_of(BlkAttach *att)
+{
+    EngineCtx *ec = att ? keel_atomic_load_acquire(&att->engine) : NULL;
+
+    return ec ? ec->ops->name : "none";
 }
 
 const char *keel_blk_engine_name(KeelBlockBackend *blk)
 {
-    return blk->raw.engine ? blk->raw.engine->ops->name : "none";
+    return keel_blk_engine_name_in(blk, keel_blk_get_aio_context(blk));
+}
+
+const char *keel_blk_engine_name_in(KeelBlockBackend *blk, KeelAioContext *ctx)
+{
+    const char *name;
+
+    pthread_mutex_lock(&blk->lock);
+    name = engine_name_of(blk_attach_find(blk, ctx));
+    pthread_mutex_unlock(&blk->lock);
+    return name;
 }
 
 uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk)
@@ -564,23 +820,15 @@ const char *keel_blk_get_filename(KeelBlockBackend *blk)
 
 KeelAioContext *keel_blk_get_aio_context(KeelBlockBackend *blk)
 {
-    return __atomic_load_n(&blk->ctx, __ATOMIC_ACQUIRE);
+    return keel_atomic_load_acquire(&blk->ctx);
 }
 
 uint64_t keel_blk_get_request_count(KeelBlockBackend *blk)
 {
-    return __atomic_load_n(&blk->requests, __ATOMIC_RELAXED);
+    return keel_atomic_read(&blk->requests);
 }
 
-/* ---- coroutine API ------------------------------------------------------------------- */
-
-static void assert_co_in_home(KeelBlockBackend *blk, const char *fn)
-{
-    if (!keel_in_coroutine() || !keel_aio_context_in_home_thread(blk->ctx)) {
-        keel_log("%s must be called from a coroutine in the backend's home thread", fn);
-        abort();
-    }
-}
+/* ---- requests --------------------------------------------------------------------- */
 
 static bool iov_is_zero(const struct iovec *iov, int iovcnt)
 {
@@ -594,21 +842,23 @@ static bool iov_is_zero(const struct iovec *iov, int iovcnt)
     return true;
 }
 
-static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int64_t bytes,
-                          const struct iovec *iov, int iovcnt)
+/* One request, in the thread of @att's context, on its engine. */
+static int blk_co_do_request(KeelBlockBackend *blk, BlkAttach *att, BlockOp op,
+                             int64_t offset, int64_t bytes, const struct iovec *iov,
+                             int iovcnt)
 {
+    EngineCtx *ec = att->engine;
+    int64_t size = keel_atomic_read(&blk->size);                /* note 6 */
     uint64_t req_no;
     int ret;
 
-    assert_co_in_home(blk, "keel_blk_co_*");
     if (offset < 0 || bytes < 0 || offset > INT64_MAX - bytes || iovcnt < 0) {
         return -EINVAL;
     }
     if (op != BLOCK_OP_READ && op != BLOCK_OP_FLUSH && blk->opts.readonly) {
         return -EPERM;
     }
-    if (blk->opts.size && op != BLOCK_OP_FLUSH &&
-        (offset > blk->opts.size || bytes > blk->opts.size - offset)) {
+    if (size && op != BLOCK_OP_FLUSH && (offset > size || bytes > size - offset)) {
         return -EIO;                /* beyond a raw node's size=, as QEMU */
     }
     if (op == BLOCK_OP_WRITE && blk->opts.detect_zeroes != KEEL_BLK_DETECT_ZEROES_OFF &&
@@ -616,29 +866,43 @@ static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
         op = BLOCK_OP_WRITE_ZEROES;
     }
     offset += blk->opts.offset;
-    blk_inc_in_flight(blk);
-    req_no = __atomic_add_fetch(&blk->requests, 1, __ATOMIC_RELAXED);
+    req_no = __atomic_add_fetch(&blk->requests, 1, __ATOMIC_RELAXED);   /* note 7 */
     ret = blkdebug_co_check(blk->dbg, op, offset, bytes, req_no);
-    if (ret == 0) {
-        switch (op) {
-        case BLOCK_OP_READ:
-            ret = raw_co_preadv(&blk->raw, offset, bytes, iov, iovcnt);
-            break;
-        case BLOCK_OP_WRITE:
-            ret = raw_co_pwritev(&blk->raw, offset, bytes, iov, iovcnt);
-            break;
-        case BLOCK_OP_FLUSH:
-            ret = raw_co_flush(&blk->raw);
-            break;
-        case BLOCK_OP_DISCARD:
-            ret = raw_co_pdiscard(&blk->raw, offset, bytes);
-            break;
-        case BLOCK_OP_WRITE_ZEROES:
-            ret = raw_co_pwrite_zeroes(&blk->raw, offset, bytes,
-                                       blk->opts.detect_zeroes == KEEL_BLK_DETECT_ZEROES_UNMAP);
-            break;
-        }
+    if (ret < 0) {
+        return ret;
     }
+    switch (op) {
+    case BLOCK_OP_READ:
+        return raw_co_preadv(&blk->raw, ec, offset, bytes, iov, iovcnt);
+    case BLOCK_OP_WRITE:
+        return raw_co_pwritev(&blk->raw, ec, offset, bytes, iov, iovcnt);
+    case BLOCK_OP_FLUSH:
+        return raw_co_flush(&blk->raw, ec);
+    case BLOCK_OP_DISCARD:
+        return raw_co_pdiscard(&blk->raw, ec, offset, bytes);
+    case BLOCK_OP_WRITE_ZEROES:
+        return raw_co_pwrite_zeroes(&blk->raw, ec, offset, bytes,
+                                    blk->opts.detect_zeroes == KEEL_BLK_DETECT_ZEROES_UNMAP);
+    }
+    return -EINVAL;
+}
+
+/* ---- coroutine API ------------------------------------------------------------------- */
+
+static int blk_co_request(KeelBlockBackend *blk, BlockOp op, int64_t offset, int64_t bytes,
+                          const struct iovec *iov, int iovcnt)
+{
+    BlkAttach *att = keel_in_coroutine() ? blk_enter_context(blk) : NULL;
+    int ret;
+
+    if (!att) {
+        keel_log("keel_blk_co_* must be called from a coroutine in the home thread of the "
+                 "backend's context or of a context attached to it");
+        abort();
+    }
+    blk_inc_in_flight(blk);
+    ret = blk_co_do_request(blk, att, op, offset, bytes, iov, iovcnt);
+    blk_leave_context(att);
     blk_dec_in_flight(blk);
     return ret;
 }
@@ -686,6 +950,7 @@ int keel_blk_co_pwrite_zeroes(KeelBlockBackend *blk, int64_t offset, int64_t byt
 
 typedef struct BlkAioReq {
     KeelBlockBackend *blk;
+    BlkAttach *att;     /* the context it runs in (NULL until it runs, forwarded) */
     BlockOp op;
     int64_t offset, bytes;
     const struct iovec *iov;
@@ -697,14 +962,17 @@ typedef struct BlkAioReq {
     bool done;
 } BlkAioReq;
 
-/* The callback, then the in-flight count: a drain also waits for the
- * callbacks (so a callback must not close or drain its own backend). */
+/* The callback, then the in-flight counts: a drain (and a detach) also
+ * waits for the callbacks (so a callback must not close, drain or detach
+ * its own backend). */
 static void blk_aio_complete(BlkAioReq *r)
 {
     KeelBlockBackend *blk = r->blk;
+    BlkAttach *att = r->att;
 
     r->cb(r->opaque, r->ret);
     g_free(r);
+    blk_leave_context(att);
     blk_dec_in_flight(blk);
 }
 
@@ -717,7 +985,16 @@ static void blk_aio_entry(void *opaque)
 {
     BlkAioReq *r = opaque;
 
-    r->ret = blk_co_request(r->blk, r->op, r->offset, r->bytes, r->iov, r->iovcnt);
+    if (!r->att) {
+        /* Forwarded: this is the home thread, whose context always has a
+         * slot. */
+        r->att = blk_enter_context(r->blk);
+        if (!r->att) {
+            keel_log("keel_blk_aio_*: a forwarded request did not land in the home thread");
+            abort();
+        }
+    }
+    r->ret = blk_co_do_request(r->blk, r->att, r->op, r->offset, r->bytes, r->iov, r->iovcnt);
     if (r->in_submit) {
         /* Finished before keel_blk_aio_*() returned: the caller may not be
          * ready for the callback yet (QEMU's rule too). */
@@ -732,7 +1009,6 @@ static void blk_aio_start(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
                           void *opaque)
 {
     BlkAioReq *r = g_new(BlkAioReq, 1);
-    KeelAioContext *ctx = keel_blk_get_aio_context(blk);
     KeelCoroutine *co;
 
     *r = (BlkAioReq) {
@@ -740,18 +1016,20 @@ static void blk_aio_start(KeelBlockBackend *blk, BlockOp op, int64_t offset, int
         .iovcnt = iovcnt, .cb = cb, .opaque = opaque,
     };
     /* Counted from now, so a drain from any thread sees it even before
-     * the coroutine has started in the home thread. */
+     * the coroutine has started (note 2). */
     blk_inc_in_flight(blk);
+    r->att = blk_enter_context(blk);
     co = keel_coroutine_create(blk_aio_entry, r);
-    if (!keel_aio_context_in_home_thread(ctx)) {
-        keel_aio_co_schedule(ctx, co);
+    if (!r->att) {
+        keel_aio_co_schedule(keel_blk_get_aio_context(blk), co);
         return;
     }
+    /* The caller's own context: run here, call back here. */
     r->in_submit = true;
     keel_coroutine_enter(co);
     r->in_submit = false;
     if (r->done) {
-        keel_aio_bh_schedule_oneshot(ctx, blk_aio_complete_bh, r);
+        keel_aio_bh_schedule_oneshot(r->att->ctx, blk_aio_complete_bh, r);
     }
 }
 

@@ -58,30 +58,68 @@
  * they must stay valid until the request completes.
  *
  * Threads.  A backend lives in one AioContext (its "home"; set at open, moved
- * with keel_blk_set_aio_context()).  Its engine state, its completions and
- * the coroutines that run its requests all belong to that context's home
- * thread.  Per function:
+ * with keel_blk_set_aio_context()).  Requests submitted in the home thread
+ * run there.  More contexts may submit directly (multiqueue, like QEMU 9's
+ * iothread-vq-mapping): keel_blk_attach_aio_context() lets the home thread
+ * of another context run its own requests itself, on its own engine
+ * instance (io_uring ring, linux-aio context or thread pool of that
+ * context, set up there at its first request, with the same fallbacks and
+ * KEEL_AVOID words as the home's), and call back in that thread; nothing
+ * goes through the home.  A request submitted in any other thread (no
+ * context, or one not attached) is forwarded to the home thread by a BH
+ * and calls back there, as before.  "Own thread" below means: the home
+ * thread of the backend's home context or of an attached context, for a
+ * request submitted there.
+ * What the contexts share is safe across them: the in-flight count (a drain
+ * waits for every context), the O_DIRECT read-modify-write serialisation
+ * (overlapping unaligned writes of different threads still serialise),
+ * error injection (rules, once, req=N over all threads), the request
+ * counter, the disk's size (keel_blk_grow), the image locks (held per
+ * backend, untouched by attach).  block-backend.c lists the
+ * memory-ordering points.  Per function:
  *   keel_blk_options_*, keel_blk_*_name      any thread
  *   keel_blk_open / keel_blk_open_str        any thread (the engine is set
  *                                            up in @ctx's home thread)
  *   keel_blk_close                           home thread (not from a callback
  *                                            of that backend), or any other
  *                                            thread while the home thread runs
- *                                            its loop; never while plugged
- *   keel_blk_co_*                            a coroutine in the home thread
- *   keel_blk_aio_*                           any thread; the request runs and
- *                                            the callback is called in the home
- *                                            thread (forwarded by a BH when
- *                                            called from elsewhere)
- *   keel_blk_drain                           home thread (coroutine or not),
- *                                            or any thread while the home
- *                                            thread runs its loop
+ *                                            its loop; never while plugged.
+ *                                            Contexts still attached are
+ *                                            detached: each whose engine was
+ *                                            set up must run its loop (or be
+ *                                            the caller) and submit nothing
+ *   keel_blk_co_*                            a coroutine in an own thread
+ *                                            (home or attached context)
+ *   keel_blk_aio_*                           any thread; in an own thread the
+ *                                            request runs and calls back
+ *                                            there, elsewhere in the home
+ *                                            thread (forwarded by a BH)
+ *   keel_blk_drain                           any thread (coroutine or not):
+ *                                            waits for the requests of every
+ *                                            context; in a thread with a
+ *                                            context it runs that context's
+ *                                            loop meanwhile, so the home and
+ *                                            every attached context's thread
+ *                                            must run their loops (or be the
+ *                                            caller)
+ *   keel_blk_attach_aio_context              any thread, any time (never
+ *                                            waits for another thread)
+ *   keel_blk_detach_aio_context              @ctx's home thread (not from a
+ *                                            callback of that backend), or
+ *                                            any thread while @ctx's thread
+ *                                            runs its loop and submits
+ *                                            nothing to the backend
  *   keel_blk_set_aio_context                 any thread, while the old and new
  *                                            contexts' home threads run their
  *                                            loops (or it is one of them) and
  *                                            nobody submits to the backend
- *   keel_blk_getlength, keel_blk_engine_name, keel_blk_get_*  any thread
- *   keel_blk_io_plug / unplug                any thread (per-thread state)
+ *   keel_blk_grow, keel_blk_inject           any thread, also while requests
+ *                                            flow in any context
+ *   keel_blk_getlength, keel_blk_engine_name(_in), keel_blk_get_*  any thread
+ *   keel_blk_io_plug / unplug                any thread (per-thread state: a
+ *                                            thread's plug batches what it
+ *                                            submits on its own context's
+ *                                            engine)
  */
 #ifndef KEEL_BLOCK_BLOCK_BACKEND_H
 #define KEEL_BLOCK_BLOCK_BACKEND_H
@@ -165,7 +203,8 @@ KeelBlockBackend *keel_blk_open(const KeelBlkOptions *opts, KeelAioContext *ctx,
                                 char **errmsg);
 KeelBlockBackend *keel_blk_open_str(const char *options, KeelAioContext *ctx,
                                     char **errmsg);
-/* Drain, release the engine state in the home thread, close the file, free. */
+/* Drain, release the engine state of the home and of every context still
+ * attached (each in its own thread), close the file, free. */
 void keel_blk_close(KeelBlockBackend *blk);
 
 /* ---- properties -------------------------------------------------------- */
@@ -177,11 +216,15 @@ int64_t keel_blk_getlength(KeelBlockBackend *blk);
  * fixed-size backend's window with it, so requests up to the new end are
  * accepted.  Shrinking is refused (-ENOTSUP: a guest may still use the
  * blocks), as is a host block device (-ENOTSUP) or a read-only backend
- * (-EROFS).  Returns 0 or -errno.  Home thread only (the window is read by
- * every request there). */
+ * (-EROFS).  Returns 0 or -errno.  Any thread: requests in flight in any
+ * context see the old or the new end. */
 int keel_blk_grow(KeelBlockBackend *blk, uint64_t size);
-/* The engine in use now: "io_uring", "linux-aio" or "threads". */
+/* The engine in use now by the home context: "io_uring", "linux-aio" or
+ * "threads". */
 const char *keel_blk_engine_name(KeelBlockBackend *blk);
+/* The same for @ctx's engine instance: "none" while @ctx is attached but
+ * has not submitted yet (or is neither attached nor the home). */
+const char *keel_blk_engine_name_in(KeelBlockBackend *blk, KeelAioContext *ctx);
 /* Alignment (bytes) at which requests avoid bouncing: the logical block
  * size with O_DIRECT, 1 otherwise. */
 uint32_t keel_blk_get_request_alignment(KeelBlockBackend *blk);
@@ -195,10 +238,11 @@ char *keel_blk_probed_raw_warning(const char *filename);
 KeelBlkCache keel_blk_get_cache_mode(KeelBlockBackend *blk);
 const char *keel_blk_get_filename(KeelBlockBackend *blk);
 KeelAioContext *keel_blk_get_aio_context(KeelBlockBackend *blk);
-/* Requests started on this backend so far (each type counts). */
+/* Requests started on this backend so far, in every context (each type
+ * counts). */
 uint64_t keel_blk_get_request_count(KeelBlockBackend *blk);
 
-/* ---- coroutine API (coroutine in the home thread) ----------------------- */
+/* ---- coroutine API (a coroutine in an own thread: home or attached) ------ */
 int keel_blk_co_preadv(KeelBlockBackend *blk, int64_t offset,
                        const struct iovec *iov, int iovcnt);
 int keel_blk_co_pwritev(KeelBlockBackend *blk, int64_t offset,
@@ -214,11 +258,14 @@ int keel_blk_co_pdiscard(KeelBlockBackend *blk, int64_t offset, int64_t bytes);
 int keel_blk_co_pwrite_zeroes(KeelBlockBackend *blk, int64_t offset, int64_t bytes);
 
 /* ---- callback API -------------------------------------------------------
- * Each call starts a coroutine for the request; @cb(@opaque, ret) runs in the
- * backend's home thread once it is done; when called from the home thread,
- * never before the call returns (called from another thread, it may run in
- * the home thread at any time after the call started).  The callback may start new requests (they are batched with the others of
- * the same completion pass) but must not drain or close the backend. */
+ * Each call starts a coroutine for the request; @cb(@opaque, ret) runs once,
+ * when it is done, in the caller's thread when that is an own thread (the
+ * home, or an attached context's), else in the home thread.  In the thread
+ * it was called from it never runs before the call returns (called from a
+ * thread that forwards, it may run in the home thread at any time after
+ * the call started).  The callback may start new requests (they are
+ * batched with the others of the same completion pass) but must not drain,
+ * detach or close the backend. */
 void keel_blk_aio_preadv(KeelBlockBackend *blk, int64_t offset,
                          const struct iovec *iov, int iovcnt,
                          KeelBlkCompletionFunc *cb, void *opaque);
@@ -233,28 +280,47 @@ void keel_blk_aio_pwrite_zeroes(KeelBlockBackend *blk, int64_t offset, int64_t b
 
 /* ---- quiescing and moving ------------------------------------------------ */
 
-/* Wait until no request of @blk is in flight, callbacks of the callback API
- * included (requests started meanwhile are waited for too).  In the home
- * thread outside a coroutine it runs the loop (keel_aio_poll); in a
- * coroutine it yields; from another thread it blocks until the home thread
- * has finished them.  Never from a request's own callback (it would wait
- * for itself) or while plugged. */
+/* Wait until no request of @blk is in flight in any context, callbacks of
+ * the callback API included (requests started meanwhile are waited for
+ * too): QEMU's bdrv_drain_all for one backend.  In the home thread outside
+ * a coroutine it runs the loop (keel_aio_poll); in a coroutine it yields;
+ * in another thread with a context it runs that context's loop; in a
+ * thread without one it sleeps until the last request's thread kicks it.
+ * Never from a request's own callback (it would wait for itself) or while
+ * plugged. */
 void keel_blk_drain(KeelBlockBackend *blk);
 
-/* Move @blk to @ctx: drain, release the engine state in the old context's
- * thread, set it up in the new one's.  The engine may change if the new
- * context refuses the current one.  Returns 0 or -errno (+*@errmsg). */
+/* Let @ctx's home thread submit to @blk directly (see Threads at the top):
+ * from now on keel_blk_aio_* and keel_blk_co_* called there run there, on
+ * @ctx's own engine instance, set up at its first request.  Attaching the
+ * home, or a context twice, is allowed (one attachment).  Takes a reference
+ * to @ctx until detached.  Detach (or close the backend) before stopping
+ * @ctx's thread: its engine instance is released in that thread.  Returns
+ * 0, or -ENOSPC (+*@errmsg) beyond 64 contexts, -EINVAL for a NULL @ctx. */
+int keel_blk_attach_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg);
+/* Undo the attach: waits for @ctx's requests (callbacks included), then
+ * releases its engine instance in @ctx's thread.  Requests submitted in
+ * @ctx's thread afterwards are forwarded to the home again.  Detaching the
+ * home keeps it the home; a context not attached is ignored. */
+void keel_blk_detach_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx);
+
+/* Move @blk's home to @ctx: drain, release the engine state in the old
+ * context's thread (unless the old home is also attached: it stays so), set
+ * it up in the new one's (an attached @ctx keeps its instance).  The engine
+ * may change if the new context refuses the current one.  Returns 0 or
+ * -errno (+*@errmsg). */
 int keel_blk_set_aio_context(KeelBlockBackend *blk, KeelAioContext *ctx, char **errmsg);
 
 /* Add error-injection rules at run time (same syntax as inject=; several
- * separated by ';').  Home thread, or any thread while no request is in
- * flight.  Returns 0 or -1 with *@errmsg. */
+ * separated by ';').  Any thread, also while requests flow.  Returns 0 or
+ * -1 with *@errmsg. */
 int keel_blk_inject(KeelBlockBackend *blk, const char *rules, char **errmsg);
 
 /* ---- batching -------------------------------------------------------------
  * Between plug and unplug (nestable, per thread) the io_uring and linux-aio
  * engines queue submissions and send them with one syscall at the last
- * unplug.  Wrap the processing of a batch of guest requests in them.  Never
+ * unplug (each thread its own context's engine instance; requests that a
+ * thread forwards to the home are not batched by its plug).  Wrap the processing of a batch of guest requests in them.  Never
  * yield (wait for a request) while plugged: the request may not be sent. */
 void keel_blk_io_plug(void);
 void keel_blk_io_unplug(void);

@@ -11,8 +11,14 @@
  *                    state, plug/unplug, the features report
  *   engine-*.c       one transfer attempt per call on one engine
  *
- * Thread rules: everything here runs in the home thread of the backend's
- * AioContext (co_* functions in a coroutine there) unless it says otherwise.
+ * Thread rules: a request runs in one thread from start to end: the home
+ * thread of the backend's AioContext, or of a context attached with
+ * keel_blk_attach_aio_context() when it was submitted there (co_* functions
+ * in a coroutine of that thread).  Each such context has its own engine
+ * instance (EngineCtx), used only by that thread; what the requests of
+ * several contexts share (RawFile, Blkdebug) is thread-safe as noted at
+ * each field.  See "Multiqueue" in block-backend.c for the memory-ordering
+ * points.
  */
 #ifndef KEEL_BLOCK_BLOCK_INT_H
 #define KEEL_BLOCK_BLOCK_INT_H
@@ -23,6 +29,7 @@
 
 #include "block/block-backend.h"
 #include "block/image-lock.h"
+#include "compat/atomic.h"
 #include "compat/avoid.h"
 #include "coroutine/co-lock.h"
 #include "coroutine/coroutine.h"
@@ -107,18 +114,20 @@ typedef struct RawFile {
     bool readonly;
     bool no_flush;              /* cache=unsafe */
     bool discard_unmap;
-    bool has_zero_range;        /* cleared once FALLOC_FL_ZERO_RANGE fails */
-    bool has_punch_hole;
+    bool has_zero_range;        /* atomic; cleared once FALLOC_FL_ZERO_RANGE fails */
+    bool has_punch_hole;        /* atomic; cleared once punching holes fails */
     bool probed_raw;            /* format=probe found raw: guard sector 0 */
-    int64_t fixed_end;          /* fixed-size: EOF before this is -EIO (0: none) */
+    /* fixed-size: EOF before this is -EIO (0: none); atomic (keel_blk_grow) */
+    int64_t fixed_end KEEL_ATOMIC_ALIGNED;
     bool is_blockdev;           /* a host block device: BLKGETSIZE64, BLKDISCARD,
                                  * BLKZEROOUT instead of lseek and fallocate */
     ImageLock lock;             /* QEMU's lock bytes (unless locking=off) */
     uint32_t req_align;         /* offsets/lengths; 1 without O_DIRECT */
     uint32_t mem_align;         /* buffer addresses; 1 without O_DIRECT */
-    EngineCtx *engine;
     /* With O_DIRECT, writes in flight by aligned range; read-modify-write
-     * requests serialise against overlapping ones. */
+     * requests serialise against overlapping ones, whichever thread runs
+     * them: the three fields below are only touched under tracked_lock. */
+    KeelCoMutex tracked_lock;
     RawTrackedReq *tracked;
     unsigned serialising_in_flight;
     KeelCoQueue tracked_waiters;
@@ -129,14 +138,17 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg);
 void raw_close(RawFile *raw);
 int64_t raw_getlength(RawFile *raw);
 
-int raw_co_preadv(RawFile *raw, int64_t offset, int64_t bytes,
+/* The requests.  @ec is the engine instance of the calling thread's context
+ * (the one the request was submitted in). */
+int raw_co_preadv(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                   const struct iovec *iov, int iovcnt);
-int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
+int raw_co_pwritev(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt);
-int raw_co_flush(RawFile *raw);
-int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes);
+int raw_co_flush(RawFile *raw, EngineCtx *ec);
+int raw_co_pdiscard(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes);
 /* @may_unmap: punch a hole instead when discard=unmap and it is aligned. */
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap);
+int raw_co_pwrite_zeroes(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
+                         bool may_unmap);
 
 /* ---- error injection (blkdebug.c; syntax in block/blkdebug.h) ------------- */
 
@@ -150,11 +162,18 @@ typedef enum BlockOp {
 
 typedef struct Blkdebug Blkdebug;
 
-/* Add rules ("RULE;RULE...").  Returns 0 or -1 with *@errmsg (g_free). */
+/* An empty rule set (a backend always has one, so that rules added at run
+ * time never race with readers of the pointer). */
+Blkdebug *blkdebug_new(void);
+/* Add rules ("RULE;RULE...") to *@dbg (created when NULL and a rule was
+ * given).  Returns 0 or -1 with *@errmsg (g_free).  Any thread. */
 int blkdebug_add_rules(Blkdebug **dbg, const char *rules, char **errmsg);
 void blkdebug_free(Blkdebug *dbg);
 /* Apply the rules to request number @req_no (1-based): may sleep (delay=),
- * returns 0 or the injected -errno.  Coroutine in the home thread. */
+ * returns 0 or the injected -errno.  A coroutine in any thread; rules may
+ * be added (blkdebug_add_rules on an existing Blkdebug) meanwhile, and a
+ * "once" rule fires for exactly one request even when several threads
+ * check at the same time. */
 int blkdebug_co_check(Blkdebug *dbg, BlockOp op, int64_t offset, int64_t bytes,
                       uint64_t req_no);
 

@@ -226,6 +226,7 @@ int raw_open(RawFile *raw, const KeelBlkOptions *opts, char **errmsg)
     raw->discard_unmap = opts->discard_unmap;
     raw->has_zero_range = true;
     raw->has_punch_hole = true;
+    keel_co_mutex_init(&raw->tracked_lock);
     keel_co_queue_init(&raw->tracked_waiters);
     raw_probe_alignment(raw);
     if (opts->locking != KEEL_BLK_LOCKING_OFF) {
@@ -280,7 +281,12 @@ int64_t raw_getlength(RawFile *raw)
  * request registers its aligned range; an RMW ("serialising") waits until
  * nothing overlapping is in flight, and a write waits while an overlapping
  * RMW is.  Waiters are not registered, so two waiters never wait for each
- * other.  All in the home thread: no locks. */
+ * other.  Requests of several threads (attached contexts) share the list:
+ * it is only touched under tracked_lock, a coroutine mutex that
+ * keel_co_queue_wait drops while waiting; a waiter woken by tracked_end
+ * resumes in its own thread and takes the mutex back before re-checking.
+ * The mutex's acquire/release orders each thread's list updates before the
+ * next holder's reads (memory-ordering note 4 in block-backend.c). */
 static bool tracked_conflict(RawFile *raw, const RawTrackedReq *req)
 {
     if (!req->serialising && raw->serialising_in_flight == 0) {
@@ -301,8 +307,9 @@ static void tracked_begin(RawFile *raw, RawTrackedReq *req, int64_t offset, int6
     req->start = align_down(offset, raw->req_align);
     req->end = align_up(offset + bytes, raw->req_align);
     req->serialising = serialising;
+    keel_co_mutex_lock(&raw->tracked_lock);
     while (tracked_conflict(raw, req)) {
-        keel_co_queue_wait(&raw->tracked_waiters, NULL);
+        keel_co_queue_wait(&raw->tracked_waiters, &raw->tracked_lock);
     }
     req->prev = NULL;
     req->next = raw->tracked;
@@ -313,10 +320,12 @@ static void tracked_begin(RawFile *raw, RawTrackedReq *req, int64_t offset, int6
     if (serialising) {
         raw->serialising_in_flight++;
     }
+    keel_co_mutex_unlock(&raw->tracked_lock);
 }
 
 static void tracked_end(RawFile *raw, RawTrackedReq *req)
 {
+    keel_co_mutex_lock(&raw->tracked_lock);
     if (req->prev) {
         req->prev->next = req->next;
     } else {
@@ -331,6 +340,7 @@ static void tracked_end(RawFile *raw, RawTrackedReq *req)
     if (!keel_co_queue_empty(&raw->tracked_waiters)) {
         keel_co_queue_restart_all(&raw->tracked_waiters);
     }
+    keel_co_mutex_unlock(&raw->tracked_lock);
 }
 
 /* ---- transfers -------------------------------------------------------------- */
@@ -338,7 +348,7 @@ static void tracked_end(RawFile *raw, RawTrackedReq *req)
 /* Move @bytes between the file at @offset and @iov, through the engine,
  * until done.  Reads that hit EOF zero-fill the rest.  With O_DIRECT,
  * @offset, @bytes and @iov must be aligned. */
-static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t bytes,
+static int raw_co_transfer(RawFile *raw, EngineCtx *ec, bool write, int64_t offset, int64_t bytes,
                            const struct iovec *iov, int iovcnt)
 {
     struct iovec stack_slice[16];
@@ -370,7 +380,7 @@ static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t byt
             v = slice;
         }
         do {
-            n = engine_co_rw(raw->engine, raw->fd, write, offset + done, v, cnt);
+            n = engine_co_rw(ec, raw->fd, write, offset + done, v, cnt);
         } while (n == -EINTR || n == -EAGAIN);
         if (n < 0) {
             ret = n;
@@ -384,7 +394,7 @@ static int raw_co_transfer(RawFile *raw, bool write, int64_t offset, int64_t byt
         if (!write && (n == 0 || (raw->direct && ((offset + done) % raw->req_align)))) {
             /* ...EOF (with O_DIRECT, EOF inside a block): zeros from here,
              * unless the disk's size is fixed and the file shrank. */
-            if (offset + done < raw->fixed_end) {
+            if (offset + done < keel_atomic_read(&raw->fixed_end)) {
                 ret = -EIO;
                 break;
             }
@@ -417,7 +427,7 @@ static bool iov_is_aligned(const struct iovec *iov, int iovcnt, uint32_t align)
 }
 
 /* One piece of a bounced read: [offset, offset+bytes) into @iov at @skip. */
-static int raw_co_bounce_read(RawFile *raw, int64_t offset, int64_t bytes,
+static int raw_co_bounce_read(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                               const struct iovec *iov, int iovcnt, int64_t skip)
 {
     int64_t start = align_down(offset, raw->req_align);
@@ -426,7 +436,7 @@ static int raw_co_bounce_read(RawFile *raw, int64_t offset, int64_t bytes,
     struct iovec b = { buf, (size_t)len };
     int ret;
 
-    ret = raw_co_transfer(raw, false, start, len, &b, 1);
+    ret = raw_co_transfer(raw, ec, false, start, len, &b, 1);
     if (ret == 0) {
         iov_from_buf(iov, iovcnt, skip, buf + (offset - start), bytes);
     }
@@ -435,7 +445,7 @@ static int raw_co_bounce_read(RawFile *raw, int64_t offset, int64_t bytes,
 }
 
 /* One piece of a bounced write.  @iov NULL writes zeros. */
-static int raw_co_bounce_write(RawFile *raw, int64_t offset, int64_t bytes,
+static int raw_co_bounce_write(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                                const struct iovec *iov, int iovcnt, int64_t skip)
 {
     uint32_t a = raw->req_align;
@@ -450,11 +460,11 @@ static int raw_co_bounce_write(RawFile *raw, int64_t offset, int64_t bytes,
     tracked_begin(raw, &tr, offset, bytes, rmw);
     if (start != offset) {
         struct iovec head = { buf, a };
-        ret = raw_co_transfer(raw, false, start, a, &head, 1);
+        ret = raw_co_transfer(raw, ec, false, start, a, &head, 1);
     }
     if (ret == 0 && end != offset + bytes && (end - a > start || start == offset)) {
         struct iovec tail = { buf + len - a, a };
-        ret = raw_co_transfer(raw, false, end - a, a, &tail, 1);
+        ret = raw_co_transfer(raw, ec, false, end - a, a, &tail, 1);
     }
     if (ret == 0) {
         if (iov) {
@@ -463,7 +473,7 @@ static int raw_co_bounce_write(RawFile *raw, int64_t offset, int64_t bytes,
             memset(buf + (offset - start), 0, (size_t)bytes);
         }
         struct iovec b = { buf, (size_t)len };
-        ret = raw_co_transfer(raw, true, start, len, &b, 1);
+        ret = raw_co_transfer(raw, ec, true, start, len, &b, 1);
     }
     tracked_end(raw, &tr);
     free(buf);
@@ -471,7 +481,7 @@ static int raw_co_bounce_write(RawFile *raw, int64_t offset, int64_t bytes,
 }
 
 /* Split a bounced request into pieces that end on aligned boundaries. */
-static int raw_co_bounced(RawFile *raw, bool write, int64_t offset, int64_t bytes,
+static int raw_co_bounced(RawFile *raw, EngineCtx *ec, bool write, int64_t offset, int64_t bytes,
                           const struct iovec *iov, int iovcnt)
 {
     int64_t done = 0;
@@ -484,8 +494,8 @@ static int raw_co_bounced(RawFile *raw, bool write, int64_t offset, int64_t byte
         if (piece <= 0) {
             piece = MIN(bytes - done, (int64_t)BOUNCE_MAX);
         }
-        ret = write ? raw_co_bounce_write(raw, pos, piece, iov, iovcnt, done)
-                    : raw_co_bounce_read(raw, pos, piece, iov, iovcnt, done);
+        ret = write ? raw_co_bounce_write(raw, ec, pos, piece, iov, iovcnt, done)
+                    : raw_co_bounce_read(raw, ec, pos, piece, iov, iovcnt, done);
         if (ret < 0) {
             return ret;
         }
@@ -502,21 +512,21 @@ static bool raw_needs_bounce(RawFile *raw, int64_t offset, int64_t bytes,
             !iov_is_aligned(iov, iovcnt, raw->mem_align));
 }
 
-int raw_co_preadv(RawFile *raw, int64_t offset, int64_t bytes,
+int raw_co_preadv(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                   const struct iovec *iov, int iovcnt)
 {
     if (bytes == 0) {
         return 0;
     }
     if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
-        return raw_co_bounced(raw, false, offset, bytes, iov, iovcnt);
+        return raw_co_bounced(raw, ec, false, offset, bytes, iov, iovcnt);
     }
-    return raw_co_transfer(raw, false, offset, bytes, iov, iovcnt);
+    return raw_co_transfer(raw, ec, false, offset, bytes, iov, iovcnt);
 }
 
 /* A probed raw image: would this write make sector 0 probe as another
  * format?  (QEMU's raw driver refuses such writes the same way.) */
-static bool raw_co_write_changes_format(RawFile *raw, int64_t offset, int64_t bytes,
+static bool raw_co_write_changes_format(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                                         const struct iovec *iov, int iovcnt)
 {
     uint8_t sector[BLOCK_PROBE_BYTES];
@@ -526,7 +536,7 @@ static bool raw_co_write_changes_format(RawFile *raw, int64_t offset, int64_t by
     if (offset >= BLOCK_PROBE_BYTES) {
         return false;
     }
-    if (raw_co_preadv(raw, 0, sizeof(sector), &v, 1) < 0) {
+    if (raw_co_preadv(raw, ec, 0, sizeof(sector), &v, 1) < 0) {
         return true;                /* cannot tell: refuse rather than risk it */
     }
     n = MIN(bytes, BLOCK_PROBE_BYTES - offset);
@@ -534,7 +544,7 @@ static bool raw_co_write_changes_format(RawFile *raw, int64_t offset, int64_t by
     return block_probe_format(sector, sizeof(sector)) != NULL;
 }
 
-int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
+int raw_co_pwritev(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
                    const struct iovec *iov, int iovcnt)
 {
     RawTrackedReq tr;
@@ -543,28 +553,28 @@ int raw_co_pwritev(RawFile *raw, int64_t offset, int64_t bytes,
     if (bytes == 0) {
         return 0;
     }
-    if (raw->probed_raw && raw_co_write_changes_format(raw, offset, bytes, iov, iovcnt)) {
+    if (raw->probed_raw && raw_co_write_changes_format(raw, ec, offset, bytes, iov, iovcnt)) {
         return -EPERM;
     }
     if (raw_needs_bounce(raw, offset, bytes, iov, iovcnt)) {
-        return raw_co_bounced(raw, true, offset, bytes, iov, iovcnt);
+        return raw_co_bounced(raw, ec, true, offset, bytes, iov, iovcnt);
     }
     if (raw->req_align > 1) {
         tracked_begin(raw, &tr, offset, bytes, false);
     }
-    ret = raw_co_transfer(raw, true, offset, bytes, iov, iovcnt);
+    ret = raw_co_transfer(raw, ec, true, offset, bytes, iov, iovcnt);
     if (raw->req_align > 1) {
         tracked_end(raw, &tr);
     }
     return ret;
 }
 
-int raw_co_flush(RawFile *raw)
+int raw_co_flush(RawFile *raw, EngineCtx *ec)
 {
     if (raw->no_flush) {
         return 0;
     }
-    return engine_co_fdatasync(raw->engine, raw->fd);
+    return engine_co_fdatasync(ec, raw->fd);
 }
 
 /* ---- host block devices: the kernel's own discard and zero-out ---------------- */
@@ -603,7 +613,7 @@ static int raw_co_block_range(RawFile *raw, unsigned long request, int64_t offse
     return keel_thread_pool_submit_co(block_range_worker, &a);
 }
 
-int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
+int raw_co_pdiscard(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes)
 {
     RawTrackedReq tr;
     int64_t start = offset, end = offset + bytes;
@@ -612,14 +622,14 @@ int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
     if (!raw->discard_unmap) {
         return 0;
     }
-    if (!raw->has_punch_hole) {
+    if (!keel_atomic_read(&raw->has_punch_hole)) {
         return -ENOTSUP;
     }
 #ifdef BLKDISCARD
     if (raw->is_blockdev) {
         ret = raw_co_block_range(raw, BLKDISCARD, offset, bytes, &start, &end);
         if (ret == -ENOTSUP) {
-            raw->has_punch_hole = false;
+            keel_atomic_set(&raw->has_punch_hole, false);
         }
         return ret;             /* advisory: unaligned ends are left alone */
     }
@@ -634,19 +644,19 @@ int raw_co_pdiscard(RawFile *raw, int64_t offset, int64_t bytes)
         }
         tracked_begin(raw, &tr, start, end - start, false);
     }
-    ret = engine_co_fallocate(raw->engine, raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+    ret = engine_co_fallocate(ec, raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                               start, end - start);
     if (raw->req_align > 1) {
         tracked_end(raw, &tr);
     }
     if (ret == -ENOTSUP) {
-        raw->has_punch_hole = false;
+        keel_atomic_set(&raw->has_punch_hole, false);
     }
     return ret;
 }
 
 /* Write-zeroes by writing a zero buffer: the fallback that always works. */
-static int raw_co_write_zero_buffer(RawFile *raw, int64_t offset, int64_t bytes)
+static int raw_co_write_zero_buffer(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes)
 {
     size_t buf_len = (size_t)MIN(bytes, (int64_t)ZERO_BUF_MAX);
     char *zeros;
@@ -658,14 +668,15 @@ static int raw_co_write_zero_buffer(RawFile *raw, int64_t offset, int64_t bytes)
     for (int64_t done = 0; done < bytes && ret == 0;) {
         int64_t n = MIN(bytes - done, (int64_t)buf_len);
         struct iovec v = { zeros, (size_t)n };
-        ret = raw_co_pwritev(raw, offset + done, n, &v, 1);
+        ret = raw_co_pwritev(raw, ec, offset + done, n, &v, 1);
         done += n;
     }
     free(zeros);
     return ret;
 }
 
-int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_unmap)
+int raw_co_pwrite_zeroes(RawFile *raw, EngineCtx *ec, int64_t offset, int64_t bytes,
+                         bool may_unmap)
 {
     uint32_t a = raw->req_align;
     int64_t start = offset, end = offset + bytes;
@@ -676,30 +687,30 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_u
         return 0;
     }
 #ifdef BLKZEROOUT
-    if (raw->is_blockdev && raw->has_zero_range && !may_unmap) {
+    if (raw->is_blockdev && keel_atomic_read(&raw->has_zero_range) && !may_unmap) {
         int64_t zs, ze;
         ret = raw_co_block_range(raw, BLKZEROOUT, offset, bytes, &zs, &ze);
         if (ret == -ENOTSUP) {
-            raw->has_zero_range = false;
+            keel_atomic_set(&raw->has_zero_range, false);
         }
         if (ret == 0 && zs > offset) {
-            ret = raw_co_write_zero_buffer(raw, offset, zs - offset);
+            ret = raw_co_write_zero_buffer(raw, ec, offset, zs - offset);
         }
         if (ret == 0 && offset + bytes > ze && ze > zs) {
-            ret = raw_co_write_zero_buffer(raw, ze, offset + bytes - ze);
+            ret = raw_co_write_zero_buffer(raw, ec, ze, offset + bytes - ze);
         }
         if (ret == 0 && ze == zs) {
-            ret = raw_co_write_zero_buffer(raw, offset, bytes);
+            ret = raw_co_write_zero_buffer(raw, ec, offset, bytes);
         }
         if (ret != -ENOTSUP) {
             return ret;
         }
     }
 #endif
-    if (may_unmap && raw->discard_unmap && raw->has_punch_hole &&
+    if (may_unmap && raw->discard_unmap && keel_atomic_read(&raw->has_punch_hole) &&
         !((offset | bytes) & (a - 1))) {
         /* A punched hole reads back as zeros: both at once. */
-        ret = raw_co_pdiscard(raw, offset, bytes);
+        ret = raw_co_pdiscard(raw, ec, offset, bytes);
         if (ret != -ENOTSUP) {
             return ret;
         }
@@ -708,16 +719,16 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_u
         /* Unaligned head and tail through read-modify-write. */
         int64_t astart = align_up(offset, a), aend = align_down(offset + bytes, a);
         if (aend <= astart) {
-            return raw_co_bounced(raw, true, offset, bytes, NULL, 0);
+            return raw_co_bounced(raw, ec, true, offset, bytes, NULL, 0);
         }
         if (astart != offset) {
-            ret = raw_co_bounced(raw, true, offset, astart - offset, NULL, 0);
+            ret = raw_co_bounced(raw, ec, true, offset, astart - offset, NULL, 0);
             if (ret < 0) {
                 return ret;
             }
         }
         if (aend != end) {
-            ret = raw_co_bounced(raw, true, aend, end - aend, NULL, 0);
+            ret = raw_co_bounced(raw, ec, true, aend, end - aend, NULL, 0);
             if (ret < 0) {
                 return ret;
             }
@@ -725,19 +736,19 @@ int raw_co_pwrite_zeroes(RawFile *raw, int64_t offset, int64_t bytes, bool may_u
         start = astart;
         end = aend;
     }
-    if (!raw->has_zero_range) {
-        return raw_co_write_zero_buffer(raw, start, end - start);
+    if (!keel_atomic_read(&raw->has_zero_range)) {
+        return raw_co_write_zero_buffer(raw, ec, start, end - start);
     }
     if (a > 1) {
         tracked_begin(raw, &tr, start, end - start, false);
     }
-    ret = engine_co_fallocate(raw->engine, raw->fd, FALLOC_FL_ZERO_RANGE, start, end - start);
+    ret = engine_co_fallocate(ec, raw->fd, FALLOC_FL_ZERO_RANGE, start, end - start);
     if (a > 1) {
         tracked_end(raw, &tr);
     }
     if (ret == -ENOTSUP || ret == -EINVAL) {
-        raw->has_zero_range = false;
-        return raw_co_write_zero_buffer(raw, start, end - start);
+        keel_atomic_set(&raw->has_zero_range, false);
+        return raw_co_write_zero_buffer(raw, ec, start, end - start);
     }
     return ret;
 }
