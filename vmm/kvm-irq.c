@@ -14,6 +14,83 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+/* ---- the IRQ allocator (pure bookkeeping) ------------------------------------ */
+
+void kvm_irq_allocator_init(KvmIrqAllocator *a, int nr_gsis)
+{
+    memset(a, 0, sizeof(*a));
+    a->nr_gsis = nr_gsis < 0 ? 0 : (unsigned)nr_gsis > KVM_IRQ_MAX_GSI ? KVM_IRQ_MAX_GSI
+                                                                     : (unsigned)nr_gsis;
+}
+
+int kvm_irq_claim_line(KvmIrqAllocator *a, unsigned gsi, const char *owner, bool shared)
+{
+    if (gsi >= KVM_IRQ_NR_PINS) {
+        return -EINVAL;
+    }
+    if (a->line_users[gsi]) {
+        /* Edge-triggered ISA lines are one device's; level-triggered ones
+         * (PCI INTx, the SCI) are wire-ORed by the irqchip. */
+        if (!shared || !a->line_shared[gsi]) {
+            return -EBUSY;
+        }
+        a->line_users[gsi]++;
+        return 0;
+    }
+    a->line_owner[gsi] = owner;
+    a->line_users[gsi] = 1;
+    a->line_shared[gsi] = shared;
+    return 0;
+}
+
+void kvm_irq_release_line(KvmIrqAllocator *a, unsigned gsi)
+{
+    if (gsi < KVM_IRQ_NR_PINS && a->line_users[gsi] && --a->line_users[gsi] == 0) {
+        a->line_owner[gsi] = NULL;
+        a->line_shared[gsi] = false;
+    }
+}
+
+const char *kvm_irq_line_owner(const KvmIrqAllocator *a, unsigned gsi)
+{
+    return gsi < KVM_IRQ_NR_PINS ? a->line_owner[gsi] : NULL;
+}
+
+int kvm_irq_alloc_intx(KvmIrqAllocator *a, const char *owner)
+{
+    static const unsigned lines[] = KVM_IRQ_INTX_LINES;
+    const unsigned n = sizeof(lines) / sizeof(lines[0]);
+
+    for (unsigned tries = 0; tries < n; tries++) {
+        unsigned gsi = lines[a->next_intx++ % n];
+        if (kvm_irq_claim_line(a, gsi, owner, true) == 0) {
+            return (int)gsi;
+        }
+    }
+    return -EBUSY;
+}
+
+int kvm_irq_alloc_gsi(KvmIrqAllocator *a)
+{
+    for (unsigned gsi = KVM_IRQ_NR_PINS; gsi < a->nr_gsis; gsi++) {
+        uint64_t bit = 1ull << (gsi % 64);
+        if (!(a->gsi_used[gsi / 64] & bit)) {
+            a->gsi_used[gsi / 64] |= bit;
+            return (int)gsi;
+        }
+    }
+    return -ENOSPC;
+}
+
+void kvm_irq_free_gsi(KvmIrqAllocator *a, int gsi)
+{
+    if (gsi >= (int)KVM_IRQ_NR_PINS && (unsigned)gsi < KVM_IRQ_MAX_GSI) {
+        a->gsi_used[gsi / 64] &= ~(1ull << (gsi % 64));
+    }
+}
+
+/* ---- the irqchip, MSIs and eventfds ------------------------------------------ */
+
 int vm_set_irq_line(Vm *vm, uint32_t gsi, int level)
 {
     struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
@@ -104,12 +181,13 @@ int vm_msi_route_add(Vm *vm, uint64_t addr, uint32_t data)
     if (!vm_gsi_routing_usable(vm)) {
         return -ENOTSUP;
     }
-    gsi = (int)vm->next_msi_gsi;
-    if (gsi >= vm->caps->irq_routing) {
-        return -ENOSPC;
+    gsi = kvm_irq_alloc_gsi(&vm->irqs);
+    if (gsi < 0) {
+        return gsi;
     }
     n = realloc(vm->msi_routes, (vm->nr_msi_routes + 1) * sizeof(*n));
     if (!n) {
+        kvm_irq_free_gsi(&vm->irqs, gsi);
         return -ENOMEM;
     }
     vm->msi_routes = n;
@@ -120,7 +198,6 @@ int vm_msi_route_add(Vm *vm, uint64_t addr, uint32_t data)
     n->u.msi.address_lo = (uint32_t)addr;
     n->u.msi.address_hi = (uint32_t)(addr >> 32);
     n->u.msi.data = data;
-    vm->next_msi_gsi++;
     return gsi;
 }
 
@@ -131,6 +208,18 @@ int vm_msi_route_update(Vm *vm, int gsi, uint64_t addr, uint32_t data)
             vm->msi_routes[i].u.msi.address_lo = (uint32_t)addr;
             vm->msi_routes[i].u.msi.address_hi = (uint32_t)(addr >> 32);
             vm->msi_routes[i].u.msi.data = data;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+int vm_msi_route_remove(Vm *vm, int gsi)
+{
+    for (int i = 0; i < vm->nr_msi_routes; i++) {
+        if (vm->msi_routes[i].gsi == (uint32_t)gsi) {
+            vm->msi_routes[i] = vm->msi_routes[--vm->nr_msi_routes];
+            kvm_irq_free_gsi(&vm->irqs, gsi);
             return 0;
         }
     }

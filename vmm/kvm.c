@@ -35,7 +35,7 @@ int vm_create(Vm *vm, uint64_t ram_size, VmRamBacking backing)
     memset(vm, 0, sizeof(*vm));
     vm->kvm_fd = vm->vm_fd = vm->ram_fd = -1;
     vm->caps = c;
-    vm->next_msi_gsi = 24;      /* after the IOAPIC's 24 pins */
+    kvm_irq_allocator_init(&vm->irqs, c->irq_routing);    /* MSI GSIs from 24 */
     bus_init(&vm->pio_bus, "pio");
     bus_init(&vm->mmio_bus, "mmio");
 
