@@ -83,60 +83,18 @@ int vcpu_create(Vm *vm, Vcpu *vcpu, int index)
     return 0;
 }
 
-int vcpus_create_all(Vm *vm, const CpuTopology *topo)
+int vm_set_topology(Vm *vm, const CpuTopology *topo)
 {
     const KvmCaps *c = vm->caps;
 
-    vm->topo = *topo;
     if ((int)topo->cpus > c->max_vcpus || (int)topo_max_apic_id(topo) >= c->max_vcpu_id) {
         fprintf(stderr, "keel-vmm: -smp %u (APIC IDs up to %u): this KVM allows %d vCPUs "
                 "with ids below %d\n", topo->cpus, topo_max_apic_id(topo), c->max_vcpus,
                 c->max_vcpu_id);
         return -1;
     }
-    vm->vcpus = calloc(topo->cpus, sizeof(Vcpu));
-    if (!vm->vcpus) {
-        fprintf(stderr, "keel-vmm: out of memory for %u vCPUs\n", topo->cpus);
-        return -1;
-    }
-    for (unsigned i = 0; i < topo->cpus; i++) {
-        if (vcpu_create(vm, &vm->vcpus[i], (int)i) < 0) {
-            return -1;
-        }
-        vm->nr_vcpus++;
-    }
+    vm->topo = *topo;
     return 0;
-}
-
-int vcpus_start_all(Vm *vm)
-{
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        if (vcpu_start_thread(&vm->vcpus[i]) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-void vcpus_stop_join_all(Vm *vm)
-{
-    /* Kick them all first, so they leave KVM_RUN in parallel. */
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        vcpu_kick(&vm->vcpus[i]);
-    }
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        vcpu_stop_join(&vm->vcpus[i]);
-    }
-}
-
-void vcpus_destroy_all(Vm *vm)
-{
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        vcpu_destroy(&vm->vcpus[i]);
-    }
-    free(vm->vcpus);
-    vm->vcpus = NULL;
-    vm->nr_vcpus = 0;
 }
 
 void vcpu_destroy(Vcpu *vcpu)

@@ -15,10 +15,11 @@
  * closing the race between the stop check and the ioctl.  Pausing (QMP
  * stop) parks the thread outside KVM_RUN until vcpu_resume().
  *
- * Ownership: a Vcpu owns its fd, run area and threads; the Vm holds the
- * array of them (vcpus_create_all).  A Vcpu borrows its Vm.
+ * Ownership: a Vcpu owns its fd, run area and threads; the array of them
+ * is the machine's (vmm/machine.h: vmm_machine_create_vcpus), which joins
+ * the threads before vcpu_destroy().  A Vcpu borrows its Vm.
  * Thread rules: vcpu_create/vcpu_destroy/vcpu_start_thread/vcpu_stop_join
- * and vcpus_* from the main thread; vcpu_thread_prepare and
+ * and vm_set_topology from the main thread; vcpu_thread_prepare and
  * vcpu_run_loop in the vCPU's own thread; vcpu_kick from any thread;
  * vcpu_pause/vcpu_resume from the main thread (with or without the global
  * mutex).
@@ -58,17 +59,9 @@ struct Vcpu {
     long tid;               /* the vCPU thread's id once it runs (query-cpus-fast) */
 };
 
-/* All vCPUs of @topo (copied to vm->topo): vm->vcpus[0..topo->cpus-1].
- * Prints and returns -1 on failure (vcpus_destroy_all cleans up either
- * way).  Main thread, before the vCPUs run. */
-int vcpus_create_all(Vm *vm, const CpuTopology *topo);
-/* One thread per vCPU ("vcpuN", N = index); -1 if one cannot start (the
- * started ones keep running: stop them with vcpus_stop_join_all). */
-int vcpus_start_all(Vm *vm);
-/* Kicks every vCPU thread out of KVM_RUN and joins it.  Call without the
- * global mutex: a vCPU may be waiting for it to finish an exit. */
-void vcpus_stop_join_all(Vm *vm);
-void vcpus_destroy_all(Vm *vm);
+/* Sets vm->topo to @topo after checking it against KVM's vCPU count and
+ * APIC ID limits.  Prints and returns -1 when this KVM cannot run it. */
+int vm_set_topology(Vm *vm, const CpuTopology *topo);
 
 /* The vCPU of topology index @index (vm->topo must be set), with CPUID set
  * up; every vCPU but index 0 starts in KVM_MP_STATE_UNINITIALIZED and waits

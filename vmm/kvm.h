@@ -17,7 +17,8 @@
  * leaves its run loop once a stop is recorded.
  *
  * Ownership: the Vm owns its fds, RAM, buses and IRQ allocator;
- * vm_destroy() releases them after every vCPU thread has been joined.
+ * vm_destroy() releases them after every vCPU thread has been joined.  The
+ * machine (vmm/machine.h) owns the vCPUs and hands out IRQ lines.
  *
  * Thread rules: vm_create/vm_destroy from the main thread before or after
  * the vCPU threads run; vm_request_stop and vm_stop_reason from any thread.
@@ -94,11 +95,9 @@ struct Vm {
     struct kvm_irq_routing_entry *msi_routes;
     int nr_msi_routes;
 
-    /* The vCPUs: vcpus_create_all() makes topo.cpus of them, index i with
-     * APIC ID topo_apic_id(&topo, i); vcpus[0] is the bootstrap CPU. */
+    /* The CPU topology (-smp) the vCPUs are made for: vCPU index i has
+     * APIC ID topo_apic_id(&topo, i); set by vm_set_topology. */
     CpuTopology topo;
-    struct Vcpu *vcpus;
-    int nr_vcpus;
 };
 
 /* Creates the VM (RAM of @ram_size bytes backed as @backing asks, irqchip,
