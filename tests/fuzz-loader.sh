@@ -7,4 +7,4 @@
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
 fuzz_main loader "vmm/loader.c vmm/loader-multiboot.c vmm/loader-linux.c vmm/options.c \
-    vmm/kvm.c vmm/cpuid.c vmm/bus.c" 65536 1 "$top_builddir/vmm/guest/keel-guest"
+    $vmm_kvm_sources" 65536 1 "$top_builddir/vmm/guest/keel-guest"

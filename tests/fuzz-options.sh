@@ -5,4 +5,4 @@
 # shellcheck source=tests/fuzz-lib.sh disable=SC2154  # top_builddir: set by fuzz-lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
-fuzz_main options "vmm/options.c vmm/kvm.c vmm/cpuid.c vmm/bus.c" 2048 1
+fuzz_main options "vmm/options.c $vmm_kvm_sources" 2048 1

@@ -6,4 +6,4 @@
 # shellcheck source=tests/fuzz-lib.sh disable=SC2154  # top_builddir: set by fuzz-lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB
-fuzz_main qmp "vmm/qmp.c vmm/machine.c vmm/chardev.c" 4096 0
+fuzz_main qmp "vmm/qmp.c vmm/machine.c vmm/chardev.c $vmm_kvm_sources" 4096 0

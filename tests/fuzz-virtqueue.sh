@@ -8,5 +8,4 @@
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
 fuzz_main virtqueue "vmm/virtqueue.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-blk-req.c \
-    vmm/options.c vmm/kvm.c vmm/cpuid.c \
-    vmm/bus.c vmm/pci.c" 4096 0
+    vmm/options.c $vmm_kvm_sources vmm/pci.c" 4096 0

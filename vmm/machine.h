@@ -1,33 +1,64 @@
 /*
- * vmm/machine.h — the machine as its monitors see it: the run state (QEMU's
- * RunState names), stop/cont with the reason, the events a monitor
- * broadcasts (STOP, RESUME, SHUTDOWN, RESET, BLOCK_IO_ERROR), and the
- * queries (vCPUs, iothreads, drives) answered by whoever owns those parts.
+ * vmm/machine.h — the machine: what keel-vmm runs and what its monitors see.
  *
- * keel-vmm's main() creates one VmmMachine with VmmMachineOps that park and
- * unpark the vCPUs, drain and retry block I/O, and read the drives' and
- * threads' state; with -machine none there is no guest and the ops are NULL
- * (stop/cont only change the state, the queries return nothing).  The QMP
- * and HMP monitors (vmm/qmp.h) listen for events and call in.
+ * It owns
+ *   - the vCPUs (vmm_machine_create_vcpus): their threads, parking them for
+ *     stop and unparking them for cont, query-cpus-fast;
+ *   - the iothreads by id (-object iothread: vmm_machine_add_iothread,
+ *     vmm_machine_iothread, query-iothreads);
+ *   - a registry of devices by id (vmm_machine_add_device/find/foreach),
+ *     QEMU's -device id namespace: each entry is an id, a kind ("isa-serial",
+ *     "virtio-blk-pci", ...) and the device's own pointer, which the
+ *     registry does not own;
+ *   - the interrupt lines: legacy IRQ lines and PCI INTx lines are claimed
+ *     through it, MSI routes allocated through it (the bookkeeping is
+ *     vmm/kvm-irq.h's KvmIrqAllocator of the attached Vm, as KVM numbers
+ *     GSIs per VM);
+ *   - the run state (QEMU's RunState names), stop/cont with the reason, and
+ *     the events a monitor broadcasts (STOP, RESUME, SHUTDOWN, RESET,
+ *     BLOCK_IO_ERROR).
+ * The Vm itself (RAM, irqchip: vmm/kvm.h) is attached, not owned: main()
+ * creates and destroys it around the machine's vCPUs.
+ *
+ * keel-vmm's main() creates one VmmMachine with VmmMachineOps for what the
+ * machine does not own yet: draining and retrying block I/O, the drives'
+ * state, and (until the block devices take their iothreads from the
+ * machine) the iothreads they started.  With -machine none there is no
+ * guest: no Vm, no vCPUs, and the ops are NULL (stop/cont only change the
+ * state, the queries return nothing).  The QMP and HMP monitors
+ * (vmm/qmp.h) listen for events and call in.
  *
  * State machine (as QEMU's): prelaunch (-S) / paused / io-error / shutdown
  * (-no-shutdown) --cont--> running --stop--> paused; a drive with werror=stop
  * failing a request moves running → io-error; a guest shutdown moves to
  * shutdown.  vmm_machine_stop() parks the vCPUs and lets queued I/O finish
  * before it changes the state and emits STOP, so a client that sees STOP
- * sees a quiet machine.
+ * sees a quiet machine; cont retries held I/O, then unparks the vCPUs.
  *
  * Thread rules: the main thread with the global mutex held (the main loop's
- * handlers and monitors), except vmm_machine_io_error(), which any thread may
- * call (a drive's iothread): it bounces into the main loop.  Listeners run in
- * the main thread.
+ * handlers and monitors), except
+ *   - vmm_machine_io_error(), which any thread may call (a drive's
+ *     iothread): it bounces into the main loop;
+ *   - vmm_machine_stop_vcpus(), called WITHOUT the global mutex (a vCPU may
+ *     be waiting for it to finish an exit);
+ *   - vmm_machine_iothread()/vmm_machine_iothread_context() lookups, any
+ *     thread once the iothreads are set up (the table does not change
+ *     after start-up).
+ * Listeners run in the main thread.
  */
 #ifndef KEEL_VMM_MACHINE_H
 #define KEEL_VMM_MACHINE_H
 
+#include "vmm/topology.h"
+#include "loop/iothread.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct Vm;
+struct Vcpu;
+struct VmmIOThread;
 
 typedef enum VmmRunState {
     VMM_RUN_PRELAUNCH,      /* -S: not started yet */
@@ -68,14 +99,16 @@ typedef struct VmmBlockInfo {
 #define VMM_MACHINE_MAX_INFO 16
 
 typedef struct VmmMachineOps {
-    /* Park every vCPU out of KVM_RUN and let queued I/O finish. */
+    /* Let queued I/O finish (the vCPUs are parked already). */
     void (*pause)(void *opaque);
-    /* Resubmit requests held by werror/rerror=stop (in order), unpark. */
+    /* Resubmit requests held by werror/rerror=stop (in order); the vCPUs
+     * are unparked after it. */
     void (*resume)(void *opaque);
     /* system_reset: whether the machine reset itself; false means it cannot
      * (keel-vmm has no reboot, like QEMU's -no-reboot: a reset ends it). */
     bool (*reset)(void *opaque);
-    int (*query_cpus)(void *opaque, VmmCpuInfo *out, int max);
+    /* The iothreads of whoever started them, when the machine has none of
+     * its own (VmmBlockDevices today). */
     int (*query_iothreads)(void *opaque, VmmIOThreadInfo *out, int max);
     int (*query_block)(void *opaque, VmmBlockInfo *out, int max);
     /* Grows @device's image to @size bytes and tells the guest. */
@@ -131,5 +164,76 @@ void vmm_machine_set_quit_notify(VmmMachine *m, void (*fn)(void *opaque), void *
  * loop, BLOCK_IO_ERROR is emitted and the machine stops in io-error. */
 void vmm_machine_io_error(VmmMachine *m, const char *device, bool is_write, int error,
                           bool stopping);
+
+/* ---- the guest: Vm and vCPUs ---------------------------------------------- */
+
+/* Attaches the Vm the vCPUs and interrupt lines belong to (main thread,
+ * after vm_create; the caller destroys it after vmm_machine_destroy_vcpus). */
+void vmm_machine_attach_vm(VmmMachine *m, struct Vm *vm);
+struct Vm *vmm_machine_vm(const VmmMachine *m);     /* NULL: -machine none */
+
+/* Makes the vCPUs of @topo in the attached Vm (KVM's limits checked, CPUID
+ * set up).  Prints and returns -1 on failure; the ones made are destroyed
+ * by vmm_machine_destroy_vcpus (or vmm_machine_free) either way. */
+int vmm_machine_create_vcpus(VmmMachine *m, const CpuTopology *topo);
+int vmm_machine_nr_vcpus(const VmmMachine *m);
+/* vCPU @index (0 = the bootstrap CPU), or NULL. */
+struct Vcpu *vmm_machine_vcpu(VmmMachine *m, int index);
+/* One thread per vCPU, each starting parked: vmm_machine_start (or cont)
+ * lets them run.  -1 if one cannot start (the started ones stay parked;
+ * vmm_machine_stop_vcpus ends them). */
+int vmm_machine_start_vcpus(VmmMachine *m);
+/* Kicks every vCPU thread out of KVM_RUN and joins it.  Without the global
+ * mutex. */
+void vmm_machine_stop_vcpus(VmmMachine *m);
+/* Joins (if still running) and destroys the vCPUs. */
+void vmm_machine_destroy_vcpus(VmmMachine *m);
+/* query-cpus-fast: index, thread id, place in -smp's topology. */
+int vmm_machine_query_cpus(VmmMachine *m, VmmCpuInfo *out, int max);
+
+/* ---- iothreads (-object iothread) ----------------------------------------- */
+
+/* Starts the iothread @spec describes (id, poll-max-ns, poll-grow,
+ * poll-shrink; negative: the default).  -1 with a message in @err (the id
+ * is taken, or the thread cannot start). */
+int vmm_machine_add_iothread(VmmMachine *m, const struct VmmIOThread *spec, char *err,
+                             size_t errlen);
+/* The iothread @id, its AioContext; NULL when there is none. */
+KeelIOThread *vmm_machine_iothread(VmmMachine *m, const char *id);
+KeelAioContext *vmm_machine_iothread_context(VmmMachine *m, const char *id);
+int vmm_machine_nr_iothreads(const VmmMachine *m);
+/* query-iothreads: the machine's iothreads, else the ops' (see above). */
+int vmm_machine_query_iothreads(VmmMachine *m, VmmIOThreadInfo *out, int max);
+
+/* ---- devices by id ---------------------------------------------------------- */
+
+/* Registers @dev (not owned) as @id of @kind (both copied).  0, or -EINVAL
+ * (empty id or kind) or -EEXIST (the id is taken: ids are unique across
+ * kinds, as QEMU's -device ids are). */
+int vmm_machine_add_device(VmmMachine *m, const char *id, const char *kind, void *dev);
+/* Forgets @id (the device is freed by its owner); -ENOENT if unknown. */
+int vmm_machine_remove_device(VmmMachine *m, const char *id);
+/* The device @id, if it is of @kind (NULL: any kind); else NULL. */
+void *vmm_machine_find_device(VmmMachine *m, const char *id, const char *kind);
+/* The kind of @id, or NULL. */
+const char *vmm_machine_device_kind(VmmMachine *m, const char *id);
+/* Calls @fn for each device of @kind (NULL: all), in registration order;
+ * @fn must not add or remove devices.  Returns how many it visited. */
+typedef void VmmDeviceVisitor(void *opaque, const char *id, const char *kind, void *dev);
+int vmm_machine_foreach_device(VmmMachine *m, const char *kind, VmmDeviceVisitor *fn,
+                               void *opaque);
+
+/* ---- interrupt lines (the attached Vm's allocator, vmm/kvm-irq.h) ----------- */
+
+/* Claims legacy line @gsi for @owner (kept by pointer); @shared for a
+ * level-triggered line others may share.  0, -EINVAL, -EBUSY, or -ENODEV
+ * without a Vm. */
+int vmm_machine_claim_irq(VmmMachine *m, unsigned gsi, const char *owner, bool shared);
+/* A PCI INTx line for @owner (10, 11, 9, 5 in turn, shared); -errno. */
+int vmm_machine_alloc_intx(VmmMachine *m, const char *owner);
+/* An MSI route for (@addr, @data): its GSI, or -errno (-ENOTSUP: no GSI
+ * routing, use KVM_SIGNAL_MSI or INTx).  vm_msi_route_update/remove/commit
+ * (vmm/kvm-irq.h) work on the GSI. */
+int vmm_machine_alloc_msi_route(VmmMachine *m, uint64_t addr, uint32_t data);
 
 #endif

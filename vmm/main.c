@@ -175,8 +175,11 @@ static void pidfile_remove(void)
 
 /* ---- the machine as the monitors see it ------------------------------------------ */
 
+/* What the machine does not own (yet): the block devices, whose I/O it
+ * drains and retries through these ops, and which still start the
+ * -object iothreads their drives use. */
 typedef struct VmmParts {
-    Vm *vm;                 /* NULL with -machine none; its vCPUs are vm->vcpus */
+    Vm *vm;                 /* NULL with -machine none */
     VmmBlockDevices *blkdevs;
     VmmMachine *machine;
 } VmmParts;
@@ -185,9 +188,6 @@ static void parts_pause(void *opaque)
 {
     VmmParts *p = opaque;
 
-    for (int i = 0; i < p->vm->nr_vcpus; i++) {
-        vcpu_pause(&p->vm->vcpus[i]);       /* out of KVM_RUN, parked */
-    }
     vmm_block_devices_drain(p->blkdevs);    /* queued I/O finished */
 }
 
@@ -196,33 +196,12 @@ static void parts_resume(void *opaque)
     VmmParts *p = opaque;
 
     vmm_block_devices_retry(p->blkdevs);    /* werror=stop: in order */
-    for (int i = 0; i < p->vm->nr_vcpus; i++) {
-        vcpu_resume(&p->vm->vcpus[i]);
-    }
 }
 
 static bool parts_reset(void *opaque)
 {
     (void)opaque;
     return false;   /* no reboot: a reset ends keel-vmm (QEMU's -no-reboot) */
-}
-
-static int parts_query_cpus(void *opaque, VmmCpuInfo *out, int max)
-{
-    VmmParts *p = opaque;
-    int n = 0;
-
-    for (int i = 0; i < p->vm->nr_vcpus && n < max; i++, n++) {
-        unsigned socket, core, thread;
-
-        topo_place(&p->vm->topo, (unsigned)p->vm->vcpus[i].index, &socket, &core, &thread);
-        out[n].index = p->vm->vcpus[i].index;
-        out[n].thread_id = __atomic_load_n(&p->vm->vcpus[i].tid, __ATOMIC_RELAXED);
-        out[n].socket_id = (int)socket;
-        out[n].core_id = (int)core;
-        out[n].thread_in_core = (int)thread;
-    }
-    return n;
 }
 
 static int parts_query_iothreads(void *opaque, VmmIOThreadInfo *out, int max)
@@ -245,7 +224,6 @@ static const VmmMachineOps parts_ops = {
     .pause = parts_pause,
     .resume = parts_resume,
     .reset = parts_reset,
-    .query_cpus = parts_query_cpus,
     .query_iothreads = parts_query_iothreads,
     .query_block = parts_query_block,
     .block_resize = parts_block_resize,
@@ -354,6 +332,57 @@ static Chardev *find_chardev(VmmOptions *opts, Chardev **chardevs, const char *i
         }
     }
     return NULL;
+}
+
+/* The board's fixed devices in the machine's registry, and the ISA lines
+ * the firmware tables promise them (vmm/acpi.c): the PIT on IRQ 0 (IOAPIC
+ * pin 2), the keyboard on 1, COM1 on 4, the RTC on 8, the SCI on 9
+ * (level-triggered, shared with PCI INTx).  -1 after a message. */
+static int register_board(VmmMachine *m, Serial *serial, PciHost *pci, I8042 *i8042, Rtc *rtc,
+                          AcpiPm *acpi_pm)
+{
+    static const struct {
+        const char *id, *kind;
+        int irq[2];             /* -1: none */
+        bool shared;
+    } board[] = {
+        { "pit", "kvm-pit", { 0, 2 }, false },     /* in the kernel */
+        { "i8042", "i8042", { 1, -1 }, false },
+        { "serial0", "isa-serial", { SERIAL_COM1_IRQ, -1 }, false },
+        { "rtc", "mc146818rtc", { 8, -1 }, false },
+        { "acpi-pm", "acpi-pm", { ACPI_SCI_IRQ, -1 }, true },
+        { "pci", "pci-host", { -1, -1 }, false },
+    };
+    void *devs[] = { NULL, i8042, serial, rtc, acpi_pm, pci };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(board); i++) {
+        int r = vmm_machine_add_device(m, board[i].id, board[i].kind, devs[i]);
+
+        for (int j = 0; j < 2 && r == 0 && board[i].irq[j] >= 0; j++) {
+            r = vmm_machine_claim_irq(m, (unsigned)board[i].irq[j], board[i].id,
+                                      board[i].shared);
+        }
+        if (r < 0) {
+            fprintf(stderr, "keel-vmm: %s: %s\n", board[i].id, strerror(-r));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The virtio-blk-pci functions in the registry, by their qdev names, so
+ * their ids are taken.  Their pointer is NULL until virtio-blk registers
+ * its devices itself (VmmBlockDevices keeps them private for now). */
+static void register_block_devices(VmmMachine *m, VmmBlockDevices *blkdevs)
+{
+    VmmBlockInfo info[VMM_MACHINE_MAX_INFO];
+    int n = vmm_block_devices_query(blkdevs, info, VMM_MACHINE_MAX_INFO);
+
+    for (int i = 0; i < n; i++) {
+        if (info[i].qdev) {
+            vmm_machine_add_device(m, info[i].qdev, "virtio-blk-pci", NULL);
+        }
+    }
 }
 
 /* Runs the main loop until the VM ends (or, with -no-shutdown, until quit).
@@ -539,6 +568,7 @@ int main(int argc, char **argv)
     }
     vm_made = true;
     parts.vm = &vm;
+    vmm_machine_attach_vm(machine, &vm);
     if (debug_exit_init(&vm) < 0 || !(i8042 = i8042_new(&vm)) || !(rtc = rtc_new(&vm)) ||
         !(acpi_pm = acpi_pm_new(&vm))) {
         fprintf(stderr, "keel-vmm: cannot set up the legacy devices\n");
@@ -548,6 +578,9 @@ int main(int argc, char **argv)
     pci = pci_host_new(&vm);
     if (!serial || !pci) {
         fprintf(stderr, "keel-vmm: cannot set up the serial port and PCI host\n");
+        goto out_vm;
+    }
+    if (register_board(machine, serial, pci, i8042, rtc, acpi_pm) < 0) {
         goto out_vm;
     }
     if (opts.serial_chardev &&
@@ -567,6 +600,7 @@ int main(int argc, char **argv)
     }
     parts.blkdevs = blkdevs;
     vmm_block_devices_set_io_error_hook(blkdevs, on_io_error, machine);
+    register_block_devices(machine, blkdevs);
 
     lcfg.kernel = opts.kernel;
     lcfg.initrd = opts.initrd;
@@ -580,10 +614,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-vmm: %s\n", err);
         goto out_vm;
     }
-    if (vcpus_create_all(&vm, &opts.smp) < 0) {
+    if (vmm_machine_create_vcpus(machine, &opts.smp) < 0) {
         goto out_vcpu;
     }
-    r = vcpu_set_boot_entry(&vm.vcpus[0], &entry);
+    r = vcpu_set_boot_entry(vmm_machine_vcpu(machine, 0), &entry);
     if (r < 0) {
         fprintf(stderr, "keel-vmm: cannot set the vCPU's boot state: %s\n", strerror(-r));
         goto out_vcpu;
@@ -601,19 +635,17 @@ int main(int argc, char **argv)
      * take it now, before the guest runs. */
     keel_main_loop_wait(true);
     /* The vCPU threads start parked; vmm_machine_start lets them run unless -S. */
-    for (int i = 0; i < vm.nr_vcpus; i++) {
-        vcpu_pause(&vm.vcpus[i]);
-    }
-    if (vm_stop_reason(&vm) == VM_STOP_NONE && vcpus_start_all(&vm) < 0) {
+    if (vm_stop_reason(&vm) == VM_STOP_NONE && vmm_machine_start_vcpus(machine) < 0) {
         vm_request_stop(&vm, VM_STOP_ERROR, 1);     /* stop the ones that started */
     }
     if (opts.debug_threads) {
 #ifdef HAVE_PTHREAD_SETNAME_NP
-        for (int i = 0; i < vm.nr_vcpus; i++) {
+        for (int i = 0; i < vmm_machine_nr_vcpus(machine); i++) {
+            Vcpu *vcpu = vmm_machine_vcpu(machine, i);
             char name[32];      /* pthread_setname_np takes 15 characters */
             snprintf(name, sizeof(name), "CPU %d/KVM", i % 1000);     /* QEMU's names */
-            if (vm.vcpus[i].thread_started) {
-                pthread_setname_np(vm.vcpus[i].thread, name);
+            if (vcpu->thread_started) {
+                pthread_setname_np(vcpu->thread, name);
             }
         }
 #endif
@@ -625,11 +657,11 @@ int main(int argc, char **argv)
 
     /* A vCPU may be waiting for the global mutex to finish an exit. */
     keel_global_mutex_unlock();
-    vcpus_stop_join_all(&vm);
+    vmm_machine_stop_vcpus(machine);
     keel_global_mutex_lock();
 
 out_vcpu:
-    vcpus_destroy_all(&vm);
+    vmm_machine_destroy_vcpus(machine);
 out_vm:
     for (int i = 0; i < opts.nr_monitors; i++) {
         monitor_free(monitors[i]);
@@ -644,6 +676,7 @@ out_vm:
     i8042_free(i8042);
     acpi_pm_free(acpi_pm);
     if (vm_made) {
+        vmm_machine_attach_vm(machine, NULL);
         vm_destroy(&vm);
     }
 out_chardevs:

@@ -275,9 +275,7 @@ static JsonNode *cmd_query_commands(QmpSession *s, JsonObject *args, QmpError *e
 static JsonNode *cmd_query_cpus_fast(QmpSession *s, JsonObject *args, QmpError *err)
 {
     VmmCpuInfo cpus[VMM_MACHINE_MAX_INFO];
-    void *opaque;
-    const VmmMachineOps *ops = vmm_machine_ops(s->m, &opaque);
-    int n = ops->query_cpus ? ops->query_cpus(opaque, cpus, VMM_MACHINE_MAX_INFO) : 0;
+    int n = vmm_machine_query_cpus(s->m, cpus, VMM_MACHINE_MAX_INFO);
     JsonBuilder *b;
 
     if (!check_args(args, NULL, err)) {
@@ -308,9 +306,7 @@ static JsonNode *cmd_query_cpus_fast(QmpSession *s, JsonObject *args, QmpError *
 static JsonNode *cmd_query_iothreads(QmpSession *s, JsonObject *args, QmpError *err)
 {
     VmmIOThreadInfo it[VMM_MACHINE_MAX_INFO];
-    void *opaque;
-    const VmmMachineOps *ops = vmm_machine_ops(s->m, &opaque);
-    int n = ops->query_iothreads ? ops->query_iothreads(opaque, it, VMM_MACHINE_MAX_INFO) : 0;
+    int n = vmm_machine_query_iothreads(s->m, it, VMM_MACHINE_MAX_INFO);
     JsonBuilder *b;
 
     if (!check_args(args, NULL, err)) {
