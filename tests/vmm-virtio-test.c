@@ -813,7 +813,7 @@ static void test_reset_inflight(KeelAioContext *ctx, const char *where)
     }
     kick(&d);
     /* Let the device pick them up (they then sleep in the backend). */
-    for (int i = 0; i < 20 && d.vp->queues[0].vq.nr_popped < 4; i++) {
+    for (int i = 0; i < 20 && d.vp->vdev->queues[0].vq.nr_popped < 4; i++) {
         if (ctx == keel_main_aio_context()) {
             keel_aio_poll(ctx, false);
         }
@@ -1034,7 +1034,7 @@ static void test_kvm_paths(void)
     }
     vp = virtio_blk_get_transport(blk);
     /* What KEEL_AVOID leaves: the notifiers must be eventfds for KVM. */
-    efd = keel_event_notifier_is_eventfd(&vp->queues[0].host_notifier);
+    efd = keel_event_notifier_is_eventfd(&vp->vdev->queues[0].notifier);
     want_ioeventfd = efd && !keel_avoid(KEEL_PATH_IOEVENTFD);
     want_irqfd = efd && !keel_avoid(KEEL_PATH_IRQFD);
     want_msix = !keel_avoid(KEEL_PATH_MSIX) &&
