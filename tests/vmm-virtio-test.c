@@ -205,7 +205,29 @@ static void settle(Drv *d)
     (void)d;
 }
 
-static bool drv_setup(Drv *d, uint64_t features, uint16_t qsize)
+/* Queue @q > 0 of a multiqueue device: its rings (queue 0 keeps GPA_DESC...). */
+#define GPA_MQ_DESC(q) (0x40000ull + 0x4000ull * (q))
+#define GPA_MQ_AVAIL(q) (GPA_MQ_DESC(q) + 0x1000)
+#define GPA_MQ_USED(q) (GPA_MQ_DESC(q) + 0x2000)
+
+static void drv_setup_queue(Drv *d, unsigned q, uint16_t qsize)
+{
+    uint64_t desc = q ? GPA_MQ_DESC(q) : GPA_DESC;
+    uint64_t avail = q ? GPA_MQ_AVAIL(q) : GPA_AVAIL, used = q ? GPA_MQ_USED(q) : GPA_USED;
+
+    memset(gpa(desc), 0, 0x3000);
+    mmio_write(d, 0x16, 2, q);
+    mmio_write(d, 0x18, 2, qsize);
+    mmio_write(d, 0x20, 8, desc);
+    mmio_write(d, 0x28, 4, (uint32_t)avail);  /* 64-bit fields as two halves */
+    mmio_write(d, 0x2c, 4, 0);
+    mmio_write(d, 0x30, 4, (uint32_t)used);
+    mmio_write(d, 0x34, 4, 0);
+    mmio_write(d, 0x1c, 2, 1);
+}
+
+/* Resets the device and sets it up with @features and @nq queues. */
+static bool drv_setup_mq(Drv *d, uint64_t features, uint16_t qsize, unsigned nq)
 {
     uint64_t offered;
 
@@ -230,14 +252,9 @@ static bool drv_setup(Drv *d, uint64_t features, uint16_t qsize)
         return false;
     }
     d->event_idx = features >> VIRTIO_F_EVENT_IDX & 1;
-    mmio_write(d, 0x16, 2, 0);
-    mmio_write(d, 0x18, 2, qsize);
-    mmio_write(d, 0x20, 8, GPA_DESC);
-    mmio_write(d, 0x28, 4, GPA_AVAIL);        /* 64-bit fields as two halves */
-    mmio_write(d, 0x2c, 4, 0);
-    mmio_write(d, 0x30, 4, GPA_USED);
-    mmio_write(d, 0x34, 4, 0);
-    mmio_write(d, 0x1c, 2, 1);
+    for (unsigned q = 0; q < nq; q++) {
+        drv_setup_queue(d, q, qsize);
+    }
     d->qsize = qsize;
     d->avail_idx = 0;
     d->used_seen = 0;
@@ -245,6 +262,11 @@ static bool drv_setup(Drv *d, uint64_t features, uint16_t qsize)
                            VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
     return (status_reg(d) & (VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET)) ==
            VIRTIO_STATUS_DRIVER_OK;
+}
+
+static bool drv_setup(Drv *d, uint64_t features, uint16_t qsize)
+{
+    return drv_setup_mq(d, features, qsize, 1);
 }
 
 #define ALL_FEATURES ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_EVENT_IDX) | \
@@ -297,7 +319,8 @@ static void drv_close(Drv *d)
 
 /* A request in slot @s: header, optional data, status; direct chain in
  * descriptors 3s..3s+2 (or 2 without data).  Returns the head. */
-static uint16_t build_req(unsigned s, uint32_t type, uint64_t sector, uint32_t len, bool dev_writes)
+static uint16_t build_req_in(uint64_t table, unsigned s, uint32_t type, uint64_t sector,
+                             uint32_t len, bool dev_writes)
 {
     uint64_t hdr = GPA_HDR + 32ull * s, st = GPA_STATUS + 16ull * s, data = GPA_DATA + 65536ull * s;
     uint16_t h = (uint16_t)(3 * s);
@@ -308,15 +331,20 @@ static uint16_t build_req(unsigned s, uint32_t type, uint64_t sector, uint32_t l
     memcpy(hp + 8, &sector, 8);
     *(uint8_t *)gpa(st) = 0xee;
     if (len) {
-        put_desc(GPA_DESC, h, hdr, 16, VRING_DESC_F_NEXT, h + 1);
-        put_desc(GPA_DESC, h + 1, data, len,
+        put_desc(table, h, hdr, 16, VRING_DESC_F_NEXT, h + 1);
+        put_desc(table, h + 1, data, len,
                  VRING_DESC_F_NEXT | (dev_writes ? VRING_DESC_F_WRITE : 0), h + 2);
-        put_desc(GPA_DESC, h + 2, st, 1, VRING_DESC_F_WRITE, 0);
+        put_desc(table, h + 2, st, 1, VRING_DESC_F_WRITE, 0);
     } else {
-        put_desc(GPA_DESC, h, hdr, 16, VRING_DESC_F_NEXT, h + 1);
-        put_desc(GPA_DESC, h + 1, st, 1, VRING_DESC_F_WRITE, 0);
+        put_desc(table, h, hdr, 16, VRING_DESC_F_NEXT, h + 1);
+        put_desc(table, h + 1, st, 1, VRING_DESC_F_WRITE, 0);
     }
     return h;
+}
+
+static uint16_t build_req(unsigned s, uint32_t type, uint64_t sector, uint32_t len, bool dev_writes)
+{
+    return build_req_in(GPA_DESC, s, type, sector, len, dev_writes);
 }
 
 static uint8_t req_status(unsigned s)
@@ -971,6 +999,174 @@ static void test_iothread(void)
     keel_iothread_free(t);
 }
 
+/* ---- multiqueue: queue 1 of a two-queue device, driven by hand ------------------ */
+
+static uint16_t mq_avail[2], mq_used_seen[2];
+
+static uint16_t mq_used_idx(unsigned q)
+{
+    return __atomic_load_n((uint16_t *)gpa((q ? GPA_MQ_USED(q) : GPA_USED) + 2),
+                           __ATOMIC_ACQUIRE);
+}
+
+static void mq_submit(Drv *d, unsigned q, unsigned s, uint32_t type, uint64_t sector,
+                      uint32_t len, bool dev_writes)
+{
+    uint64_t avail = q ? GPA_MQ_AVAIL(q) : GPA_AVAIL;
+    uint16_t *ring = gpa(avail + 4);
+
+    ring[mq_avail[q] % d->qsize] = build_req_in(q ? GPA_MQ_DESC(q) : GPA_DESC, s, type, sector,
+                                                len, dev_writes);
+    mq_avail[q]++;
+    __atomic_store_n((uint16_t *)gpa(avail + 2), mq_avail[q], __ATOMIC_RELEASE);
+    mmio_write(d, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULT * q, 2, 0);
+}
+
+static bool mq_wait(unsigned q, uint16_t want)
+{
+    int64_t deadline = keel_monotonic_ns() + 5000000000ll;
+
+    while (mq_used_idx(q) != want && keel_monotonic_ns() < deadline) {
+        g_usleep(200);
+    }
+    return mq_used_idx(q) == want;
+}
+
+static void test_multiqueue(void)
+{
+    KeelIOThread *io[2] = { keel_iothread_new("io0"), keel_iothread_new("io1") };
+    VirtioBlkConf conf;
+    VirtioDevice *vdev;
+    char err[256], line[512];
+    unsigned msix = 0;
+    uint8_t buf[4096];
+    Drv d;
+
+    if (!io[0] || !io[1]) {
+        keel_test_skip("multiqueue: no iothreads");
+        return;
+    }
+    memset(&d, 0, sizeof(d));
+    snprintf(d.path, sizeof(d.path), "%s/keel-virtio-test.XXXXXX", g_get_tmp_dir());
+    d.fd = mkstemp(d.path);
+    if (d.fd < 0 || ftruncate(d.fd, DISK_SIZE) < 0) {
+        keel_test_skip_all("cannot create a disk image in %s", g_get_tmp_dir());
+    }
+    memset(&conf, 0, sizeof(conf));
+    conf.name = "virtio-blk-mq";
+    keel_blk_options_init(&conf.blk);
+    conf.blk.filename = d.path;
+    conf.blk.aio = KEEL_BLK_AIO_THREADS;
+    conf.blk.inject = (char *)"write:delay=100";
+    conf.num_queues = 2;
+    for (int q = 0; q < 2; q++) {
+        conf.queue_ctx[q] = keel_iothread_get_aio_context(io[q]);
+        conf.queue_iothread[q] = q ? "io1" : "io0";
+    }
+    conf.ctx = conf.queue_ctx[0];
+    conf.iothread_id = "io0";
+    conf.intx_irq = 10;
+    d.blk = virtio_blk_new(&vm, host, &conf, err, sizeof(err));
+    unlink(d.path);
+    if (!d.blk) {
+        KEEL_OK(false, "multiqueue: device created (%s)", err);
+        return;
+    }
+    d.vp = virtio_blk_get_transport(d.blk);
+    d.ctx = conf.ctx;
+    d.slot = d.vp->pci->slot;
+    d.bar = conf_read(d.slot, PCI_BAR0, 4) & ~0xfu;
+    vdev = virtio_blk_get_device(d.blk);
+
+    mmio_write(&d, 0x00, 4, 0);
+    KEEL_OK(mmio_read(&d, 0x04, 4) >> VIRTIO_BLK_F_MQ & 1, "multiqueue: VIRTIO_BLK_F_MQ offered");
+    KEEL_IS(mmio_read(&d, 0x12, 2), 2, "multiqueue: common cfg num_queues 2");
+    KEEL_IS(mmio_read(&d, VIRTIO_PCI_DEVCFG_OFF + 34, 2), 2, "multiqueue: config num_queues 2");
+    for (unsigned cap = conf_read(d.slot, 0x34, 1); cap; cap = conf_read(d.slot, cap + 1, 1)) {
+        if (conf_read(d.slot, cap, 1) == 0x11) {
+            msix = cap;
+        }
+    }
+    if (msix_expected()) {
+        KEEL_IS(conf_read(d.slot, msix + 2, 2) & 0x7ff, 2,
+                "multiqueue: three MSI-X vectors (config + one per queue)");
+    } else {
+        keel_test_skip("multiqueue: MSI-X forced off");
+    }
+    KEEL_OK(vdev->queues[0].ctx == conf.queue_ctx[0] && vdev->queues[1].ctx == conf.queue_ctx[1],
+            "multiqueue: each queue lives in its iothread");
+    virtio_blk_describe(d.blk, line, sizeof(line));
+    KEEL_OK(strstr(line, "queues=2") && strstr(line, "vq-iothreads=io0,io1"),
+            "multiqueue: the start-up line names the mapping (%s)", line);
+
+    KEEL_OK(drv_setup_mq(&d, ALL_FEATURES | (1ull << VIRTIO_BLK_F_MQ), QSIZE, 2),
+            "multiqueue: set-up with both queues");
+    mq_avail[0] = mq_avail[1] = mq_used_seen[0] = mq_used_seen[1] = 0;
+    /* Write through queue 1 (io1; the backend lives in io0, so the
+     * completion comes home through a BH), read back through queue 0. */
+    for (unsigned i = 0; i < 4096; i++) {
+        req_data(8)[i] = (uint8_t)(i * 7 + 1);
+    }
+    mq_submit(&d, 1, 8, VIRTIO_BLK_T_OUT, 40, 4096, false);
+    KEEL_OK(mq_wait(1, 1) && req_status(8) == VIRTIO_BLK_S_OK, "multiqueue: write on queue 1");
+    mq_submit(&d, 0, 0, VIRTIO_BLK_T_IN, 40, 4096, true);
+    KEEL_OK(mq_wait(0, 1) && req_status(0) == VIRTIO_BLK_S_OK, "multiqueue: read on queue 0");
+    KEEL_OK(!memcmp(req_data(0), req_data(8), 4096), "multiqueue: the data crossed queues");
+    KEEL_OK(pread(d.fd, buf, 4096, 40 * 512) == 4096 && !memcmp(buf, req_data(8), 4096),
+            "multiqueue: and is in the image");
+
+    /* Writes in flight on both queues (100 ms each): the reset waits for
+     * all of them, each completing into its own ring. */
+    mq_submit(&d, 0, 1, VIRTIO_BLK_T_OUT, 80, 4096, false);
+    mq_submit(&d, 1, 9, VIRTIO_BLK_T_OUT, 88, 4096, false);
+    mq_submit(&d, 1, 10, VIRTIO_BLK_T_OUT, 96, 4096, false);
+    for (int i = 0; i < 500 && (vdev->queues[0].vq.nr_popped < 2 ||
+                                vdev->queues[1].vq.nr_popped < 3); i++) {
+        g_usleep(1000);
+    }
+    KEEL_OK(mq_used_idx(0) == 1 && mq_used_idx(1) == 1, "multiqueue: 3 writes in flight");
+    mmio_write(&d, 0x14, 1, 0);
+    KEEL_IS(status_reg(&d), 0, "multiqueue: reset finished");
+    KEEL_OK(mq_used_idx(0) == 2 && mq_used_idx(1) == 3,
+            "multiqueue: every in-flight write completed into its own ring first");
+    KEEL_OK(vdev->queues[0].inflight == 0 && vdev->queues[1].inflight == 0,
+            "multiqueue: nothing in flight on either queue");
+
+    /* A chain without a status byte on queue 1 breaks the device: queue 0
+     * takes nothing until the reset. */
+    KEEL_OK(drv_setup_mq(&d, ALL_FEATURES | (1ull << VIRTIO_BLK_F_MQ), QSIZE, 2),
+            "multiqueue: set-up again");
+    mq_avail[0] = mq_avail[1] = 0;
+    put_desc(GPA_MQ_DESC(1), 30, GPA_HDR + 32 * 10, 16, 0, 0);
+    {
+        uint16_t *ring = gpa(GPA_MQ_AVAIL(1) + 4);
+        ring[0] = 30;
+        mq_avail[1] = 1;
+        __atomic_store_n((uint16_t *)gpa(GPA_MQ_AVAIL(1) + 2), 1, __ATOMIC_RELEASE);
+        mmio_write(&d, VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULT, 2, 0);
+    }
+    for (int i = 0; i < 500 && !(status_reg(&d) & VIRTIO_STATUS_NEEDS_RESET); i++) {
+        g_usleep(1000);
+    }
+    KEEL_OK(status_reg(&d) & VIRTIO_STATUS_NEEDS_RESET, "multiqueue: queue 1 sets NEEDS_RESET");
+    mq_submit(&d, 0, 2, VIRTIO_BLK_T_IN, 0, 512, true);
+    g_usleep(50000);
+    KEEL_IS(mq_used_idx(0), 0, "multiqueue: queue 0 takes nothing while the device is broken");
+    KEEL_OK(drv_setup_mq(&d, ALL_FEATURES | (1ull << VIRTIO_BLK_F_MQ), QSIZE, 2),
+            "multiqueue: reset + set-up");
+    mq_avail[0] = mq_avail[1] = 0;
+    mq_submit(&d, 0, 2, VIRTIO_BLK_T_IN, 40, 4096, true);
+    mq_submit(&d, 1, 11, VIRTIO_BLK_T_IN, 40, 4096, true);
+    KEEL_OK(mq_wait(0, 1) && mq_wait(1, 1) && !memcmp(req_data(2), req_data(8), 4096) &&
+            !memcmp(req_data(11), req_data(8), 4096), "multiqueue: both queues read after it");
+    KEEL_OK(vdev->queues[0].stats.handler_passes > 0 && vdev->queues[1].stats.handler_passes > 0,
+            "multiqueue: each queue's handler ran");
+
+    drv_close(&d);
+    keel_iothread_free(io[1]);
+    keel_iothread_free(io[0]);
+}
+
 static void test_readonly(void)
 {
     Drv d;
@@ -1126,6 +1322,7 @@ int main(void)
     test_io_error_log();
     test_reset_inflight(keel_main_aio_context(), "main loop");
     test_iothread();
+    test_multiqueue();
     test_kvm_paths();
 
     machine_free();

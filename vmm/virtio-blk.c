@@ -106,6 +106,9 @@ struct VirtioBlk {
     VmmDriveCache cache;
 };
 
+/* The options' limit is the core's. */
+typedef char queue_limits_agree[VMM_MAX_QUEUES == VIRTIO_MAX_QUEUES ? 1 : -1];
+
 /* max_discard_seg / max_write_zeroes_seg, as QEMU: one segment a request
  * (the dispatch below relies on it). */
 #define DISCARD_WZ_MAX_SEGS 1
@@ -847,16 +850,29 @@ VirtioDevice *virtio_blk_get_device(VirtioBlk *s)
 
 void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len)
 {
-    char paths[128];
+    char paths[128], homes[VIRTIO_MAX_QUEUES * 24] = "";
+    bool mapped = false;
 
+    for (int q = 1; q < s->vdev.num_queues; q++) {
+        mapped |= s->vdev.queues[q].ctx != s->ctx;
+    }
+    if (mapped) {
+        /* iothread-vq-mapping: each queue's iothread, in queue order. */
+        size_t n = (size_t)snprintf(homes, sizeof(homes), " vq-iothreads=");
+        for (int q = 0; q < s->vdev.num_queues && n < sizeof(homes); q++) {
+            n += (size_t)snprintf(homes + n, sizeof(homes) - n, "%s%s", q ? "," : "",
+                                  s->vdev.queues[q].iothread_id);
+        }
+    }
     virtio_pci_describe(s->vp, paths, sizeof(paths));
-    snprintf(buf, len, "%s pci=00:%02x.0 file=%s engine=%s cache=%s%s %s%s %s irq=%u "
-             "queue=%u capacity=%llu blk_size=%u",
+    snprintf(buf, len, "%s pci=00:%02x.0 file=%s engine=%s cache=%s%s %s%s%s %s irq=%u "
+             "queues=%d queue=%u capacity=%llu blk_size=%u",
              s->name, s->vp->pci->slot, keel_blk_get_filename(s->blk),
              keel_blk_engine_name(s->blk), keel_blk_cache_name(keel_blk_get_cache_mode(s->blk)),
              s->readonly ? " readonly" : "", s->iothread_id ? "iothread=" : "main-loop",
-             s->iothread_id ? s->iothread_id : "", paths, s->vp->intx_irq,
-             VIRTIO_BLK_QUEUE_SIZE, (unsigned long long)blk_capacity(s), s->blk_size);
+             s->iothread_id ? s->iothread_id : "", homes, paths, s->vp->intx_irq,
+             s->vdev.num_queues, VIRTIO_BLK_QUEUE_SIZE, (unsigned long long)blk_capacity(s),
+             s->blk_size);
 }
 
 
@@ -955,6 +971,17 @@ static KeelBlockBackend *drive_open(const VmmDrive *d, KeelAioContext *ctx, char
     return blk;
 }
 
+/* The context of the -object iothread named @id, or NULL. */
+static KeelAioContext *find_iothread(VmmBlockDevices *devs, const char *id)
+{
+    for (int t = 0; t < devs->nr_iothreads; t++) {
+        if (!strcmp(keel_iothread_id(devs->iothreads[t]), id)) {
+            return keel_iothread_get_aio_context(devs->iothreads[t]);
+        }
+    }
+    return NULL;
+}
+
 VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen)
 {
     VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
@@ -995,17 +1022,30 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
         conf->device = d->id;           /* NULL: "virtioN", QEMU's if=virtio name */
         conf->cache = d->cache;
         if (d->iothread) {
-            for (int t = 0; t < devs->nr_iothreads; t++) {
-                if (!strcmp(keel_iothread_id(devs->iothreads[t]), d->iothread)) {
-                    conf->ctx = keel_iothread_get_aio_context(devs->iothreads[t]);
-                    conf->iothread_id = d->iothread;
-                }
-            }
-            if (!conf->iothread_id) {
+            conf->ctx = find_iothread(devs, d->iothread);
+            conf->iothread_id = d->iothread;
+            if (!conf->ctx) {
                 snprintf(err, errlen, "-drive file=%s: iothread=%s: no such -object iothread",
                          d->file, d->iothread);
                 goto fail;
             }
+        }
+        conf->num_queues = d->num_queues > 0 ? d->num_queues : 1;
+        for (int q = 0; d->nr_vq_map && q < conf->num_queues; q++) {
+            /* iothread-vq-mapping (checked by the parser); the backend
+             * lives with queue 0, as QEMU's first mapped iothread. */
+            const char *id = d->vq_map[d->queue_map[q]].iothread;
+            conf->queue_ctx[q] = find_iothread(devs, id);
+            conf->queue_iothread[q] = id;
+            if (!conf->queue_ctx[q]) {
+                snprintf(err, errlen, "-device virtio-blk-pci: iothread-vq-mapping: no "
+                         "-object iothread,id=%s", id);
+                goto fail;
+            }
+        }
+        if (d->nr_vq_map) {
+            conf->ctx = conf->queue_ctx[0];
+            conf->iothread_id = conf->queue_iothread[0];
         }
         conf->backend = drive_open(d, conf->ctx, err, errlen);
         if (!conf->backend) {
