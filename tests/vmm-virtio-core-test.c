@@ -58,7 +58,7 @@ static void t_notify_queue(void *transport, int q)
 {
     (void)transport;
     __atomic_add_fetch(&irqs[q], 1, __ATOMIC_SEQ_CST);
-    irq_in_home[q] = virtio_queue_in_home(&toydev.queues[q]);
+    __atomic_store_n(&irq_in_home[q], virtio_queue_in_home(&toydev.queues[q]), __ATOMIC_SEQ_CST);
 }
 
 static void t_set_needs_reset(void *transport)
@@ -117,7 +117,7 @@ static unsigned toy_handle_output(VirtioDevice *vdev, VirtioQueue *q)
         }
         n++;
         __atomic_add_fetch(&t->handled[q->index], 1, __ATOMIC_SEQ_CST);
-        if (t->hold && !t->held[q->index]) {
+        if (__atomic_load_n(&t->hold, __ATOMIC_SEQ_CST) && !t->held[q->index]) {
             t->held[q->index] = e;
             continue;
         }
@@ -220,6 +220,35 @@ static void publish_echo(int q, unsigned s, uint8_t fill)
     __atomic_store_n(avail_idx_p(q), avail_idx[q], __ATOMIC_RELEASE);
 }
 
+/* Queue @q's in-flight count and the toy's held chain, read in the
+ * queue's thread (they are its own). */
+typedef struct QueueState {
+    VirtioQueue *q;
+    unsigned inflight;
+    bool held;
+} QueueState;
+
+static void queue_state_in_home(void *opaque)
+{
+    QueueState *st = opaque;
+
+    st->inflight = st->q->inflight;
+    st->held = toy.held[st->q->index] != NULL;
+}
+
+static QueueState queue_state(int q)
+{
+    QueueState st = { .q = &toydev.queues[q] };
+
+    virtio_queue_run_in_home(st.q, queue_state_in_home, &st);
+    return st;
+}
+
+static unsigned irq_count(int q)
+{
+    return __atomic_load_n(&irqs[q], __ATOMIC_SEQ_CST);
+}
+
 static void kick(int q)
 {
     keel_event_notifier_set(&toydev.queues[q].notifier);
@@ -273,19 +302,20 @@ static void test_echo_and_homes(void)
     start_device(false);
     KEEL_OK(toy.features == 0, "start hook saw the features");
     for (int q = 0; q < NQ; q++) {
-        before[q] = irqs[q];
+        before[q] = irq_count(q);
         publish_echo(q, 0, (uint8_t)(0x40 + q));
         kick(q);
     }
     KEEL_OK(WAIT_FOR(used_idx(0) == 1 && used_idx(1) == 1), "both queues completed their chain");
-    KEEL_OK(WAIT_FOR(irqs[0] == before[0] + 1 && irqs[1] == before[1] + 1),
+    KEEL_OK(WAIT_FOR(irq_count(0) == before[0] + 1 && irq_count(1) == before[1] + 1),
             "one interrupt each, to the queue that completed");
     for (int q = 0; q < NQ; q++) {
         uint8_t *out = gpa(GPA_DATA(q, 1));
         KEEL_OK(out[0] == 0x40 + q && out[31] == 0x40 + q, "queue %d: echoed data", q);
         KEEL_OK(toy.handled_in_home[q], "queue %d: handle_output ran in its home thread", q);
-        KEEL_OK(irq_in_home[q], "queue %d: interrupt decision in its home thread", q);
-        KEEL_OK(toydev.queues[q].inflight == 0, "queue %d: nothing in flight", q);
+        KEEL_OK(__atomic_load_n(&irq_in_home[q], __ATOMIC_SEQ_CST),
+                "queue %d: interrupt decision in its home thread", q);
+        KEEL_OK(queue_state(q).inflight == 0, "queue %d: nothing in flight", q);
     }
 }
 
@@ -294,22 +324,22 @@ static void test_stop_in_home(void)
     unsigned irq_before, stops0 = toy.stops[0], stops1 = toy.stops[1];
 
     /* Queue 1 (iothread) keeps its next chain in flight. */
-    toy.hold = true;
+    __atomic_store_n(&toy.hold, true, __ATOMIC_SEQ_CST);
     publish_echo(1, 1, 0x77);
     kick(1);
-    KEEL_OK(WAIT_FOR(toy.held[1] != NULL), "iothread queue: a chain held by the device");
-    KEEL_OK(WAIT_FOR(toydev.queues[1].inflight == 1), "the core counts it in flight");
-    irq_before = irqs[1];
+    KEEL_OK(WAIT_FOR(queue_state(1).held), "iothread queue: a chain held by the device");
+    KEEL_OK(queue_state(1).inflight == 1, "the core counts it in flight");
+    irq_before = irq_count(1);
     reset_device();
-    toy.hold = false;
+    __atomic_store_n(&toy.hold, false, __ATOMIC_SEQ_CST);
     KEEL_OK(toy.stops[0] == stops0 + 1 && toy.stops[1] == stops1 + 1, "reset stopped each queue once");
     KEEL_OK(toy.stop_in_home[0] && toy.stop_in_home[1],
             "each queue stopped in its own home thread (main loop, iothread)");
     KEEL_OK(toy.held[1] == NULL && used_idx(1) == 2,
             "the held chain completed into the old ring before the reset returned");
-    KEEL_OK(toydev.queues[1].inflight == 0, "nothing in flight after the stop");
+    KEEL_OK(queue_state(1).inflight == 0, "nothing in flight after the stop");
     settle();
-    KEEL_OK(irqs[1] == irq_before, "no interrupt after the stop (the BH was cancelled)");
+    KEEL_OK(irq_count(1) == irq_before, "no interrupt after the stop (the BH was cancelled)");
     KEEL_OK(toy.resets >= 1, "the device's reset hook ran");
     KEEL_OK(!toydev.queues[0].running && !toydev.queues[1].running, "no queue runs");
 }
@@ -329,7 +359,7 @@ static void test_event_idx_wrap(void)
     settle();
 
     /* used_event 5: not reached by 0xfffe -> 0x0002: no interrupt. */
-    before = irqs[0];
+    before = irq_count(0);
     *used_event(0) = 5;
     for (unsigned s = 0; s < 4; s++) {
         publish_echo(0, s, (uint8_t)s);
@@ -337,7 +367,7 @@ static void test_event_idx_wrap(void)
     kick(0);
     KEEL_OK(WAIT_FOR(used_idx(0) == 2), "4 chains across the wrap (used idx 0xfffe -> 0x0002)");
     settle();
-    KEEL_OK(irqs[0] == before, "EVENT_IDX: used_event 5 not crossed: no interrupt");
+    KEEL_OK(irq_count(0) == before, "EVENT_IDX: used_event 5 not crossed: no interrupt");
     KEEL_OK(toydev.queues[0].stats.irqs_suppressed > 0, "counted as suppressed");
 
     /* used_event 0x0003: crossed by 0x0002 -> 0x0004. */
@@ -346,7 +376,7 @@ static void test_event_idx_wrap(void)
     publish_echo(0, 5, 5);
     kick(0);
     KEEL_OK(WAIT_FOR(used_idx(0) == 4), "2 more chains");
-    KEEL_OK(WAIT_FOR(irqs[0] == before + 1), "EVENT_IDX: used_event 3 crossed: one interrupt");
+    KEEL_OK(WAIT_FOR(irq_count(0) == before + 1), "EVENT_IDX: used_event 3 crossed: one interrupt");
 
     /* used_event 0xffff, set before the wrap: the next used idx 5 is
      * beyond it only modulo 2^16, and 0x0004 -> 0x0005 does not cross it. */
@@ -355,7 +385,7 @@ static void test_event_idx_wrap(void)
     kick(0);
     KEEL_OK(WAIT_FOR(used_idx(0) == 5), "one more chain");
     settle();
-    KEEL_OK(irqs[0] == before + 1, "EVENT_IDX: a used_event behind the wrap is not crossed again");
+    KEEL_OK(irq_count(0) == before + 1, "EVENT_IDX: a used_event behind the wrap is not crossed again");
     reset_device();
 }
 
@@ -364,17 +394,17 @@ static void test_no_interrupt(void)
     unsigned before;
 
     start_device(false);
-    before = irqs[0];
+    before = irq_count(0);
     *avail_flags(0) = VRING_AVAIL_F_NO_INTERRUPT;
     publish_echo(0, 0, 1);
     kick(0);
     KEEL_OK(WAIT_FOR(used_idx(0) == 1), "NO_INTERRUPT: completed");
     settle();
-    KEEL_OK(irqs[0] == before, "NO_INTERRUPT: no interrupt");
+    KEEL_OK(irq_count(0) == before, "NO_INTERRUPT: no interrupt");
     *avail_flags(0) = 0;
     publish_echo(0, 1, 2);
     kick(0);
-    KEEL_OK(WAIT_FOR(irqs[0] == before + 1), "flag cleared: interrupt");
+    KEEL_OK(WAIT_FOR(irq_count(0) == before + 1), "flag cleared: interrupt");
     reset_device();
 }
 
@@ -391,13 +421,13 @@ static void test_broken(void)
     kick(0);
     KEEL_OK(WAIT_FOR(virtio_device_broken(&toydev)), "a broken ring marks the device broken");
     KEEL_OK(WAIT_FOR(needs_reset_calls == nr + 1), "the transport was told once (NEEDS_RESET)");
-    handled1 = toy.handled[1];
+    handled1 = __atomic_load_n(&toy.handled[1], __ATOMIC_SEQ_CST);
     publish_echo(1, 0, 9);
     kick(1);
     settle();
     g_usleep(20000);
     settle();
-    KEEL_OK(toy.handled[1] == handled1 && used_idx(1) == 0,
+    KEEL_OK(__atomic_load_n(&toy.handled[1], __ATOMIC_SEQ_CST) == handled1 && used_idx(1) == 0,
             "the other queue takes no request while the device is broken");
     reset_device();
     KEEL_OK(!virtio_device_broken(&toydev), "reset clears it");
