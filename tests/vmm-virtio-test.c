@@ -27,6 +27,8 @@
 #include "vmm/virtio-blk.h"
 #include "vmm/virtio-pci.h"
 #include "vmm/pci.h"
+#include "vmm/machine.h"
+#include "vmm/options.h"
 #include "block/block-backend.h"
 #include "loop/iothread.h"
 #include "loop/main-loop.h"
@@ -1191,6 +1193,112 @@ static void test_multiqueue(void)
     keel_iothread_free(io[0]);
 }
 
+/* The command line's way in: JSON -device with an explicit mapping (queue
+ * 0 on io1, queue 1 on io0), werror=stop holding a failed write of queue 1
+ * until QMP's cont (vmm_block_devices_retry), drain across both queues. */
+static unsigned io_error_calls;
+static bool io_error_stopping;
+
+static void count_io_error(void *opaque, const char *device, bool is_write, int error,
+                           bool stopping)
+{
+    (void)opaque, (void)device, (void)is_write, (void)error;
+    __atomic_add_fetch(&io_error_calls, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&io_error_stopping, stopping, __ATOMIC_SEQ_CST);
+}
+
+static void test_block_devices_mq(void)
+{
+    char kernel[64], image[64], drive[160], errbuf[512];
+    const char *device = "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":2,"
+                         "\"iothread-vq-mapping\":[{\"iothread\":\"io0\",\"vqs\":[1]},"
+                         "{\"iothread\":\"io1\",\"vqs\":[0]}]}";
+    const char *argv[16];
+    VmmOptions opts;
+    VmmBlockDevices *devs;
+    VmmBlockInfo info;
+    VirtioDevice *vdev;
+    uint8_t buf[4096];
+    int argc = 0, kfd;
+    Drv d;
+
+    memset(&d, 0, sizeof(d));
+    snprintf(kernel, sizeof(kernel), "%s/keel-virtio-k.XXXXXX", g_get_tmp_dir());
+    snprintf(image, sizeof(image), "%s/keel-virtio-mq.XXXXXX", g_get_tmp_dir());
+    kfd = mkstemp(kernel);
+    d.fd = mkstemp(image);
+    if (kfd < 0 || d.fd < 0 || ftruncate(d.fd, DISK_SIZE) < 0) {
+        keel_test_skip_all("cannot create files in %s", g_get_tmp_dir());
+    }
+    close(kfd);
+    snprintf(drive, sizeof(drive), "file=%s,if=none,id=d0,format=raw,werror=stop,"
+             "inject=write:ENOSPC:once", image);
+    argv[argc++] = "keel-vmm";
+    argv[argc++] = "-kernel", argv[argc++] = kernel;
+    argv[argc++] = "-object", argv[argc++] = "iothread,id=io0";
+    argv[argc++] = "-object", argv[argc++] = "iothread,id=io1";
+    argv[argc++] = "-drive", argv[argc++] = drive;
+    argv[argc++] = "-device", argv[argc++] = device;
+    argv[argc] = NULL;
+    if (vmm_options_parse(&opts, argc, (char **)argv, errbuf, sizeof(errbuf)) < 0) {
+        KEEL_OK(false, "command line: JSON -device with iothread-vq-mapping parses (%s)", errbuf);
+        goto out;
+    }
+    devs = vmm_block_devices_new(&vm, host, &opts, errbuf, sizeof(errbuf));
+    KEEL_OK(devs != NULL, "command line: the drive and its iothreads are created%s%s",
+            devs ? "" : ": ", devs ? "" : errbuf);
+    if (!devs) {
+        vmm_options_free(&opts);
+        goto out;
+    }
+    d.blk = vmm_block_devices_drive(devs, 0);
+    d.vp = virtio_blk_get_transport(d.blk);
+    d.slot = d.vp->pci->slot;
+    d.bar = conf_read(d.slot, PCI_BAR0, 4) & ~0xfu;
+    vdev = virtio_blk_get_device(d.blk);
+    KEEL_OK(vdev->num_queues == 2 && !strcmp(vdev->queues[0].iothread_id, "io1") &&
+            !strcmp(vdev->queues[1].iothread_id, "io0") &&
+            vdev->queues[0].ctx != vdev->queues[1].ctx &&
+            vdev->queues[0].ctx != keel_main_aio_context(),
+            "command line: queue 0 in io1, queue 1 in io0 (explicit vqs)");
+    vmm_block_devices_set_io_error_hook(devs, count_io_error, NULL);
+
+    KEEL_OK(drv_setup_mq(&d, ALL_FEATURES | (1ull << VIRTIO_BLK_F_MQ), QSIZE, 2),
+            "command line: set-up with both queues");
+    mq_avail[0] = mq_avail[1] = 0;
+    for (unsigned i = 0; i < 4096; i++) {
+        req_data(8)[i] = (uint8_t)(i * 3 + 5);
+    }
+    mq_submit(&d, 1, 8, VIRTIO_BLK_T_OUT, 16, 4096, false);
+    for (int i = 0; i < 2000 && !__atomic_load_n(&io_error_calls, __ATOMIC_SEQ_CST); i++) {
+        g_usleep(1000);
+    }
+    KEEL_OK(__atomic_load_n(&io_error_calls, __ATOMIC_SEQ_CST) == 1 &&
+            __atomic_load_n(&io_error_stopping, __ATOMIC_SEQ_CST),
+            "werror=stop: the failed write is reported, stopping");
+    vmm_block_devices_drain(devs);
+    KEEL_IS(mq_used_idx(1), 0, "werror=stop: drained, the write is held (not completed)");
+    KEEL_OK(vmm_block_devices_query(devs, &info, 1) == 1 && !strcmp(info.io_status, "nospace"),
+            "query-block: io-status nospace");
+    vmm_block_devices_retry(devs);
+    KEEL_OK(mq_wait(1, 1) && req_status(8) == VIRTIO_BLK_S_OK,
+            "cont: the held write is retried in its queue and succeeds");
+    KEEL_OK(pread(d.fd, buf, 4096, 16 * 512) == 4096 && !memcmp(buf, req_data(8), 4096),
+            "cont: the data is in the image");
+    KEEL_OK(vmm_block_devices_query(devs, &info, 1) == 1 && !strcmp(info.io_status, "ok") &&
+            info.wr_operations == 1 && info.failed_wr_operations == 0,
+            "query-block: io-status ok, one write counted once");
+    mq_submit(&d, 0, 0, VIRTIO_BLK_T_IN, 16, 4096, true);
+    KEEL_OK(mq_wait(0, 1) && !memcmp(req_data(0), req_data(8), 4096),
+            "read back through queue 0 (io1)");
+    vmm_block_devices_free(devs, NULL);
+    vmm_options_free(&opts);
+out:
+    unlink(kernel);
+    unlink(image);
+    close(d.fd);
+}
+
 static void test_readonly(void)
 {
     Drv d;
@@ -1347,6 +1455,7 @@ int main(void)
     test_reset_inflight(keel_main_aio_context(), "main loop");
     test_iothread();
     test_multiqueue();
+    test_block_devices_mq();
     test_kvm_paths();
 
     machine_free();

@@ -1111,6 +1111,11 @@ VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *
     return devs;
 }
 
+VirtioBlk *vmm_block_devices_drive(VmmBlockDevices *devs, int i)
+{
+    return devs && i >= 0 && i < devs->nr_drives ? devs->drives[i] : NULL;
+}
+
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out)
 {
     char line[512];

@@ -172,6 +172,8 @@ int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char
 /* open + realize. */
 VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
                                        char *err, size_t errlen);
+/* The @i-th realized drive (in PCI creation order), or NULL. */
+VirtioBlk *vmm_block_devices_drive(VmmBlockDevices *devs, int i);
 /* "keel-vmm: virtio-blk0 ..." start-up lines. */
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out);
 /* Stops every drive (draining it), prints its counters to @stats_out
