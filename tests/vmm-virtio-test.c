@@ -19,7 +19,11 @@
  * table, masking and PBA; merging of adjacent requests (and splitting a
  * merged request that failed); a reset with requests in flight (they complete
  * into the old ring before the reset finishes, nothing after); the same
- * data path with the drive in an iothread.
+ * data path with the drive in an iothread; a two-queue device with each
+ * queue in its own iothread (MQ, num_queues, MSI-X vectors, data across
+ * queues, reset with I/O in flight on both, NEEDS_RESET from one queue
+ * stopping both), and one made from a JSON -device line with
+ * iothread-vq-mapping (werror=stop held and retried per queue).
  */
 #include "config.h"
 
