@@ -107,7 +107,8 @@ typedef struct VirtioBlkConf {
     KeelAioContext *ctx;            /* where the backend (and by default every queue) lives */
     const char *iothread_id;        /* for messages; NULL: main loop */
     int num_queues;                 /* 0: 1; more offers VIRTIO_BLK_F_MQ */
-    /* Queue q's context and iothread id (iothread-vq-mapping); NULL: @ctx. */
+    /* Queue q's context and iothread id (iothread-vq-mapping; the id is kept
+     * by pointer, like @name); NULL: @ctx. */
     KeelAioContext *queue_ctx[VIRTIO_MAX_QUEUES];
     const char *queue_iothread[VIRTIO_MAX_QUEUES];
     unsigned intx_irq;
