@@ -1117,11 +1117,13 @@ static void test_multiqueue(void)
             msix = cap;
         }
     }
-    if (msix_expected()) {
-        KEEL_IS(conf_read(d.slot, msix + 2, 2) & 0x7ff, 2,
+    if (msix_expected() && vm_signal_msi_usable(&vm)) {
+        KEEL_OK(msix && (conf_read(d.slot, msix + 2, 2) & 0x7ff) == 2,
                 "multiqueue: three MSI-X vectors (config + one per queue)");
     } else {
-        keel_test_skip("multiqueue: MSI-X forced off");
+        /* Forced off, or KVM_SIGNAL_MSI fell back for good earlier (an
+         * old-kernel preset refuses it): no MSI-X capability at all. */
+        KEEL_OK(!msix, "multiqueue: no MSI-X without a way to deliver it");
     }
     KEEL_OK(vdev->queues[0].ctx == conf.queue_ctx[0] && vdev->queues[1].ctx == conf.queue_ctx[1],
             "multiqueue: each queue lives in its iothread");
