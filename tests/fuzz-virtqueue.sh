@@ -7,5 +7,5 @@
 # shellcheck source=tests/fuzz-lib.sh disable=SC2154  # top_builddir: set by fuzz-lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
-fuzz_main virtqueue "vmm/virtqueue.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-blk-req.c \
-    vmm/options.c $vmm_kvm_sources vmm/pci.c" 4096 0
+fuzz_main virtqueue "vmm/virtqueue.c vmm/virtio-core.c vmm/virtio-pci.c vmm/virtio-blk.c \
+    vmm/virtio-blk-req.c vmm/options.c $vmm_kvm_sources vmm/pci.c" 4096 0

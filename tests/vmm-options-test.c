@@ -214,13 +214,13 @@ static void test_blockdev(void)
                            "-blockdev", "driver=qcow2,node-name=q0,file=f9",
                            "-blockdev", "driver=file,node-name=f3",
                            "-blockdev", "{\"driver\":",
-                           "-device", "virtio-blk-pci,drive=zz,scsi=on,num-queues=4,addr=0x40,"
+                           "-device", "virtio-blk-pci,drive=zz,scsi=on,num-queues=17,addr=0x40,"
                            "bus=pci.1,logical_block_size=1000",
                            "-drive", "file=/a.img,media=cdrom,index=x")), -1, "bad line refused");
     {
         static const char *const needles[] = {
             "driver=qcow2", "filename= is required", "not valid JSON", "drive=zz",
-            "scsi=on", "num-queues=4", "addr=0x40", "bus=pci.1", "logical_block_size=1000",
+            "scsi=on", "num-queues=17", "addr=0x40", "bus=pci.1", "logical_block_size=1000",
             "media=cdrom", "index=x",
         };
         for (size_t i = 0; i < G_N_ELEMENTS(needles); i++) {
@@ -240,6 +240,115 @@ static void test_blockdev(void)
                            "-device", "virtio-blk-pci,drive=b,addr=05.0")), -1,
             "two devices in one slot refused");
     KEEL_OK(strstr(err, "slot already used") != NULL, "saying so: %s", err);
+}
+
+#define IO2 "-object", "iothread,id=io0", "-object", "iothread,id=io1"
+#define DRIVE0 "-drive", "file=/d0.img,if=none,id=d0"
+
+/* A good multiqueue line: @num_queues and queue → mapping entry @map
+ * (iothread names @ids, one per queue). */
+static void mq_ok(const char *const *args, int num_queues, const char *const *ids,
+                  const char *what)
+{
+    VmmOptions o;
+    VmmDrive *d = &o.drives[0];
+    bool same = true;
+
+    if (parse(&o, args) < 0) {
+        KEEL_OK(false, "%s parses (%s)", what, err);
+        return;
+    }
+    for (int q = 0; q < num_queues && same; q++) {
+        const char *got = d->nr_vq_map ? (d->queue_map[q] >= 0 ?
+                          d->vq_map[d->queue_map[q]].iothread : "?") : d->iothread;
+        same = ids[q] ? got && !strcmp(got, ids[q]) : got == NULL;
+    }
+    KEEL_OK(d->num_queues == num_queues && same, "%s → %d queues on the expected iothreads "
+            "(got %d)", what, num_queues, d->num_queues);
+    vmm_options_free(&o);
+}
+
+static void test_multiqueue(void)
+{
+    VmmOptions o;
+
+    mq_ok(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+               "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":4,"
+               "\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}"),
+          4, ARGS("io0", "io1", "io0", "io1"), "QEMU 9's JSON iothread-vq-mapping, round-robin");
+    mq_ok(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+               "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":4,"
+               "\"iothread-vq-mapping\":[{\"iothread\":\"io0\",\"vqs\":[3]},"
+               "{\"iothread\":\"io1\",\"vqs\":[0,1,2]}]}"),
+          4, ARGS("io1", "io1", "io1", "io0"), "explicit vqs lists");
+    mq_ok(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+               "virtio-blk-pci,drive=d0,num-queues=3,iothread-vq-mapping.0.iothread=io1,"
+               "iothread-vq-mapping.1.iothread=io0"),
+          3, ARGS("io1", "io0", "io1"), "the keyval spelling of the mapping");
+    mq_ok(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+               "virtio-blk-pci,drive=d0,num-queues=2,iothread=io1"),
+          2, ARGS("io1", "io1"), "keyval num-queues=2,iothread=io1");
+    mq_ok(ARGS("-kernel", kernel_path, "-smp", "4", DRIVE0, "-device", "virtio-blk-pci,drive=d0"),
+          4, ARGS(NULL, NULL, NULL, NULL), "num-queues unset with -smp 4: 4 (QEMU's default)");
+    mq_ok(ARGS("-kernel", kernel_path, "-smp", "40", "-drive", "file=/v.img,if=virtio"), 16,
+          ARGS(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL), "-smp 40, if=virtio: 16 queues (keel-vmm's maximum)");
+    mq_ok(ARGS("-kernel", kernel_path, DRIVE0, "-device", "virtio-blk-pci,drive=d0"), 1,
+          ARGS(NULL), "one vCPU: one queue");
+
+    bad(ARGS("-kernel", kernel_path, DRIVE0, "-device", "virtio-blk-pci,drive=d0,num-queues=0"),
+        "num-queues=0: expected 1 to 16", "num-queues=0");
+    bad(ARGS("-kernel", kernel_path, DRIVE0, "-device", "virtio-blk-pci,drive=d0,num-queues=x"),
+        "num-queues=x", "num-queues=x");
+    bad(ARGS("-kernel", kernel_path, "-device", "{\"driver\":\"virtio-blk-pci\","),
+        "-device {", "-device with bad JSON");
+    bad(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+             "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":2,"
+             "\"iothread-vq-mapping\":[{\"iothread\":\"io0\",\"vqs\":[0]},"
+             "{\"iothread\":\"io1\"}]}"), "either all or none", "vqs on some entries only");
+    bad(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+             "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":2,"
+             "\"iothread-vq-mapping\":[{\"vqs\":[0,1]}]}"), "\"iothread\" is required",
+        "an entry without iothread");
+    bad(ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+             "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":2,"
+             "\"iothread-vq-mapping\":[{\"iothread\":\"io0\",\"queues\":2}]}"),
+        "unknown member 'queues'", "an unknown member");
+
+    /* Everything wrong with the mappings of one line, in one run. */
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, IO2,
+                           "-drive", "file=/a.img,if=none,id=a",
+                           "-drive", "file=/b.img,if=none,id=b",
+                           "-drive", "file=/c.img,if=none,id=c",
+                           "-drive", "file=/e.img,if=none,id=e",
+                           "-device", "{\"driver\":\"virtio-blk-pci\",\"drive\":\"a\","
+                           "\"iothread\":\"io0\",\"iothread-vq-mapping\":[{\"iothread\":"
+                           "\"io1\"}]}",
+                           "-device", "{\"driver\":\"virtio-blk-pci\",\"drive\":\"b\","
+                           "\"num-queues\":4,\"iothread-vq-mapping\":[{\"iothread\":\"io0\","
+                           "\"vqs\":[0,4]},{\"iothread\":\"io1\",\"vqs\":[0,1]}]}",
+                           "-device", "{\"driver\":\"virtio-blk-pci\",\"drive\":\"c\","
+                           "\"iothread-vq-mapping\":[{\"iothread\":\"io7\"},"
+                           "{\"iothread\":\"io1\"},{\"iothread\":\"io1\"}]}",
+                           "-device", "virtio-blk-pci,drive=e,num-queues=17")), -1,
+            "bad mappings refused");
+    {
+        static const char *const needles[] = {
+            "iothread and iothread-vq-mapping properties cannot be set at the same time",
+            "vq index 4 for iothread io0 must be less than num_queues 4",
+            "cannot assign vq 0 to iothread io1 because it is already assigned",
+            "missing iothread for vq 2", "missing iothread for vq 3",
+            "duplicate iothread name io1", "num-queues=17",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(needles); i++) {
+            KEEL_OK(strstr(err, needles[i]) != NULL, "names '%s'", needles[i]);
+        }
+    }
+    KEEL_IS(parse(&o, ARGS("-kernel", kernel_path, IO2, DRIVE0, "-device",
+                           "{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":2,"
+                           "\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},"
+                           "{\"iothread\":\"io9\"}]}")), -1, "an iothread that does not exist");
+    KEEL_OK(strstr(err, "iothread io9: no -object iothread,id=io9") != NULL, "saying so: %s", err);
 }
 
 int main(void)
@@ -428,6 +537,7 @@ int main(void)
     }
 
     test_blockdev();
+    test_multiqueue();
     unlink(kernel_path);
     return keel_test_done();
 }

@@ -207,6 +207,10 @@ static void drive_clear(VmmDrive *d)
     g_free(d->iothread);
     g_free(d->serial);
     g_free(d->inject);
+    for (int i = 0; i < d->nr_vq_map; i++) {
+        g_free(d->vq_map[i].iothread);
+    }
+    g_free(d->vq_map);
     memset(d, 0, sizeof(*d));
 }
 
@@ -525,51 +529,72 @@ static bool node_name_taken(VmmOptions *opts, const char *name)
 #ifdef HAVE_JSON_GLIB
 #include <json-glib/json-glib.h>
 
-/* Appends @node's members as "prefix.key", value pairs to @out. */
-static void json_flatten(OptParse *p, JsonObject *obj, const char *prefix, GPtrArray *out)
+static void json_flatten_node(OptParse *p, const char *what, JsonNode *node, char *key,
+                              GPtrArray *out);
+
+/* Appends @obj's members as "prefix.key", value pairs to @out. */
+static void json_flatten(OptParse *p, const char *what, JsonObject *obj, const char *prefix,
+                         GPtrArray *out)
 {
     GList *members = json_object_get_members(obj);
 
     for (GList *l = members; l; l = l->next) {
         const char *name = l->data;
-        JsonNode *node = json_object_get_member(obj, name);
-        char *key = prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name);
 
-        if (JSON_NODE_HOLDS_OBJECT(node)) {
-            json_flatten(p, json_node_get_object(node), key, out);
-            g_free(key);
-            continue;
-        }
-        if (!JSON_NODE_HOLDS_VALUE(node)) {
-            problem(p, "-blockdev: \"%s\": expected a string, number, boolean or object", key);
-            g_free(key);
-            continue;
-        }
-        g_ptr_array_add(out, key);
-        switch (json_node_get_value_type(node) == G_TYPE_BOOLEAN ? 'b' :
-                json_node_get_value_type(node) == G_TYPE_INT64 ? 'i' :
-                json_node_get_value_type(node) == G_TYPE_DOUBLE ? 'd' : 's') {
-        case 'b':
-            g_ptr_array_add(out, g_strdup(json_node_get_boolean(node) ? "on" : "off"));
-            break;
-        case 'i':
-            g_ptr_array_add(out, g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(node)));
-            break;
-        case 'd':
-            g_ptr_array_add(out, g_strdup_printf("%.17g", json_node_get_double(node)));
-            break;
-        default:
-            g_ptr_array_add(out, g_strdup(json_node_get_string(node)));
-            break;
-        }
+        json_flatten_node(p, what, json_object_get_member(obj, name),
+                          prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name), out);
     }
     g_list_free(members);
 }
+
+/* Appends @node under @key (taken): objects as "key.member", arrays as
+ * "key.N" (QEMU's keyval spelling of lists), scalars as their text. */
+static void json_flatten_node(OptParse *p, const char *what, JsonNode *node, char *key,
+                              GPtrArray *out)
+{
+    if (JSON_NODE_HOLDS_OBJECT(node)) {
+        json_flatten(p, what, json_node_get_object(node), key, out);
+        g_free(key);
+        return;
+    }
+    if (JSON_NODE_HOLDS_ARRAY(node)) {
+        JsonArray *arr = json_node_get_array(node);
+
+        for (guint i = 0; i < json_array_get_length(arr); i++) {
+            json_flatten_node(p, what, json_array_get_element(arr, i),
+                              g_strdup_printf("%s.%u", key, i), out);
+        }
+        g_free(key);
+        return;
+    }
+    if (!JSON_NODE_HOLDS_VALUE(node)) {
+        problem(p, "%s: \"%s\": expected a string, number, boolean, object or list", what, key);
+        g_free(key);
+        return;
+    }
+    g_ptr_array_add(out, key);
+    switch (json_node_get_value_type(node) == G_TYPE_BOOLEAN ? 'b' :
+            json_node_get_value_type(node) == G_TYPE_INT64 ? 'i' :
+            json_node_get_value_type(node) == G_TYPE_DOUBLE ? 'd' : 's') {
+    case 'b':
+        g_ptr_array_add(out, g_strdup(json_node_get_boolean(node) ? "on" : "off"));
+        break;
+    case 'i':
+        g_ptr_array_add(out, g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(node)));
+        break;
+    case 'd':
+        g_ptr_array_add(out, g_strdup_printf("%.17g", json_node_get_double(node)));
+        break;
+    default:
+        g_ptr_array_add(out, g_strdup(json_node_get_string(node)));
+        break;
+    }
+}
 #endif
 
-/* The JSON form as split_suboptions' key/value array, or NULL (a problem
- * was reported). */
-static char **blockdev_json_to_kv(OptParse *p, const char *arg)
+/* The JSON form of -blockdev or -device (@what) as split_suboptions'
+ * key/value array, or NULL (a problem was reported). */
+static char **json_to_kv(OptParse *p, const char *what, const char *arg)
 {
 #ifdef HAVE_JSON_GLIB
     JsonParser *parser = json_parser_new();
@@ -578,26 +603,26 @@ static char **blockdev_json_to_kv(OptParse *p, const char *arg)
     JsonNode *root;
 
     if (!json_parser_load_from_data(parser, arg, -1, &error)) {
-        problem(p, "-blockdev %s: not valid JSON: %s", arg, error->message);
+        problem(p, "%s %s: not valid JSON: %s", what, arg, error->message);
         g_error_free(error);
         g_object_unref(parser);
         return NULL;
     }
     root = json_parser_get_root(parser);
     if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-        problem(p, "-blockdev %s: expected a JSON object", arg);
+        problem(p, "%s %s: expected a JSON object", what, arg);
         g_object_unref(parser);
         return NULL;
     }
     out = g_ptr_array_new();
-    json_flatten(p, json_node_get_object(root), NULL, out);
+    json_flatten(p, what, json_node_get_object(root), NULL, out);
     g_ptr_array_add(out, NULL);
     g_ptr_array_add(out, NULL);
     g_object_unref(parser);
     return (char **)g_ptr_array_free(out, FALSE);
 #else
-    problem(p, "-blockdev %s: this keel-vmm was built without json-glib; use the "
-            "key=value form (driver=file,node-name=...,filename=...)", arg);
+    problem(p, "%s %s: this keel-vmm was built without json-glib; use the key=value form",
+            what, arg);
     return NULL;
 #endif
 }
@@ -657,7 +682,7 @@ static void parse_blockdev(OptParse *p, const char *arg)
 {
     VmmOptions *opts = p->opts;
     unsigned problems_before = p->problems->len;
-    char **kv = arg[0] == '{' ? blockdev_json_to_kv(p, arg) : split_suboptions(arg, NULL);
+    char **kv = arg[0] == '{' ? json_to_kv(p, "-blockdev", arg) : split_suboptions(arg, NULL);
     const char *driver = NULL, *name = NULL, *file_ref = NULL;
     bool inline_file = false;
     VmmDrive *d = NULL;
@@ -897,6 +922,68 @@ out:
     free_suboptions(kv);
 }
 
+static bool iothread_exists(const VmmOptions *opts, const char *id)
+{
+    for (int j = 0; j < opts->nr_iothreads; j++) {
+        if (!strcmp(opts->iothreads[j].id, id)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* After every option: the default num-queues (one per vCPU, as QEMU's
+ * virtio-blk-pci, at most VMM_MAX_QUEUES) and the queue → iothread map. */
+static void check_drive_queues(OptParse *p, VmmDrive *d)
+{
+    const char *who = d->id ? d->id : d->file;
+    bool assigned[VMM_MAX_QUEUES] = { false };
+
+    if (!d->num_queues) {
+        d->num_queues = (int)MIN(p->opts->smp.cpus, (unsigned)VMM_MAX_QUEUES);
+        if (d->num_queues < 1) {
+            d->num_queues = 1;
+        }
+    }
+    for (int q = 0; q < VMM_MAX_QUEUES; q++) {
+        d->queue_map[q] = -1;
+    }
+    for (int i = 0; i < d->nr_vq_map; i++) {
+        const VmmVqMapping *m = &d->vq_map[i];
+
+        if (!iothread_exists(p->opts, m->iothread)) {
+            problem(p, "-device virtio-blk-pci,drive=%s: iothread-vq-mapping: iothread %s: "
+                    "no -object iothread,id=%s", who, m->iothread, m->iothread);
+        }
+        for (int j = 0; j < m->nr_vqs; j++) {
+            int vq = m->vqs[j];
+            if (vq >= d->num_queues) {
+                problem(p, "-device virtio-blk-pci,drive=%s: iothread-vq-mapping: vq index %d "
+                        "for iothread %s must be less than num_queues %d", who, vq,
+                        m->iothread, d->num_queues);
+            } else if (assigned[vq]) {
+                problem(p, "-device virtio-blk-pci,drive=%s: iothread-vq-mapping: cannot "
+                        "assign vq %d to iothread %s because it is already assigned", who, vq,
+                        m->iothread);
+            } else {
+                assigned[vq] = true;
+                d->queue_map[vq] = i;
+            }
+        }
+    }
+    if (!d->nr_vq_map) {
+        return;
+    }
+    for (int q = 0; q < d->num_queues; q++) {
+        if (d->vq_map[0].nr_vqs == 0) {
+            d->queue_map[q] = q % d->nr_vq_map;     /* round-robin, as QEMU */
+        } else if (!assigned[q]) {
+            problem(p, "-device virtio-blk-pci,drive=%s: iothread-vq-mapping: missing "
+                    "iothread for vq %d", who, q);
+        }
+    }
+}
+
 static VmmDrive *find_drive_by_id(VmmOptions *opts, const char *id)
 {
     for (int i = 0; i < opts->nr_drives; i++) {
@@ -926,10 +1013,62 @@ static bool parse_block_size(OptParse *p, const char *k, const char *v, uint32_t
  * -device virtio-blk-pci,drive=ID|NODE: attaches an if=none -drive or a
  * -blockdev node.  QEMU's usual properties are taken: id=, serial=,
  * iothread=, bus=pci.0, addr=SLOT[.0] (honoured), logical_block_size= and
- * physical_block_size= (honoured, in the config space), num-queues=1
- * (one queue for now), bootindex= and scsi=off (accepted: keel-vmm has no
- * firmware to boot from and virtio-blk no SCSI passthrough).
+ * physical_block_size= (honoured, in the config space), num-queues=N
+ * (1..VMM_MAX_QUEUES), iothread-vq-mapping (QEMU 9's list of
+ * {"iothread": ID[, "vqs": [N, ...]]}, from JSON -device or the keyval
+ * spelling iothread-vq-mapping.0.iothread=ID,iothread-vq-mapping.0.vqs.0=N),
+ * bootindex= and scsi=off (accepted: keel-vmm has no firmware to boot from
+ * and virtio-blk no SCSI passthrough).  What needs -smp or the iothreads
+ * (the default num-queues, the mapping's queues) is checked at the end.
  */
+/* One "iothread-vq-mapping.N.KEY" key into @map (@nr: entries so far,
+ * the highest N + 1). */
+static void parse_vq_mapping_key(OptParse *p, const char *k, const char *v, VmmVqMapping *map,
+                                 int *nr)
+{
+    const char *what = "-device virtio-blk-pci: iothread-vq-mapping";
+    char *end;
+    unsigned long n = strtoul(k, &end, 10), m;
+
+    if (end == k || *end != '.' || n >= VMM_MAX_IOTHREADS) {
+        problem(p, "%s.%s: expected at most %d entries {\"iothread\": ID, \"vqs\": [...]}",
+                what, k, VMM_MAX_IOTHREADS);
+        return;
+    }
+    if ((int)n + 1 > *nr) {
+        *nr = (int)n + 1;
+    }
+    k = end + 1;
+    if (!strcmp(k, "iothread")) {
+        if (!valid_id(v)) {
+            problem(p, "%s.%lu.iothread=%s: not a valid id", what, n, v);
+            return;
+        }
+        g_free(map[n].iothread);
+        map[n].iothread = g_strdup(v);
+        return;
+    }
+    if (strncmp(k, "vqs.", 4) != 0) {
+        problem(p, "%s.%lu: unknown member '%s' (iothread, vqs)", what, n, k);
+        return;
+    }
+    m = strtoul(k + 4, &end, 10);
+    if (end == k + 4 || *end || m >= VMM_MAX_QUEUES) {
+        problem(p, "%s.%lu.%s: at most %d queues in a list", what, n, k, VMM_MAX_QUEUES);
+        return;
+    }
+    if ((int)m != map[n].nr_vqs) {
+        problem(p, "%s.%lu.%s: list elements out of order", what, n, k);
+        return;
+    }
+    map[n].vqs[m] = (int)strtol(v, &end, 10);
+    if (!*v || *end || map[n].vqs[m] < 0) {
+        problem(p, "%s.%lu.vqs: %s: expected a queue number", what, n, v);
+        return;
+    }
+    map[n].nr_vqs++;
+}
+
 static void parse_virtio_blk_device(OptParse *p, char **kv)
 {
     VmmOptions *opts = p->opts;
@@ -937,7 +1076,12 @@ static void parse_virtio_blk_device(OptParse *p, char **kv)
     VmmDrive *d = NULL;
     const char *iothread = NULL, *serial = NULL, *dev_id = NULL;
     uint32_t lbs = 0, pbs = 0;
-    int slot = -1;
+    int slot = -1, num_queues = 0, nr_map = 0;
+    VmmVqMapping map[VMM_MAX_IOTHREADS];
+    static const char vq_key[] = "iothread-vq-mapping.";
+    bool mixed_vqs = false;
+
+    memset(map, 0, sizeof(map));
 
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         const char *k = kv[i] ? kv[i] : "", *v = kv[i + 1];
@@ -981,10 +1125,15 @@ static void parse_virtio_blk_device(OptParse *p, char **kv)
             }
             serial = v;
         } else if (!strcmp(k, "num-queues")) {
-            if (strcmp(v, "1") != 0) {
-                problem(p, "-device virtio-blk-pci: num-queues=%s: keel-vmm has one queue per "
-                        "device for now (num-queues=1)", v);
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 1 || n > VMM_MAX_QUEUES) {
+                problem(p, "-device virtio-blk-pci: num-queues=%s: expected 1 to %d", v,
+                        VMM_MAX_QUEUES);
+            } else {
+                num_queues = (int)n;
             }
+        } else if (!strncmp(k, vq_key, sizeof(vq_key) - 1)) {
+            parse_vq_mapping_key(p, k + sizeof(vq_key) - 1, v, map, &nr_map);
         } else if (!strcmp(k, "bus")) {
             if (strcmp(v, "pci.0") != 0 && strcmp(v, "pcie.0") != 0) {
                 problem(p, "-device virtio-blk-pci: bus=%s: keel-vmm has one PCI bus, pci.0", v);
@@ -1021,16 +1170,49 @@ static void parse_virtio_blk_device(OptParse *p, char **kv)
         problem(p, "-device virtio-blk-pci: physical_block_size=%u is smaller than "
                 "logical_block_size=%u", pbs, lbs);
     }
+    /* QEMU's iothread_vq_mapping rules that need neither -smp nor the
+     * iothreads (those are checked with them, at the end). */
+    if (nr_map && iothread) {
+        problem(p, "-device virtio-blk-pci: iothread and iothread-vq-mapping properties "
+                "cannot be set at the same time");
+    }
+    for (int i = 0; i < nr_map; i++) {
+        if (!map[i].iothread) {
+            problem(p, "-device virtio-blk-pci: iothread-vq-mapping.%d: \"iothread\" is "
+                    "required", i);
+            continue;
+        }
+        if ((map[i].nr_vqs > 0) != (map[0].nr_vqs > 0) && !mixed_vqs) {
+            mixed_vqs = true;
+            problem(p, "-device virtio-blk-pci: iothread-vq-mapping: either all or none of "
+                    "the entries must have \"vqs\"");
+        }
+        for (int j = 0; j < i; j++) {
+            if (map[j].iothread && !strcmp(map[j].iothread, map[i].iothread)) {
+                problem(p, "-device virtio-blk-pci: iothread-vq-mapping: duplicate iothread "
+                        "name %s", map[i].iothread);
+            }
+        }
+    }
     if (!d && p->problems->len == problems_before) {
         problem(p, "-device virtio-blk-pci: drive= is required");
     }
     if (p->problems->len != problems_before) {
+        for (int i = 0; i < nr_map; i++) {
+            g_free(map[i].iothread);
+        }
         if (d) {
             d->attached = true;   /* named: don't also report it as unused */
         }
         return;
     }
     d->attached = true;
+    d->num_queues = num_queues;
+    if (nr_map) {
+        d->vq_map = g_new(VmmVqMapping, nr_map);
+        memcpy(d->vq_map, map, nr_map * sizeof(map[0]));
+        d->nr_vq_map = nr_map;
+    }
     if (iothread) {
         g_free(d->iothread);
         d->iothread = g_strdup(iothread);
@@ -1054,9 +1236,12 @@ static void parse_virtio_blk_device(OptParse *p, char **kv)
  */
 static void parse_device(OptParse *p, const char *arg)
 {
-    char **kv = split_suboptions(arg, "driver");
+    char **kv = arg[0] == '{' ? json_to_kv(p, "-device", arg) : split_suboptions(arg, "driver");
     const char *driver = NULL;
 
+    if (!kv) {
+        return;                 /* bad JSON: reported */
+    }
     for (int i = 0; kv[i] || kv[i + 1]; i += 2) {
         if (kv[i] && !strcmp(kv[i], "driver")) {
             driver = kv[i + 1];
@@ -2079,15 +2264,12 @@ static void options_parse(OptParse *p, int argc, char **argv)
     }
     for (int i = 0; i < opts->nr_drives; i++) {
         VmmDrive *d = &opts->drives[i];
-        bool known = !d->iothread;
 
-        for (int j = 0; j < opts->nr_iothreads && !known; j++) {
-            known = !strcmp(opts->iothreads[j].id, d->iothread);
-        }
-        if (!known) {
+        if (d->iothread && !iothread_exists(opts, d->iothread)) {
             problem(p, "-drive file=%s: iothread=%s: no -object iothread,id=%s",
                     d->file, d->iothread, d->iothread);
         }
+        check_drive_queues(p, d);
         if (!d->attached) {
             problem(p, "%s file=%s: %s %s is not used by any -device virtio-blk-pci,drive=%s",
                     d->from_blockdev ? "-blockdev" : "-drive", d->file,
@@ -2144,13 +2326,7 @@ void vmm_options_free(VmmOptions *opts)
     g_free(opts->initrd);
     g_free(opts->append);
     for (int i = 0; i < opts->nr_drives; i++) {
-        g_free(opts->drives[i].file);
-        g_free(opts->drives[i].id);
-        g_free(opts->drives[i].node_name);
-        g_free(opts->drives[i].dev_id);
-        g_free(opts->drives[i].iothread);
-        g_free(opts->drives[i].serial);
-        g_free(opts->drives[i].inject);
+        drive_clear(&opts->drives[i]);
     }
     for (int i = 0; i < opts->nr_iothreads; i++) {
         g_free(opts->iothreads[i].id);
@@ -2197,10 +2373,15 @@ void vmm_options_print_help(FILE *out)
 "  -blockdev driver=raw,node-name=N,file=NODE[,offset=B][,size=B]\n"
 "                      QEMU's block nodes, key=value or JSON ({\"driver\":...})\n"
 "  -device virtio-blk-pci,drive=ID|NODE[,id=ID][,serial=S][,iothread=ID][,bus=pci.0]\n"
-"         [,addr=SLOT][,logical_block_size=B][,physical_block_size=B][,num-queues=1]\n"
+"         [,addr=SLOT][,logical_block_size=B][,physical_block_size=B][,num-queues=N]\n"
 "         [,bootindex=N][,scsi=off]\n"
 "                      attach an if=none drive or a node (addr= is the PCI slot;\n"
-"                      bootindex and scsi=off have no effect)\n"
+"                      num-queues 1..16, default one per vCPU; bootindex and\n"
+"                      scsi=off have no effect)\n"
+"  -device '{\"driver\":\"virtio-blk-pci\",\"drive\":\"ID\",\"num-queues\":N,\n"
+"            \"iothread-vq-mapping\":[{\"iothread\":\"ID\"[,\"vqs\":[Q,...]]},...]}'\n"
+"                      JSON -device; the queues spread over iothreads (round-robin\n"
+"                      without \"vqs\"), as QEMU 9\n"
 "  -object memory-backend-ram|memory-backend-memfd,id=ID[,size=S]\n"
 "  -machine memory-backend=ID\n"
 "                      what backs guest RAM: anonymous memory, or a memfd that\n"

@@ -60,6 +60,17 @@ typedef enum VmmErrorPolicy {
     VMM_ERROR_ENOSPC,
 } VmmErrorPolicy;
 
+/* The most queues a virtio-blk device has (vmm/virtio-core.h agrees). */
+#define VMM_MAX_QUEUES 16
+
+/* One entry of -device virtio-blk-pci's iothread-vq-mapping (QEMU 9):
+ * an iothread and, optionally, the queues it serves. */
+typedef struct VmmVqMapping {
+    char *iothread;
+    int vqs[VMM_MAX_QUEUES];
+    int nr_vqs;             /* 0: round-robin (no "vqs" given) */
+} VmmVqMapping;
+
 /*
  * A disk: from -drive, or from -blockdev nodes (a file/host_device node, or
  * a raw node over one, which takes the file node's entry over: id is then
@@ -92,6 +103,15 @@ typedef struct VmmDrive {
     bool attached;          /* if=virtio, or named by a -device (set by the parser) */
     VmmErrorPolicy werror;  /* default enospc, as QEMU's -drive */
     VmmErrorPolicy rerror;  /* default report */
+    /* -device num-queues=N (1..VMM_MAX_QUEUES); unset: one per vCPU, as
+     * QEMU (-smp's cpus, at most VMM_MAX_QUEUES).  Set by the parser. */
+    int num_queues;
+    /* iothread-vq-mapping (then iothread= is not set): the entries, and
+     * the entry serving each queue (computed by the parser, round-robin
+     * over the entries when they have no "vqs"). */
+    VmmVqMapping *vq_map;
+    int nr_vq_map;
+    int queue_map[VMM_MAX_QUEUES];
 } VmmDrive;
 
 /* -chardev BACKEND,id=ID,... and the legacy spellings of -serial/-qmp/

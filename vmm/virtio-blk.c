@@ -2,18 +2,23 @@
  * virtio-blk: requests from a virtqueue to a Keel block backend.  See
  * virtio-blk.h for the contract and the data path.
  *
- * Threads: the queue handler, the completion callbacks and the notify
- * bottom half all run in the drive's AioContext home thread (main loop or
- * iothread), so the queue state needs no lock.  The transport hooks
- * (start/stop/get_config) run in the vCPU thread under the global mutex;
- * start hands the queue to the home thread by attaching the handler, stop
- * takes it back by running the teardown there.
+ * This file holds only block semantics: the queues, their notifiers,
+ * polling, interrupt decisions, stop and NEEDS_RESET are the virtio core's
+ * (virtio-core.h), the registers the transport's (virtio-pci.h).
+ *
+ * Threads: each queue's handler pass and its completions run in the
+ * queue's home thread (main loop or an iothread), so a VirtioBlkQueue
+ * needs no lock.  The backend calls back in its own home (queue 0's
+ * context); completions of other queues go home through a one-shot BH.
+ * Device-wide state is set before the queues start (features, geometry)
+ * or atomic (capacity, which block_resize changes).
  */
 #include "config.h"
 
 #include "vmm/virtio-blk.h"
 #include "vmm/virtio-blk-req.h"
 #include "vmm/virtio-pci.h"
+#include "compat/atomic.h"
 #include "compat/features.h"
 #include "compat/osdep.h"
 #include "loop/iothread.h"
@@ -29,12 +34,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+typedef struct VirtioBlkQueue VirtioBlkQueue;
+
 typedef struct VirtioBlkReq {
-    VirtQueueElement elem;          /* first: virtqueue_pop allocates us */
+    VirtQueueElement elem;          /* first: virtio_queue_pop allocates us */
     VirtioBlk *s;
+    VirtioBlkQueue *bq;             /* the queue it came from (and returns to) */
     uint8_t *status;                /* the last byte of the chain (guest RAM) */
     uint32_t type;
     uint32_t used_len;              /* bytes the device writes on success */
+    int ret;                        /* the backend's result, on its way home */
     /* IN / OUT: the data, for merging */
     uint64_t offset, bytes;
     struct iovec *iov;
@@ -52,41 +61,44 @@ typedef struct VirtioBlkReq {
 
 typedef struct VirtioBlkMerged {
     unsigned n;
+    int ret;
     struct iovec *iov;
     VirtioBlkReq *reqs[];
 } VirtioBlkMerged;
 
+/* One queue's block state; everything here belongs to the queue's home
+ * thread (its VirtioQueue's context). */
+struct VirtioBlkQueue {
+    VirtioBlk *s;
+    VirtioQueue *q;
+    VirtioBlkReq *batch[MERGE_MAX_REQS];    /* reads or writes of this pass */
+    unsigned batch_n;
+    bool batch_write;
+    VirtioBlkStats stats;           /* the block counters; the core keeps the rest */
+    int64_t io_error_logged_us;     /* when the last host I/O error was logged */
+    uint64_t io_errors_unlogged;    /* since then, held back by the rate limit */
+    /* Requests held by a werror/rerror=stop policy, in the order they
+     * failed, until vmm_block_devices_retry(). */
+    GQueue failed;
+    const char *io_status;          /* "ok", "failed", "nospace" */
+};
+
 struct VirtioBlk {
+    VirtioDevice vdev;              /* the queues (virtio-core.h) */
     VirtioPci *vp;
     KeelBlockBackend *blk;
-    KeelAioContext *ctx;
+    KeelAioContext *ctx;            /* the backend's home: queue 0's context */
     char *name;
     char *iothread_id;
     char serial[VIRTIO_BLK_ID_BYTES];
     bool readonly;
-    uint64_t capacity;              /* 512-byte sectors */
+    uint64_t capacity;              /* 512-byte sectors; atomic (block_resize) */
     uint32_t blk_size;              /* logical block size */
     uint8_t physical_block_exp;     /* log2(physical / logical) */
     uint32_t discard_alignment;     /* sectors */
-    uint64_t features;              /* negotiated (set by start, before the handler) */
+    VirtioBlkQueue queues[VIRTIO_MAX_QUEUES];
 
-    /* Home thread of ctx (handed over by start/stop). */
-    KeelBH *notify_bh;
-    VirtioBlkReq *batch[MERGE_MAX_REQS];    /* reads or writes of this pass */
-    unsigned batch_n;
-    bool batch_write;
-    bool running;                   /* handler attached, queue ours */
-    bool broken;                    /* NEEDS_RESET: take no more requests */
-    unsigned inflight;
-    VirtioBlkStats stats;           /* written in the home thread; read at exit */
-    int64_t io_error_logged_us;     /* when the last host I/O error was logged */
-    uint64_t io_errors_unlogged;    /* since then, held back by the rate limit */
-
-    /* Error policy (home thread): requests held by a stop policy, in the
-     * order they failed, until vmm_block_devices_retry(). */
     VmmErrorPolicy werror, rerror;
-    GQueue failed;
-    const char *io_status;          /* "ok", "failed", "nospace" */
     void (*io_error)(void *opaque, const char *device, bool is_write, int error,
                      bool stopping);
     void *io_error_opaque;
@@ -94,13 +106,21 @@ struct VirtioBlk {
     VmmDriveCache cache;
 };
 
+/* The options' limit is the core's. */
+typedef char queue_limits_agree[VMM_MAX_QUEUES == VIRTIO_MAX_QUEUES ? 1 : -1];
+
 /* max_discard_seg / max_write_zeroes_seg, as QEMU: one segment a request
  * (the dispatch below relies on it). */
 #define DISCARD_WZ_MAX_SEGS 1
 
-static VirtioPciQueue *blk_queue(VirtioBlk *s)
+static VirtioBlkQueue *blk_queue_of(VirtioBlk *s, VirtioQueue *q)
 {
-    return virtio_pci_queue(s->vp, 0);
+    return &s->queues[q->index];
+}
+
+static uint64_t blk_capacity(VirtioBlk *s)
+{
+    return keel_atomic_read(&s->capacity);
 }
 
 /* ---- iovec helpers (guest buffers) ---------------------------------------------- */
@@ -119,18 +139,6 @@ static size_t iov_copy_in(const struct iovec *iov, unsigned cnt, const void *buf
 
 /* ---- completion ---------------------------------------------------------------------- */
 
-static void notify_bh(void *opaque)
-{
-    VirtioBlk *s = opaque;
-
-    if (virtqueue_should_notify(&blk_queue(s)->vq)) {
-        s->stats.irqs++;
-        virtio_pci_notify_queue(s->vp, 0);
-    } else {
-        s->stats.irqs_suppressed++;
-    }
-}
-
 static int64_t now_ns(void)
 {
     return g_get_monotonic_time() * 1000;
@@ -139,7 +147,7 @@ static int64_t now_ns(void)
 /* query-blockstats' counters for a completing read, write or flush. */
 static void req_account(VirtioBlkReq *req, uint8_t status)
 {
-    VirtioBlkStats *st = &req->s->stats;
+    VirtioBlkStats *st = &req->bq->stats;
     uint64_t ns = (uint64_t)(now_ns() - req->start_ns);
     bool ok = status == VIRTIO_BLK_S_OK;
 
@@ -171,25 +179,22 @@ static void req_account(VirtioBlkReq *req, uint8_t status)
 }
 
 /* Writes the status and the used element; @publish: make it visible to the
- * driver now (else the caller flushes a group at once). */
+ * driver now (else the caller flushes a group at once).  Queue's home. */
 static void req_finish(VirtioBlkReq *req, uint8_t status, bool publish)
 {
-    VirtioBlk *s = req->s;
-    VirtQueue *vq = &blk_queue(s)->vq;
+    VirtioBlkQueue *bq = req->bq;
 
     *req->status = status;
     if (status == VIRTIO_BLK_S_IOERR) {
-        s->stats.errors++;
+        bq->stats.errors++;
     }
     req_account(req, status);
     /* The used length counts the status byte; a failed read wrote nothing
      * the driver may rely on, but says the same as QEMU does. */
-    virtqueue_fill(vq, &req->elem, req->used_len);
+    virtio_queue_fill(bq->q, &req->elem, req->used_len);
     if (publish) {
-        virtqueue_flush(vq);
+        virtio_queue_flush(bq->q);
     }
-    s->inflight--;
-    keel_bh_schedule(s->notify_bh);
     g_free(req);
 }
 
@@ -209,7 +214,7 @@ static uint8_t status_of(VirtioBlkReq *req, int ret)
 /* Host I/O errors (EIO, ENOSPC, ...) reach the guest as IOERR; the host
  * hears of them too, like QEMU's reports, but a guest retrying a full disk
  * must not flood the log: the first IO_ERROR_LOG_BURST each, then one line
- * a second counting what was held back.  Home thread only. */
+ * a second counting what was held back (per queue).  Queue's home. */
 #define IO_ERROR_LOG_BURST 10
 #define IO_ERROR_LOG_INTERVAL_US 1000000
 
@@ -225,28 +230,28 @@ static const char *req_op_name(uint32_t type)
     }
 }
 
-static void log_io_error(VirtioBlk *s, VirtioBlkReq *req, int ret)
+static void log_io_error(VirtioBlkQueue *bq, VirtioBlkReq *req, int ret)
 {
     int64_t now = g_get_monotonic_time();
     char held[64] = "";
 
-    s->stats.io_errors++;
-    s->stats.last_io_errno = -ret;
-    if (s->stats.io_errors > IO_ERROR_LOG_BURST &&
-        now - s->io_error_logged_us < IO_ERROR_LOG_INTERVAL_US) {
-        s->io_errors_unlogged++;
+    bq->stats.io_errors++;
+    bq->stats.last_io_errno = -ret;
+    if (bq->stats.io_errors > IO_ERROR_LOG_BURST &&
+        now - bq->io_error_logged_us < IO_ERROR_LOG_INTERVAL_US) {
+        bq->io_errors_unlogged++;
         return;
     }
-    if (s->io_errors_unlogged) {
+    if (bq->io_errors_unlogged) {
         snprintf(held, sizeof(held), "; %llu more since the last report",
-                 (unsigned long long)s->io_errors_unlogged);
+                 (unsigned long long)bq->io_errors_unlogged);
     }
     keel_log("%s: host I/O error: %s at offset %llu (%llu bytes): %s (errno %d)%s%s",
-             s->name, req_op_name(req->type), (unsigned long long)req->offset,
+             bq->s->name, req_op_name(req->type), (unsigned long long)req->offset,
              (unsigned long long)req->bytes, g_strerror(-ret), -ret, held,
-             s->stats.io_errors == IO_ERROR_LOG_BURST ? "; further ones at most once a second" : "");
-    s->io_error_logged_us = now;
-    s->io_errors_unlogged = 0;
+             bq->stats.io_errors == IO_ERROR_LOG_BURST ? "; further ones at most once a second" : "");
+    bq->io_error_logged_us = now;
+    bq->io_errors_unlogged = 0;
 }
 
 /* werror=/rerror=: what a failed read, write or flush does.  Returns true
@@ -275,18 +280,20 @@ static bool req_error_policy(VirtioBlkReq *req, int ret)
     if (!stop) {
         return false;
     }
-    s->io_status = ret == -ENOSPC ? "nospace" : "failed";
-    g_queue_push_tail(&s->failed, req);     /* still in flight for the guest */
+    req->bq->io_status = ret == -ENOSPC ? "nospace" : "failed";
+    g_queue_push_tail(&req->bq->failed, req);     /* still in flight for the guest */
     return true;
 }
 
-static void req_done(void *opaque, int ret)
+/* In the queue's home thread, whichever thread the backend completed in. */
+static void req_done_in_home(void *opaque)
 {
     VirtioBlkReq *req = opaque;
+    int ret = req->ret;
     uint8_t status = status_of(req, ret);
 
     if (status == VIRTIO_BLK_S_IOERR) {
-        log_io_error(req->s, req, ret);
+        log_io_error(req->bq, req, ret);
     }
     if (ret < 0 && status != VIRTIO_BLK_S_OK && req_error_policy(req, ret)) {
         return;
@@ -294,48 +301,68 @@ static void req_done(void *opaque, int ret)
     req_complete(req, status);
 }
 
+/* The backend's callback: in its home thread, which for a queue of
+ * another iothread is not the queue's (the used ring is the queue's). */
+static void req_done(void *opaque, int ret)
+{
+    VirtioBlkReq *req = opaque;
+
+    req->ret = ret;
+    virtio_queue_call_in_home(req->bq->q, req_done_in_home, req);
+}
+
 /* ---- merging adjacent reads / writes ------------------------------------------------------- */
 
-static void submit_one(VirtioBlk *s, VirtioBlkReq *req);
+static void submit_one(VirtioBlkReq *req);
 
 /* A merged request's guest requests become visible together, so a polling
  * driver resubmits them together and the next pass can merge them again.
  * If it failed, each guest request is retried on its own, so only those
  * that really fail report IOERR (QEMU fails them all). */
-static void merged_done(void *opaque, int ret)
+static void merged_done_in_home(void *opaque)
 {
     VirtioBlkMerged *m = opaque;
-    VirtioBlk *s = m->reqs[0]->s;
+    VirtioBlkQueue *bq = m->reqs[0]->bq;
 
-    if (ret < 0) {
-        s->stats.merge_retries++;
+    if (m->ret < 0) {
+        bq->stats.merge_retries++;
         for (unsigned i = 0; i < m->n; i++) {
-            submit_one(s, m->reqs[i]);
+            submit_one(m->reqs[i]);
         }
     } else {
         for (unsigned i = 0; i < m->n; i++) {
             req_finish(m->reqs[i], VIRTIO_BLK_S_OK, false);
         }
-        virtqueue_flush(&blk_queue(s)->vq);
+        virtio_queue_flush(bq->q);
     }
     g_free(m->iov);
     g_free(m);
 }
 
-static void submit_one(VirtioBlk *s, VirtioBlkReq *req)
+static void merged_done(void *opaque, int ret)
+{
+    VirtioBlkMerged *m = opaque;
+
+    m->ret = ret;
+    virtio_queue_call_in_home(m->reqs[0]->bq->q, merged_done_in_home, m);
+}
+
+static void submit_one(VirtioBlkReq *req)
 {
     if (req->type == VIRTIO_BLK_T_OUT) {
-        keel_blk_aio_pwritev(s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
+        keel_blk_aio_pwritev(req->s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
                              req_done, req);
     } else {
-        keel_blk_aio_preadv(s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
+        keel_blk_aio_preadv(req->s->blk, (int64_t)req->offset, req->iov, (int)req->iovcnt,
                             req_done, req);
     }
 }
 
-static void submit_merged(VirtioBlk *s, VirtioBlkReq **reqs, unsigned n, unsigned iovcnt)
+static void submit_merged(VirtioBlkQueue *bq, VirtioBlkReq **reqs, unsigned n,
+                          unsigned iovcnt)
 {
     VirtioBlkMerged *m = g_malloc(sizeof(*m) + n * sizeof(m->reqs[0]));
+    KeelBlockBackend *blk = bq->s->blk;
     unsigned k = 0;
 
     m->n = n;
@@ -345,12 +372,12 @@ static void submit_merged(VirtioBlk *s, VirtioBlkReq **reqs, unsigned n, unsigne
         memcpy(&m->iov[k], reqs[i]->iov, reqs[i]->iovcnt * sizeof(struct iovec));
         k += reqs[i]->iovcnt;
     }
-    s->stats.merged += n;
+    bq->stats.merged += n;
     if (reqs[0]->type == VIRTIO_BLK_T_OUT) {
-        keel_blk_aio_pwritev(s->blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
+        keel_blk_aio_pwritev(blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
                              merged_done, m);
     } else {
-        keel_blk_aio_preadv(s->blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
+        keel_blk_aio_preadv(blk, (int64_t)reqs[0]->offset, m->iov, (int)iovcnt,
                             merged_done, m);
     }
 }
@@ -367,16 +394,16 @@ static int by_offset(const void *a, const void *b)
 
 /* Submits the batch: sorted by offset, each run of contiguous requests as
  * one backend request. */
-static void batch_flush(VirtioBlk *s)
+static void batch_flush(VirtioBlkQueue *bq)
 {
     VirtioBlkReq *reqs[MERGE_MAX_REQS];
-    unsigned n = s->batch_n;
+    unsigned n = bq->batch_n;
 
     if (!n) {
         return;
     }
-    memcpy(reqs, s->batch, n * sizeof(reqs[0]));
-    s->batch_n = 0;
+    memcpy(reqs, bq->batch, n * sizeof(reqs[0]));
+    bq->batch_n = 0;
     if (n > 1) {
         qsort(reqs, n, sizeof(reqs[0]), by_offset);
     }
@@ -392,43 +419,42 @@ static void batch_flush(VirtioBlk *s)
             j++;
         }
         if (j - i == 1) {
-            submit_one(s, reqs[i]);
+            submit_one(reqs[i]);
         } else {
-            submit_merged(s, &reqs[i], j - i, iovcnt);
+            submit_merged(bq, &reqs[i], j - i, iovcnt);
         }
         i = j;
     }
 }
 
-static void batch_add(VirtioBlk *s, VirtioBlkReq *req, bool write, uint64_t offset,
+static void batch_add(VirtioBlkQueue *bq, VirtioBlkReq *req, bool write, uint64_t offset,
                       uint64_t bytes, struct iovec *iov, unsigned iovcnt)
 {
     if (!bytes) {
         req_complete(req, VIRTIO_BLK_S_OK);     /* nothing to move (and nothing to merge) */
         return;
     }
-    if (s->batch_n && (s->batch_write != write || s->batch_n == MERGE_MAX_REQS)) {
-        batch_flush(s);
+    if (bq->batch_n && (bq->batch_write != write || bq->batch_n == MERGE_MAX_REQS)) {
+        batch_flush(bq);
     }
     req->offset = offset;
     req->bytes = bytes;
     req->iov = iov;
     req->iovcnt = iovcnt;
-    req->order = s->batch_n;
-    s->batch_write = write;
-    s->batch[s->batch_n++] = req;
+    req->order = bq->batch_n;
+    bq->batch_write = write;
+    bq->batch[bq->batch_n++] = req;
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-/* What the parser checks a request against (home thread: capacity changes
- * there, with block_resize). */
+/* What the parser checks a request against. */
 static void req_limits(VirtioBlk *s, VirtioBlkReqLimits *l)
 {
-    l->capacity = s->capacity;
+    l->capacity = blk_capacity(s);
     l->logical_block_size = s->blk_size;
     l->readonly = s->readonly;
-    l->features = s->features;
+    l->features = s->vdev.features;
     l->max_discard_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
     l->max_write_zeroes_sectors = VIRTIO_BLK_MAX_DISCARD_SECTORS;
     l->max_discard_segs = l->max_write_zeroes_segs = DISCARD_WZ_MAX_SEGS;
@@ -436,14 +462,14 @@ static void req_limits(VirtioBlk *s, VirtioBlkReqLimits *l)
 
 /* Counts what the guest asked for: reads, writes, flushes and GET_IDs as
  * they arrive, unknown types; discards and write-zeroes once started. */
-static void req_count(VirtioBlk *s, const VirtioBlkParsedReq *p)
+static void req_count(VirtioBlkStats *st, const VirtioBlkParsedReq *p)
 {
     switch (p->kind) {
-    case VIRTIO_BLK_REQ_READ: s->stats.reads++; break;
-    case VIRTIO_BLK_REQ_WRITE: s->stats.writes++; break;
-    case VIRTIO_BLK_REQ_FLUSH: s->stats.flushes++; break;
-    case VIRTIO_BLK_REQ_GET_ID: s->stats.get_ids++; break;
-    case VIRTIO_BLK_REQ_UNSUPPORTED: s->stats.unsupported++; break;
+    case VIRTIO_BLK_REQ_READ: st->reads++; break;
+    case VIRTIO_BLK_REQ_WRITE: st->writes++; break;
+    case VIRTIO_BLK_REQ_FLUSH: st->flushes++; break;
+    case VIRTIO_BLK_REQ_GET_ID: st->get_ids++; break;
+    case VIRTIO_BLK_REQ_UNSUPPORTED: st->unsupported++; break;
     case VIRTIO_BLK_REQ_BAD_HEADER:
     case VIRTIO_BLK_REQ_DISCARD:
     case VIRTIO_BLK_REQ_WRITE_ZEROES:
@@ -454,8 +480,9 @@ static void req_count(VirtioBlk *s, const VirtioBlkParsedReq *p)
 /* Parses a chain (virtio-blk-req.c) and starts its request, or completes
  * it at once with the status the parser chose.  Returns false when the
  * chain has no status byte: the queue is broken. */
-static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
+static bool handle_request(VirtioBlkQueue *bq, VirtioBlkReq *req)
 {
+    VirtioBlk *s = bq->s;
     VirtQueueElement *e = &req->elem;
     VirtioBlkReqLimits limits;
     VirtioBlkParsedReq p;
@@ -471,6 +498,7 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
         return false;
     }
     req->s = s;
+    req->bq = bq;
     req->start_ns = now_ns();
     req->status = p.status;
     req->used_len = 1;
@@ -478,11 +506,10 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
     if (p.kind != VIRTIO_BLK_REQ_BAD_HEADER) {
         req->type = p.type;
     }
-    s->inflight++;
-    s->stats.requests++;
-    req_count(s, &p);
+    bq->stats.requests++;
+    req_count(&bq->stats, &p);
     if (p.kind == VIRTIO_BLK_REQ_DISCARD || p.kind == VIRTIO_BLK_REQ_WRITE_ZEROES) {
-        batch_flush(s);             /* the reads and writes before it go first */
+        batch_flush(bq);            /* the reads and writes before it go first */
     }
     if (status != VIRTIO_BLK_S_OK) {
         req_complete(req, (uint8_t)status);
@@ -496,13 +523,13 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
     switch (p.kind) {
     case VIRTIO_BLK_REQ_READ:
         req->used_len = (uint32_t)p.bytes + 1;
-        batch_add(s, req, false, p.offset, p.bytes, data, data_num);
+        batch_add(bq, req, false, p.offset, p.bytes, data, data_num);
         return true;
     case VIRTIO_BLK_REQ_WRITE:
-        batch_add(s, req, true, p.offset, p.bytes, data, data_num);
+        batch_add(bq, req, true, p.offset, p.bytes, data, data_num);
         return true;
     case VIRTIO_BLK_REQ_FLUSH:
-        batch_flush(s);             /* the writes before it go first */
+        batch_flush(bq);            /* the writes before it go first */
         keel_blk_aio_flush(s->blk, req_done, req);
         return true;
     case VIRTIO_BLK_REQ_GET_ID:
@@ -516,11 +543,11 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
         req->offset = p.segs[0].offset;     /* for the error log */
         req->bytes = p.segs[0].bytes;
         if (p.kind == VIRTIO_BLK_REQ_WRITE_ZEROES) {
-            s->stats.write_zeroes++;
+            bq->stats.write_zeroes++;
             keel_blk_aio_pwrite_zeroes(s->blk, (int64_t)req->offset, (int64_t)req->bytes,
                                        req_done, req);
         } else {
-            s->stats.discards++;
+            bq->stats.discards++;
             keel_blk_aio_pdiscard(s->blk, (int64_t)req->offset, (int64_t)req->bytes,
                                   req_done, req);
         }
@@ -533,145 +560,56 @@ static bool handle_request(VirtioBlk *s, VirtioBlkReq *req)
     return true;
 }
 
-/* A guest can break its queue at will: say so, but not endlessly. */
-#define BROKEN_LOG_LIMIT 10
+/* ---- the device's hooks (virtio-core.h) ------------------------------------------------------ */
 
-static void queue_broken(VirtioBlk *s, const char *why)
+/* Queue @q's home thread: everything the driver made available on it,
+ * submitted to the backend as one batch. */
+static unsigned blk_handle_output(VirtioDevice *vdev, VirtioQueue *q)
 {
-    s->broken = true;
-    s->stats.needs_reset++;
-    if (s->stats.needs_reset <= BROKEN_LOG_LIMIT) {
-        keel_log("%s: %s: device needs reset%s", s->name, why,
-                 s->stats.needs_reset == BROKEN_LOG_LIMIT ? " (further ones not logged)" : "");
-    }
-    virtio_pci_set_needs_reset(s->vp);
-}
+    VirtioBlkQueue *bq = blk_queue_of(vdev->opaque, q);
+    unsigned taken = 0;
 
-/* One pass: everything the driver made available, submitted as one batch. */
-static void handle_queue(VirtioBlk *s)
-{
-    VirtQueue *vq = &blk_queue(s)->vq;
-    uint64_t batch = 0;
-    /* Kicks off while we pop, unless busy-polling already turned them off
-     * (on_poll_begin): then they stay off until on_poll_end. */
-    bool toggle_kicks = vq->notification;
-
-    if (!s->running || s->broken) {
-        return;
-    }
-    s->stats.handler_passes++;
     keel_blk_io_plug();
-    do {
-        if (toggle_kicks) {
-            virtqueue_set_notification(vq, false);
-        }
-        for (;;) {
-            VirtioBlkReq *req;
-            VirtQueuePopResult r = virtqueue_pop(vq, sizeof(*req), (void **)&req);
+    for (;;) {
+        VirtioBlkReq *req;
+        VirtQueuePopResult r = virtio_queue_pop(q, sizeof(*req), (void **)&req);
 
-            if (r == VQ_POP_EMPTY) {
-                break;
-            }
-            if (r == VQ_POP_BROKEN) {
-                queue_broken(s, vq->last_error);
-                goto out;
-            }
-            if (r == VQ_POP_BAD_CHAIN) {
-                if (req->elem.in_num != 1) {
-                    g_free(req);
-                    queue_broken(s, vq->last_error);
-                    goto out;
-                }
-                /* Fail just this request: the status byte is usable. */
-                req->s = s;
-                req->status = req->elem.in_sg[0].iov_base;
-                req->used_len = 1;
-                s->inflight++;
-                s->stats.requests++;
-                s->stats.bad_chains++;
-                req_complete(req, VIRTIO_BLK_S_IOERR);
-                continue;
-            }
-            if (!handle_request(s, req)) {
-                g_free(req);
-                queue_broken(s, "request without a device-writable status byte");
-                goto out;
-            }
-            batch++;
-        }
-        if (toggle_kicks) {
-            virtqueue_set_notification(vq, true);
-        }
-        if (batch >= vq->size && virtqueue_avail_pending(vq)) {
-            /* A driver that keeps refilling the ring must not keep this
-             * thread to itself: finish the pass, come back next iteration. */
-            keel_event_notifier_set(&blk_queue(s)->host_notifier);
+        if (r == VQ_POP_EMPTY) {
             break;
         }
-    } while (virtqueue_avail_pending(vq));
-out:
-    batch_flush(s);
+        if (r == VQ_POP_BROKEN) {
+            virtio_queue_set_broken(q, q->vq.last_error);
+            break;
+        }
+        if (r == VQ_POP_BAD_CHAIN) {
+            if (req->elem.in_num != 1) {
+                g_free(req);
+                q->inflight--;
+                virtio_queue_set_broken(q, q->vq.last_error);
+                break;
+            }
+            /* Fail just this request: the status byte is usable. */
+            req->s = bq->s;
+            req->bq = bq;
+            req->status = req->elem.in_sg[0].iov_base;
+            req->used_len = 1;
+            bq->stats.requests++;
+            bq->stats.bad_chains++;
+            req_complete(req, VIRTIO_BLK_S_IOERR);
+            continue;
+        }
+        if (!handle_request(bq, req)) {
+            g_free(req);
+            q->inflight--;
+            virtio_queue_set_broken(q, "request without a device-writable status byte");
+            break;
+        }
+        taken++;
+    }
+    batch_flush(bq);
     keel_blk_io_unplug();
-    if (batch > s->stats.batches_max) {
-        s->stats.batches_max = batch;
-    }
+    return taken;
 }
-
-static void on_kick(KeelEventNotifier *e)
-{
-    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
-
-    keel_event_notifier_test_and_clear(e);
-    handle_queue(pq->vp->opaque);
-}
-
-/* Adaptive polling: new requests without waiting for the kick. */
-static bool on_kick_poll(void *opaque)
-{
-    VirtioPciQueue *pq = KEEL_CONTAINER_OF(opaque, VirtioPciQueue, host_notifier);
-    VirtioBlk *s = pq->vp->opaque;
-
-    if (s->running && !s->broken && virtqueue_avail_pending(&pq->vq)) {
-        s->stats.poll_hits++;
-        return true;
-    }
-    return false;
-}
-
-/* Found by polling: no kick to clear (the driver was told not to kick). */
-static void on_kick_poll_ready(KeelEventNotifier *e)
-{
-    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
-
-    handle_queue(pq->vp->opaque);
-}
-
-/* While the context busy-polls the ring, the driver need not kick (QEMU does
- * the same): each kick it saves is a guest exit. */
-static void on_poll_begin(KeelEventNotifier *e)
-{
-    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
-
-    virtqueue_set_notification(&pq->vq, false);
-}
-
-/* The context will sleep: kicks back on (the loop then polls once more for
- * what was queued while they were off). */
-static void on_poll_end(KeelEventNotifier *e)
-{
-    VirtioPciQueue *pq = KEEL_CONTAINER_OF(e, VirtioPciQueue, host_notifier);
-
-    virtqueue_set_notification(&pq->vq, true);
-}
-
-static const KeelAioPollOps kick_poll_ops = {
-    .poll = on_kick_poll,
-    .ready = on_kick_poll_ready,
-    .begin = on_poll_begin,
-    .end = on_poll_end,
-};
-
-/* ---- transport hooks --------------------------------------------------------------------------- */
 
 static void put_le(uint8_t *p, uint64_t v, unsigned size)
 {
@@ -680,19 +618,19 @@ static void put_le(uint8_t *p, uint64_t v, unsigned size)
     }
 }
 
-static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
+static void blk_get_config(VirtioDevice *vdev, uint8_t *buf, unsigned len)
 {
-    VirtioBlk *s = vp->opaque;
+    VirtioBlk *s = vdev->opaque;
     uint8_t cfg[VIRTIO_BLK_CONFIG_LEN] = { 0 };
 
-    put_le(cfg + 0, s->capacity, 8);
+    put_le(cfg + 0, blk_capacity(s), 8);
     put_le(cfg + 8, VIRTIO_BLK_SIZE_MAX, 4);
     put_le(cfg + 12, VIRTIO_BLK_SEG_MAX, 4);
     /* geometry (16..19) left 0: guests compute their own */
     put_le(cfg + 20, s->blk_size, 4);
     put_le(cfg + 24, s->physical_block_exp, 1);
     put_le(cfg + 26, s->blk_size / VIRTIO_BLK_SECTOR, 2);     /* min_io_size */
-    put_le(cfg + 34, 1, 2);                         /* num_queues (no MQ) */
+    put_le(cfg + 34, (uint64_t)vdev->num_queues, 2);         /* num_queues */
     put_le(cfg + 36, VIRTIO_BLK_MAX_DISCARD_SECTORS, 4);
     put_le(cfg + 40, DISCARD_WZ_MAX_SEGS, 4);       /* max_discard_seg */
     put_le(cfg + 44, s->discard_alignment, 4);
@@ -702,76 +640,38 @@ static void blk_get_config(VirtioPci *vp, uint8_t *buf, unsigned len)
     memcpy(buf, cfg, len < sizeof(cfg) ? len : sizeof(cfg));
 }
 
-/* vCPU thread, global mutex: hand the started queue to the home thread. */
-static void blk_start(VirtioPci *vp)
+/* Queue's home thread: lets what @bq has at the backend complete (the
+ * completions come back to this thread, from the backend's home when that
+ * is another one); requests held by werror=stop stay held. */
+static void blk_queue_settle(VirtioBlkQueue *bq)
 {
-    VirtioBlk *s = vp->opaque;
-    VirtioPciQueue *pq = blk_queue(s);
+    VirtioQueue *q = bq->q;
 
-    if (!virtqueue_started(&pq->vq)) {
-        return;
+    keel_blk_drain(bq->s->blk);
+    while (q->inflight > g_queue_get_length(&bq->failed)) {
+        keel_aio_poll(q->ctx, true);
     }
-    s->broken = false;
-    s->running = true;
-    s->features = vp->guest_features;
-    keel_aio_set_event_notifier_poll(s->ctx, &pq->host_notifier, on_kick, &kick_poll_ops);
-    /* Whatever the driver queued before DRIVER_OK. */
-    keel_event_notifier_set(&pq->host_notifier);
 }
 
-/* In the home thread: nothing of this queue runs after it returns. */
-static void blk_stop_in_home(void *opaque)
+/* Requests in flight complete into the ring the driver still has (it waits
+ * for the reset to finish); then nothing is left to complete.  Requests
+ * held by werror=stop fail: the driver gave them up. */
+static void blk_queue_stop(VirtioDevice *vdev, VirtioQueue *q)
 {
-    VirtioBlk *s = opaque;
-
+    VirtioBlkQueue *bq = blk_queue_of(vdev->opaque, q);
     VirtioBlkReq *held;
 
-    keel_aio_set_event_notifier(s->ctx, &blk_queue(s)->host_notifier, NULL, NULL);
-    s->running = false;
-    /* Requests in flight complete into the ring the driver still has (it
-     * waits for the reset to finish); then nothing is left to complete.
-     * Requests held by werror=stop fail: the driver gave them up. */
-    keel_blk_drain(s->blk);
-    while ((held = g_queue_pop_head(&s->failed))) {
+    blk_queue_settle(bq);
+    while ((held = g_queue_pop_head(&bq->failed))) {
         req_complete(held, VIRTIO_BLK_S_IOERR);
     }
-    s->io_status = "ok";
-    keel_bh_cancel(s->notify_bh);
-}
-
-/* Runs @fn in the drive's home thread.  A main-loop drive reset from a vCPU
- * thread: the main loop needs the global mutex to dispatch, so release it
- * while waiting (the vCPU is inside a device access; nothing else of this
- * device runs meanwhile). */
-static void run_in_home(VirtioBlk *s, void (*fn)(void *), void *opaque)
-{
-    bool drop;
-
-    if (keel_aio_context_in_home_thread(s->ctx)) {
-        fn(opaque);
-        return;
-    }
-    drop = s->ctx == keel_main_aio_context() && keel_global_mutex_held();
-    if (drop) {
-        keel_global_mutex_unlock();
-    }
-    keel_aio_run_in_context_wait(s->ctx, fn, opaque);
-    if (drop) {
-        keel_global_mutex_lock();
-    }
-}
-
-static void blk_stop(VirtioPci *vp)
-{
-    VirtioBlk *s = vp->opaque;
-
-    run_in_home(s, blk_stop_in_home, s);
+    bq->io_status = "ok";
 }
 
 static const VirtioDeviceOps virtio_blk_ops = {
+    .handle_output = blk_handle_output,
     .get_config = blk_get_config,
-    .start = blk_start,
-    .stop = blk_stop,
+    .queue_stop = blk_queue_stop,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------------- */
@@ -780,10 +680,15 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
                           size_t errlen)
 {
     VirtioBlk *s = g_new0(VirtioBlk, 1);
+    KeelAioContext *ctxs[VIRTIO_MAX_QUEUES];
+    const char *ids[VIRTIO_MAX_QUEUES];
+    int num_queues = conf->num_queues > 0 ? conf->num_queues : 1;
+    bool core = false;
     char *msg = NULL;
     uint64_t features;
     uint32_t align;
     int64_t len;
+    int r;
 
     s->name = g_strdup(conf->name);
     s->iothread_id = g_strdup(conf->iothread_id);
@@ -793,10 +698,13 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
     s->rerror = conf->rerror;
     s->io_error = conf->io_error;
     s->io_error_opaque = conf->io_error_opaque;
-    s->io_status = "ok";
-    g_queue_init(&s->failed);
     s->ctx = conf->ctx;
     s->readonly = conf->blk.readonly;
+    if (num_queues > VIRTIO_MAX_QUEUES) {
+        snprintf(err, errlen, "%s: num-queues=%d: at most %d", conf->name, num_queues,
+                 VIRTIO_MAX_QUEUES);
+        goto fail;
+    }
     if (conf->serial) {
         /* 20 bytes, NUL-padded, not NUL-terminated when exactly 20 long. */
         memcpy(s->serial, conf->serial, MIN(strlen(conf->serial), sizeof(s->serial)));
@@ -823,30 +731,48 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
         s->blk_size = conf->logical_block_size;
     }
     if (conf->physical_block_size > s->blk_size) {
-        for (uint32_t r = conf->physical_block_size / s->blk_size; r > 1; r >>= 1) {
+        for (uint32_t r2 = conf->physical_block_size / s->blk_size; r2 > 1; r2 >>= 1) {
             s->physical_block_exp++;
         }
     }
     s->discard_alignment = s->blk_size / VIRTIO_BLK_SECTOR;
-    s->notify_bh = keel_aio_bh_new(s->ctx, notify_bh, s);
+
+    for (int q = 0; q < num_queues; q++) {
+        ctxs[q] = conf->queue_ctx[q] ? conf->queue_ctx[q] : s->ctx;
+        ids[q] = conf->queue_ctx[q] ? conf->queue_iothread[q] : conf->iothread_id;
+    }
+    r = virtio_device_init(&s->vdev, s->name, &virtio_blk_ops, s, num_queues, ctxs, ids);
+    if (r < 0) {
+        snprintf(err, errlen, "%s: cannot set up its queues: %s", conf->name, strerror(-r));
+        goto fail;
+    }
+    core = true;
+    for (int q = 0; q < num_queues; q++) {
+        VirtioBlkQueue *bq = &s->queues[q];
+        bq->s = s;
+        bq->q = virtio_device_queue(&s->vdev, q);
+        bq->io_status = "ok";
+        g_queue_init(&bq->failed);
+    }
 
     features = (1ull << VIRTIO_BLK_F_SIZE_MAX) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
                (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
                (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |
                (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX) |
+               (num_queues > 1 ? 1ull << VIRTIO_BLK_F_MQ : 0) |
                (s->readonly ? 1ull << VIRTIO_BLK_F_RO : 0);
     pci_host_want_slot(host, conf->pci_slot > 0 ? conf->pci_slot : -1);
-    s->vp = virtio_pci_new(vm, host, s->name, VIRTIO_ID_BLOCK, 0x010000, features, 1,
+    s->vp = virtio_pci_new(vm, host, s->name, VIRTIO_ID_BLOCK, 0x010000, features,
                            VIRTIO_BLK_QUEUE_SIZE, VIRTIO_BLK_CONFIG_LEN, conf->intx_irq,
-                           &virtio_blk_ops, s, err, errlen);
+                           &s->vdev, err, errlen);
     if (!s->vp) {
         goto fail;
     }
     return s;
 
 fail:
-    if (s->notify_bh) {
-        keel_bh_delete(s->notify_bh);
+    if (core) {
+        virtio_device_cleanup(&s->vdev);
     }
     keel_blk_close(s->blk);
     g_free(s->name);
@@ -861,12 +787,14 @@ void virtio_blk_free(VirtioBlk *s)
     if (!s) {
         return;
     }
-    virtio_pci_free(s->vp);         /* stops (drains) the queue first */
-    keel_bh_delete(s->notify_bh);
+    virtio_pci_free(s->vp);         /* stops (drains) the queues first */
+    virtio_device_cleanup(&s->vdev);
     keel_blk_close(s->blk);
     /* Held requests the guest never got back (the VM ends stopped). */
-    for (VirtioBlkReq *req; (req = g_queue_pop_head(&s->failed));) {
-        g_free(req);
+    for (int q = 0; q < s->vdev.num_queues; q++) {
+        for (VirtioBlkReq *req; (req = g_queue_pop_head(&s->queues[q].failed));) {
+            g_free(req);
+        }
     }
     g_free(s->device);
     g_free(s->name);
@@ -874,9 +802,40 @@ void virtio_blk_free(VirtioBlk *s)
     g_free(s);
 }
 
+/* Adds queue @bq's counters (the block ones and the core's) to @st.  The
+ * queue's home thread, or the queue stopped. */
+static void blk_queue_stats_add(VirtioBlkQueue *bq, VirtioBlkStats *st)
+{
+    const VirtioBlkStats *b = &bq->stats;
+    const VirtioQueueStats *c = &bq->q->stats;
+
+#define ADD(f) st->f += b->f
+    ADD(requests); ADD(reads); ADD(writes); ADD(flushes); ADD(discards);
+    ADD(write_zeroes); ADD(get_ids); ADD(unsupported); ADD(errors); ADD(io_errors);
+    ADD(bad_chains); ADD(merged); ADD(merge_retries);
+    ADD(rd_done); ADD(wr_done); ADD(flush_done); ADD(rd_bytes); ADD(wr_bytes);
+    ADD(rd_total_ns); ADD(wr_total_ns); ADD(flush_total_ns);
+    ADD(failed_rd); ADD(failed_wr); ADD(failed_flush);
+#undef ADD
+    if (b->last_io_errno) {
+        st->last_io_errno = b->last_io_errno;
+    }
+    st->handler_passes += c->handler_passes;
+    st->poll_hits += c->poll_hits;
+    st->irqs += c->irqs;
+    st->irqs_suppressed += c->irqs_suppressed;
+    if (c->batches_max > st->batches_max) {
+        st->batches_max = c->batches_max;
+    }
+}
+
 void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats)
 {
-    *stats = s->stats;
+    memset(stats, 0, sizeof(*stats));
+    for (int q = 0; q < s->vdev.num_queues; q++) {
+        blk_queue_stats_add(&s->queues[q], stats);
+    }
+    stats->needs_reset = keel_atomic_read(&s->vdev.needs_reset);
 }
 
 VirtioPci *virtio_blk_get_transport(VirtioBlk *s)
@@ -884,19 +843,38 @@ VirtioPci *virtio_blk_get_transport(VirtioBlk *s)
     return s->vp;
 }
 
+VirtioDevice *virtio_blk_get_device(VirtioBlk *s)
+{
+    return &s->vdev;
+}
+
 void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len)
 {
-    char paths[128];
+    char paths[128], homes[VIRTIO_MAX_QUEUES * 24] = "";
+    bool mapped = false;
 
+    for (int q = 1; q < s->vdev.num_queues; q++) {
+        mapped |= s->vdev.queues[q].ctx != s->ctx;
+    }
+    if (mapped) {
+        /* iothread-vq-mapping: each queue's iothread, in queue order. */
+        size_t n = (size_t)snprintf(homes, sizeof(homes), " vq-iothreads=");
+        for (int q = 0; q < s->vdev.num_queues && n < sizeof(homes); q++) {
+            n += (size_t)snprintf(homes + n, sizeof(homes) - n, "%s%s", q ? "," : "",
+                                  s->vdev.queues[q].iothread_id);
+        }
+    }
     virtio_pci_describe(s->vp, paths, sizeof(paths));
-    snprintf(buf, len, "%s pci=00:%02x.0 file=%s engine=%s cache=%s%s %s%s %s irq=%u "
-             "queue=%u capacity=%llu blk_size=%u",
+    snprintf(buf, len, "%s pci=00:%02x.0 file=%s engine=%s cache=%s%s %s%s%s %s irq=%u "
+             "queues=%d queue=%u capacity=%llu blk_size=%u",
              s->name, s->vp->pci->slot, keel_blk_get_filename(s->blk),
              keel_blk_engine_name(s->blk), keel_blk_cache_name(keel_blk_get_cache_mode(s->blk)),
              s->readonly ? " readonly" : "", s->iothread_id ? "iothread=" : "main-loop",
-             s->iothread_id ? s->iothread_id : "", paths, s->vp->intx_irq,
-             VIRTIO_BLK_QUEUE_SIZE, (unsigned long long)s->capacity, s->blk_size);
+             s->iothread_id ? s->iothread_id : "", homes, paths, s->vp->intx_irq,
+             s->vdev.num_queues, VIRTIO_BLK_QUEUE_SIZE, (unsigned long long)blk_capacity(s),
+             s->blk_size);
 }
+
 
 /* ---- the drives of a command line ------------------------------------------------------------ */
 
@@ -993,6 +971,17 @@ static KeelBlockBackend *drive_open(const VmmDrive *d, KeelAioContext *ctx, char
     return blk;
 }
 
+/* The context of the -object iothread named @id, or NULL. */
+static KeelAioContext *find_iothread(VmmBlockDevices *devs, const char *id)
+{
+    for (int t = 0; t < devs->nr_iothreads; t++) {
+        if (!strcmp(keel_iothread_id(devs->iothreads[t]), id)) {
+            return keel_iothread_get_aio_context(devs->iothreads[t]);
+        }
+    }
+    return NULL;
+}
+
 VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen)
 {
     VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
@@ -1033,17 +1022,30 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
         conf->device = d->id;           /* NULL: "virtioN", QEMU's if=virtio name */
         conf->cache = d->cache;
         if (d->iothread) {
-            for (int t = 0; t < devs->nr_iothreads; t++) {
-                if (!strcmp(keel_iothread_id(devs->iothreads[t]), d->iothread)) {
-                    conf->ctx = keel_iothread_get_aio_context(devs->iothreads[t]);
-                    conf->iothread_id = d->iothread;
-                }
-            }
-            if (!conf->iothread_id) {
+            conf->ctx = find_iothread(devs, d->iothread);
+            conf->iothread_id = d->iothread;
+            if (!conf->ctx) {
                 snprintf(err, errlen, "-drive file=%s: iothread=%s: no such -object iothread",
                          d->file, d->iothread);
                 goto fail;
             }
+        }
+        conf->num_queues = d->num_queues > 0 ? d->num_queues : 1;
+        for (int q = 0; d->nr_vq_map && q < conf->num_queues; q++) {
+            /* iothread-vq-mapping (checked by the parser); the backend
+             * lives with queue 0, as QEMU's first mapped iothread. */
+            const char *id = d->vq_map[d->queue_map[q]].iothread;
+            conf->queue_ctx[q] = find_iothread(devs, id);
+            conf->queue_iothread[q] = id;
+            if (!conf->queue_ctx[q]) {
+                snprintf(err, errlen, "-device virtio-blk-pci: iothread-vq-mapping: no "
+                         "-object iothread,id=%s", id);
+                goto fail;
+            }
+        }
+        if (d->nr_vq_map) {
+            conf->ctx = conf->queue_ctx[0];
+            conf->iothread_id = conf->queue_iothread[0];
         }
         conf->backend = drive_open(d, conf->ctx, err, errlen);
         if (!conf->backend) {
@@ -1109,6 +1111,11 @@ VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *
     return devs;
 }
 
+VirtioBlk *vmm_block_devices_drive(VmmBlockDevices *devs, int i)
+{
+    return devs && i >= 0 && i < devs->nr_drives ? devs->drives[i] : NULL;
+}
+
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out)
 {
     char line[512];
@@ -1122,8 +1129,9 @@ void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out)
 static void print_stats(VirtioBlk *s, FILE *out)
 {
     const VirtioPciStats *p = &s->vp->stats;
-    const VirtioBlkStats *b = &s->stats;
+    VirtioBlkStats st, *b = &st;
 
+    virtio_blk_get_stats(s, &st);
     fprintf(out, "keel-vmm: %s stats: requests=%llu reads=%llu writes=%llu flushes=%llu "
             "discards=%llu write_zeroes=%llu get_ids=%llu unsupported=%llu errors=%llu "
             "io_errors=%llu last_io_errno=%d bad_chains=%llu needs_reset=%llu passes=%llu max_batch=%llu merged=%llu "
@@ -1145,6 +1153,16 @@ static void print_stats(VirtioBlk *s, FILE *out)
             (unsigned long long)p->irqs_msix_irqfd, (unsigned long long)p->irqs_msix_ioctl,
             (unsigned long long)p->irqs_masked, (unsigned long long)p->config_irqs,
             (unsigned long long)p->resets);
+    if (s->vdev.num_queues > 1) {
+        for (int q = 0; q < s->vdev.num_queues; q++) {
+            VirtioQueue *vq = &s->vdev.queues[q];
+            fprintf(out, "keel-vmm: %s queue %d (%s): requests=%llu passes=%llu irqs=%llu\n",
+                    s->name, q, vq->iothread_id ? vq->iothread_id : "main-loop",
+                    (unsigned long long)s->queues[q].stats.requests,
+                    (unsigned long long)vq->stats.handler_passes,
+                    (unsigned long long)vq->stats.irqs);
+        }
+    }
 }
 
 void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out)
@@ -1187,31 +1205,37 @@ void vmm_block_devices_set_io_error_hook(VmmBlockDevices *devs,
     }
 }
 
+/* Runs @fn(@bq) in each queue's home thread, one queue after the other. */
+static void for_each_queue_in_home(VirtioBlk *s, void (*fn)(void *))
+{
+    for (int q = 0; q < s->vdev.num_queues; q++) {
+        virtio_queue_run_in_home(s->queues[q].q, fn, &s->queues[q]);
+    }
+}
+
 static void drain_in_home(void *opaque)
 {
-    VirtioBlk *s = opaque;
-
-    keel_blk_drain(s->blk);
+    blk_queue_settle(opaque);
 }
 
 void vmm_block_devices_drain(VmmBlockDevices *devs)
 {
     for (int i = 0; devs && i < devs->nr_drives; i++) {
-        run_in_home(devs->drives[i], drain_in_home, devs->drives[i]);
+        for_each_queue_in_home(devs->drives[i], drain_in_home);
     }
 }
 
 static void retry_in_home(void *opaque)
 {
-    VirtioBlk *s = opaque;
+    VirtioBlkQueue *bq = opaque;
     VirtioBlkReq *req;
 
-    s->io_status = "ok";
-    while ((req = g_queue_pop_head(&s->failed))) {
+    bq->io_status = "ok";
+    while ((req = g_queue_pop_head(&bq->failed))) {
         if (req->type == VIRTIO_BLK_T_FLUSH) {
-            keel_blk_aio_flush(s->blk, req_done, req);
+            keel_blk_aio_flush(bq->s->blk, req_done, req);
         } else {
-            submit_one(s, req);     /* may fail and be held again */
+            submit_one(req);        /* may fail and be held again */
         }
     }
 }
@@ -1219,24 +1243,24 @@ static void retry_in_home(void *opaque)
 void vmm_block_devices_retry(VmmBlockDevices *devs)
 {
     for (int i = 0; devs && i < devs->nr_drives; i++) {
-        run_in_home(devs->drives[i], retry_in_home, devs->drives[i]);
+        for_each_queue_in_home(devs->drives[i], retry_in_home);
     }
 }
 
 typedef struct QueryCopy {
-    VirtioBlk *s;
-    VirtioBlkStats stats;
-    const char *io_status;
-    uint64_t capacity;
+    VirtioBlkQueue *bq;
+    VirtioBlkStats stats;           /* summed over the queues */
+    const char *io_status;          /* the first queue's not "ok", else "ok" */
 } QueryCopy;
 
 static void query_in_home(void *opaque)
 {
-    QueryCopy *q = opaque;
+    QueryCopy *c = opaque;
 
-    q->stats = q->s->stats;
-    q->io_status = q->s->io_status;
-    q->capacity = q->s->capacity;
+    blk_queue_stats_add(c->bq, &c->stats);
+    if (!strcmp(c->io_status, "ok")) {
+        c->io_status = c->bq->io_status;
+    }
 }
 
 int vmm_block_devices_query(VmmBlockDevices *devs, VmmBlockInfo *out, int max)
@@ -1245,29 +1269,34 @@ int vmm_block_devices_query(VmmBlockDevices *devs, VmmBlockInfo *out, int max)
 
     for (int i = 0; devs && i < devs->nr_drives && n < max; i++) {
         VirtioBlk *s = devs->drives[i];
-        QueryCopy q = { .s = s };
+        QueryCopy c;
         VmmBlockInfo *o = &out[n++];
 
-        run_in_home(s, query_in_home, &q);
+        memset(&c, 0, sizeof(c));
+        c.io_status = "ok";
+        for (int q = 0; q < s->vdev.num_queues; q++) {
+            c.bq = &s->queues[q];
+            virtio_queue_run_in_home(c.bq->q, query_in_home, &c);
+        }
         memset(o, 0, sizeof(*o));
         o->device = s->device;
         o->qdev = s->name;
         o->file = keel_blk_get_filename(s->blk);
         o->readonly = s->readonly;
-        o->size = q.capacity * VIRTIO_BLK_SECTOR;
-        o->io_status = q.io_status;
+        o->size = blk_capacity(s) * VIRTIO_BLK_SECTOR;
+        o->io_status = c.io_status;
         o->cache = vmm_drive_cache_name(s->cache);
-        o->rd_operations = q.stats.rd_done;
-        o->wr_operations = q.stats.wr_done;
-        o->flush_operations = q.stats.flush_done;
-        o->rd_bytes = q.stats.rd_bytes;
-        o->wr_bytes = q.stats.wr_bytes;
-        o->rd_total_time_ns = q.stats.rd_total_ns;
-        o->wr_total_time_ns = q.stats.wr_total_ns;
-        o->flush_total_time_ns = q.stats.flush_total_ns;
-        o->failed_rd_operations = q.stats.failed_rd;
-        o->failed_wr_operations = q.stats.failed_wr;
-        o->failed_flush_operations = q.stats.failed_flush;
+        o->rd_operations = c.stats.rd_done;
+        o->wr_operations = c.stats.wr_done;
+        o->flush_operations = c.stats.flush_done;
+        o->rd_bytes = c.stats.rd_bytes;
+        o->wr_bytes = c.stats.wr_bytes;
+        o->rd_total_time_ns = c.stats.rd_total_ns;
+        o->wr_total_time_ns = c.stats.wr_total_ns;
+        o->flush_total_time_ns = c.stats.flush_total_ns;
+        o->failed_rd_operations = c.stats.failed_rd;
+        o->failed_wr_operations = c.stats.failed_wr;
+        o->failed_flush_operations = c.stats.failed_flush;
     }
     return n;
 }
@@ -1310,7 +1339,7 @@ static void resize_in_home(void *opaque)
 
     a->ret = keel_blk_grow(a->s->blk, a->size);
     if (a->ret == 0) {
-        a->s->capacity = a->size / VIRTIO_BLK_SECTOR;
+        keel_atomic_set(&a->s->capacity, a->size / VIRTIO_BLK_SECTOR);
     }
 }
 
@@ -1346,13 +1375,13 @@ int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t
                         "(the guest may still use the blocks)");
     }
     /* Grow the raw file (a sparse extension) and the backend's window in
-     * the drive's home thread, then tell the guest. */
+     * the backend's home thread (queue 0's), then tell the guest. */
     a.s = s;
     a.size = size;
-    run_in_home(s, resize_in_home, &a);
+    virtio_queue_run_in_home(s->queues[0].q, resize_in_home, &a);
     if (a.ret < 0) {
         return vmm_fail(err, errlen, "Cannot grow %s: %s", file, strerror(-a.ret));
     }
-    virtio_pci_config_changed(s->vp);
+    virtio_device_config_changed(&s->vdev);
     return 0;
 }

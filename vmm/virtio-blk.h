@@ -13,28 +13,34 @@
  * with IOERR when its status byte is usable, else the device sets
  * NEEDS_RESET and stops taking requests from the queue (see virtqueue.h).
  *
- * The data path: the queue's host notifier (kicked by KVM's ioeventfd or by
- * the vCPU exit handler) is watched in the drive's AioContext — the main
- * loop's, or with -drive ...,iothread=ID that iothread's, where the block
- * backend lives too.  One handler pass pops every available chain, checks
- * it, and starts its request with keel_blk_aio_* between
- * keel_blk_io_plug/unplug, so the pass is submitted as one batch; reads
- * (or writes) of the pass that are adjacent on the disk are first merged
- * into one backend request (sorted by offset; at most 32 requests, 1024
- * iovecs, 64 MiB), as QEMU does, and complete together (a merged
- * request that fails is retried request by request, so the error reaches
- * only the guest requests it belongs to).  An
- * io_poll function (avail ring index) lets adaptive polling find new
- * requests without a kick.  Each completion writes the status byte and
- * puts the chain on the used ring; one bottom half per pass then decides
- * (EVENT_IDX / NO_INTERRUPT) whether the guest wants an interrupt, so
- * interrupts are coalesced per completion pass.
+ * Structure: this is a device on the virtio core (vmm/virtio-core.h),
+ * which owns the queues (notifiers, polling, interrupt decisions, stop in
+ * each queue's home thread, NEEDS_RESET), over the virtio-pci transport.
+ * What is here is block semantics: requests, merging, error policy.
  *
- * Reset and teardown: the queue is stopped in its own thread (handler
- * removed, backend drained, pending interrupt decision cancelled) before
- * the transport forgets the ring, so no request completes into a reset
- * queue.  A vCPU thread that resets a main-loop drive releases the global
- * mutex while the main loop drains it.
+ * The data path: each queue's host notifier (kicked by KVM's ioeventfd or
+ * by the vCPU exit handler) is watched in the queue's AioContext — the main
+ * loop's, or with iothread=ID that iothread's (with iothread-vq-mapping,
+ * each queue its own).  The block backend lives in queue 0's context.  One
+ * handler pass pops every available chain, checks it, and starts its
+ * request with keel_blk_aio_* between keel_blk_io_plug/unplug, from the
+ * queue's thread, so the pass is submitted as one batch; reads (or writes)
+ * of the pass that are adjacent on the disk are first merged into one
+ * backend request (sorted by offset; at most 32 requests, 1024 iovecs, 64
+ * MiB), as QEMU does, and complete together (a merged request that fails
+ * is retried request by request, so the error reaches only the guest
+ * requests it belongs to).  Completions come back to the queue's thread
+ * (a one-shot BH when the backend completed elsewhere), write the status
+ * byte and put the chain on the used ring; the core's per-queue bottom
+ * half then decides (EVENT_IDX / NO_INTERRUPT) whether the guest wants an
+ * interrupt, so interrupts are coalesced per completion pass.
+ *
+ * Reset and teardown: each queue is stopped in its own thread (handler
+ * removed, its requests completed, werror=stop held ones failed, pending
+ * interrupt decision cancelled) before the transport forgets the ring, so
+ * no request completes into a reset queue.  A vCPU thread that resets a
+ * main-loop drive releases the global mutex while the main loop drains it.
+ * QMP stop drains every queue, cont retries each queue's held requests.
  *
  * Ownership: VmmBlockDevices owns the iothreads (-object iothread) and the
  * drives (each a VirtioPci + KeelBlockBackend) it creates from the options.
@@ -56,6 +62,7 @@
 #include "loop/aio.h"
 #include "vmm/options.h"
 #include "vmm/pci.h"
+#include "vmm/virtio-core.h"
 
 #define VIRTIO_ID_BLOCK 2
 
@@ -64,6 +71,7 @@
 #define VIRTIO_BLK_F_RO 5
 #define VIRTIO_BLK_F_BLK_SIZE 6
 #define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_MQ 12
 #define VIRTIO_BLK_F_DISCARD 13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
@@ -96,8 +104,13 @@ typedef struct VirtioBlkConf {
     uint32_t physical_block_size;   /* 0: the logical block size */
     int pci_slot;                   /* 0: the next free slot (0 is the host bridge's) */
     const char *serial;             /* GET_ID, or NULL */
-    KeelAioContext *ctx;            /* where the queue and backend live */
+    KeelAioContext *ctx;            /* where the backend (and by default every queue) lives */
     const char *iothread_id;        /* for messages; NULL: main loop */
+    int num_queues;                 /* 0: 1; more offers VIRTIO_BLK_F_MQ */
+    /* Queue q's context and iothread id (iothread-vq-mapping; the id is kept
+     * by pointer, like @name); NULL: @ctx. */
+    KeelAioContext *queue_ctx[VIRTIO_MAX_QUEUES];
+    const char *queue_iothread[VIRTIO_MAX_QUEUES];
     unsigned intx_irq;
     /* werror=/rerror= (vmm/options.h) and who hears of failed requests
      * (BLOCK_IO_ERROR; @stopping: the request is held until retried). */
@@ -141,6 +154,8 @@ void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len);
 void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats);
 /* The transport (tests look at its registers and counters). */
 struct VirtioPci *virtio_blk_get_transport(VirtioBlk *s);
+/* The device's virtio core (its queues: contexts, counters). */
+VirtioDevice *virtio_blk_get_device(VirtioBlk *s);
 
 /* ---- the drives of a command line ------------------------------------------- */
 typedef struct VmmBlockDevices VmmBlockDevices;
@@ -158,6 +173,8 @@ int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char
 /* open + realize. */
 VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
                                        char *err, size_t errlen);
+/* The @i-th realized drive (in PCI creation order), or NULL. */
+VirtioBlk *vmm_block_devices_drive(VmmBlockDevices *devs, int i);
 /* "keel-vmm: virtio-blk0 ..." start-up lines. */
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out);
 /* Stops every drive (draining it), prints its counters to @stats_out

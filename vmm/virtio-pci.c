@@ -275,6 +275,16 @@ static bool features_acceptable(VirtioPci *vp)
            (vp->guest_features >> VIRTIO_F_VERSION_1 & 1);
 }
 
+static VirtQueue *core_vq(VirtioPci *vp, int q)
+{
+    return &virtio_device_queue(vp->vdev, q)->vq;
+}
+
+static KeelEventNotifier *core_notifier(VirtioPci *vp, int q)
+{
+    return &virtio_device_queue(vp->vdev, q)->notifier;
+}
+
 static void virtio_pci_start(VirtioPci *vp)
 {
     bool failed = false;
@@ -285,7 +295,7 @@ static void virtio_pci_start(VirtioPci *vp)
         if (!pq->enabled) {
             continue;
         }
-        if (virtqueue_start(&pq->vq, vp->vm, pq->size, pq->desc, pq->driver, pq->device,
+        if (virtqueue_start(core_vq(vp, q), vp->vm, pq->size, pq->desc, pq->driver, pq->device,
                             virtio_pci_has_feature(vp, VIRTIO_F_EVENT_IDX),
                             virtio_pci_has_feature(vp, VIRTIO_F_INDIRECT_DESC), &why) < 0) {
             failed = true;
@@ -299,19 +309,19 @@ static void virtio_pci_start(VirtioPci *vp)
     }
     if (failed) {
         for (int q = 0; q < vp->num_queues; q++) {
-            virtqueue_reset(&vp->queues[q].vq);
+            virtqueue_reset(core_vq(vp, q));
         }
         virtio_pci_set_needs_reset(vp);
         return;
     }
     vp->started = true;
-    vp->ops->start(vp);
+    virtio_device_start(vp->vdev, vp->guest_features);
 }
 
 void virtio_pci_stop(VirtioPci *vp)
 {
     if (vp->started) {
-        vp->ops->stop(vp);
+        virtio_device_stop(vp->vdev);
         vp->started = false;
     }
 }
@@ -319,9 +329,10 @@ void virtio_pci_stop(VirtioPci *vp)
 void virtio_pci_reset(VirtioPci *vp)
 {
     virtio_pci_stop(vp);
+    virtio_device_reset(vp->vdev);
     for (int q = 0; q < vp->num_queues; q++) {
         VirtioPciQueue *pq = &vp->queues[q];
-        virtqueue_reset(&pq->vq);
+        virtqueue_reset(core_vq(vp, q));
         pq->size = pq->max_size;
         pq->enabled = false;
         pq->desc = pq->driver = pq->device = 0;
@@ -624,7 +635,7 @@ static uint64_t virtio_pci_bar_read(PciDevice *dev, int bar, uint64_t offset, un
         if (o >= vp->config_len) {
             return 0;
         }
-        vp->ops->get_config(vp, cfg, vp->config_len);
+        virtio_device_get_config(vp->vdev, cfg, vp->config_len);
         return get_le(cfg + o, size);
     }
     if (off < VIRTIO_PCI_MSIX_TABLE_OFF) {
@@ -651,14 +662,21 @@ static void virtio_pci_bar_write(PciDevice *dev, int bar, uint64_t offset, uint6
         /* The exit-handler path of a kick (no ioeventfd, or a write KVM's
          * ioeventfd did not match): the same notifier. */
         unsigned q = (off - VIRTIO_PCI_NOTIFY_OFF) / VIRTIO_PCI_NOTIFY_MULT;
-        if (q < (unsigned)vp->num_queues && vp->queues[q].notifier_ok) {
+        if (q < (unsigned)vp->num_queues) {
             STAT_INC(vp, exit_kicks);
-            keel_event_notifier_set(&vp->queues[q].host_notifier);
+            keel_event_notifier_set(core_notifier(vp, (int)q));
         }
     } else if (off >= VIRTIO_PCI_MSIX_TABLE_OFF && off < VIRTIO_PCI_MSIX_PBA_OFF) {
         msix_table_write(vp, off - VIRTIO_PCI_MSIX_TABLE_OFF, value, size);
+    } else if (off >= VIRTIO_PCI_DEVCFG_OFF && off < VIRTIO_PCI_NOTIFY_OFF) {
+        unsigned o = off - VIRTIO_PCI_DEVCFG_OFF;
+        uint8_t buf[8];
+        if (o < vp->config_len && size <= sizeof(buf) && size <= vp->config_len - o) {
+            put_le(buf, value, size);
+            virtio_device_set_config(vp->vdev, o, buf, size);
+        }
     }
-    /* ISR, device config (no writable fields) and the PBA ignore writes. */
+    /* ISR and the PBA ignore writes. */
 }
 
 static void assign_ioeventfds(VirtioPci *vp, uint64_t bar_addr)
@@ -670,7 +688,7 @@ static void assign_ioeventfds(VirtioPci *vp, uint64_t bar_addr)
 
         if (pq->ioeventfd_assigned) {
             vm_set_ioeventfd(vp->vm, pq->ioeventfd_addr, 2, false, false, 0,
-                             keel_event_notifier_get_wfd(&pq->host_notifier), false);
+                             keel_event_notifier_get_wfd(core_notifier(vp, q)), false);
             pq->ioeventfd_assigned = false;
         }
         if (bar_addr == PCI_BAR_UNMAPPED || !vp->use_ioeventfd) {
@@ -678,7 +696,7 @@ static void assign_ioeventfds(VirtioPci *vp, uint64_t bar_addr)
         }
         addr = bar_addr + VIRTIO_PCI_NOTIFY_OFF + (uint64_t)q * VIRTIO_PCI_NOTIFY_MULT;
         r = vm_set_ioeventfd(vp->vm, addr, 2, false, false, 0,
-                             keel_event_notifier_get_wfd(&pq->host_notifier), true);
+                             keel_event_notifier_get_wfd(core_notifier(vp, q)), true);
         if (r == 0) {
             pq->ioeventfd_assigned = true;
             pq->ioeventfd_addr = addr;
@@ -844,13 +862,34 @@ static void setup_msix(VirtioPci *vp)
     vp->msix_present = true;
 }
 
-VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virtio_id,
-                          uint32_t class_code, uint64_t host_features, int num_queues,
-                          uint16_t queue_size, unsigned config_len, unsigned intx_irq,
-                          const VirtioDeviceOps *ops, void *opaque, char *err, size_t errlen)
+static void transport_notify_queue(void *transport, int q)
 {
+    virtio_pci_notify_queue(transport, q);
+}
+
+static void transport_set_needs_reset(void *transport)
+{
+    virtio_pci_set_needs_reset(transport);
+}
+
+static void transport_config_changed(void *transport)
+{
+    virtio_pci_config_changed(transport);
+}
+
+static const VirtioTransportOps virtio_pci_transport_ops = {
+    .notify_queue = transport_notify_queue,
+    .set_needs_reset = transport_set_needs_reset,
+    .config_changed = transport_config_changed,
+};
+
+VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virtio_id,
+                          uint32_t class_code, uint64_t host_features, uint16_t queue_size,
+                          unsigned config_len, unsigned intx_irq, VirtioDevice *vdev,
+                          char *err, size_t errlen)
+{
+    int num_queues = vdev->num_queues;
     VirtioPci *vp;
-    int r;
 
     if (num_queues < 1 || num_queues > VIRTIO_PCI_MAX_QUEUES ||
         config_len > VIRTIO_PCI_DEVCFG_MAX || !queue_size || (queue_size & (queue_size - 1)) ||
@@ -861,8 +900,7 @@ VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virt
     vp = g_new0(VirtioPci, 1);
     vp->vm = vm;
     vp->name = name;
-    vp->ops = ops;
-    vp->opaque = opaque;
+    vp->vdev = vdev;
     vp->config_len = config_len;
     vp->host_features = host_features | (1ull << VIRTIO_F_VERSION_1);
     vp->num_queues = num_queues;
@@ -877,13 +915,7 @@ VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virt
         pq->index = q;
         pq->max_size = pq->size = queue_size;
         pq->msix_vector = VIRTIO_NO_VECTOR;
-        r = keel_event_notifier_init(&pq->host_notifier, false);
-        if (r < 0) {
-            snprintf(err, errlen, "%s: cannot create a queue notifier: %s", name, strerror(-r));
-            goto fail;
-        }
-        pq->notifier_ok = true;
-        if (!keel_event_notifier_is_eventfd(&pq->host_notifier)) {
+        if (!keel_event_notifier_is_eventfd(core_notifier(vp, q))) {
             vp->use_ioeventfd = false;      /* KVM needs an eventfd */
         }
     }
@@ -907,7 +939,7 @@ VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virt
         snprintf(err, errlen, "%s: cannot lay out the PCI function", name);
         goto fail_pci;
     }
-    if (msix_possible(vm, keel_event_notifier_is_eventfd(&vp->queues[0].host_notifier))) {
+    if (msix_possible(vm, keel_event_notifier_is_eventfd(core_notifier(vp, 0)))) {
         setup_msix(vp);
     }
     /* INTx belongs to us rather than pci.c (realized without an IRQ): its
@@ -921,17 +953,13 @@ VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virt
         pci_config_set(vp->pci, PCI_INTERRUPT_PIN, 1, 1);      /* INTA# */
     }
     setup_intx(vp);
+    virtio_device_bind_transport(vdev, &virtio_pci_transport_ops, vp);
     return vp;
 
 fail_pci:
     /* The function stays on the bus (the host owns it) but goes dark. */
     vp->pci->opaque = NULL;
 fail:
-    for (int q = 0; q < num_queues; q++) {
-        if (vp->queues[q].notifier_ok) {
-            keel_event_notifier_cleanup(&vp->queues[q].host_notifier);
-        }
-    }
     if (vp->msix) {
         for (unsigned v = 0; v < vp->msix_nvec; v++) {
             if (vp->msix[v].irqfd_init) {
@@ -972,10 +1000,7 @@ void virtio_pci_free(VirtioPci *vp)
     if (vp->intx_level) {
         vm_set_irq_line(vp->vm, vp->intx_irq, 0);
     }
-    for (int q = 0; q < vp->num_queues; q++) {
-        virtqueue_free(&vp->queues[q].vq);
-        keel_event_notifier_cleanup(&vp->queues[q].host_notifier);
-    }
+    virtio_device_bind_transport(vp->vdev, NULL, NULL);
     /* The PciDevice stays with the host until pci_host_free; make it inert. */
     vp->pci->opaque = NULL;
     g_free(vp->msix);

@@ -32,18 +32,19 @@
  * seams and keel_avoid()).
  *
  * Status and reset.  Writing 0 to device_status resets the device: the
- * device's stop hook quiesces its queues (no handler runs and no request is
- * in flight afterwards; it may drop the global mutex meanwhile), then the
- * queues forget their rings.  FEATURES_OK is refused (reads back clear) for
+ * virtio core (vmm/virtio-core.h) quiesces its queues, each in its home
+ * thread (no handler runs and no request is in flight afterwards; it may
+ * drop the global mutex meanwhile), then the queues forget their rings.  FEATURES_OK is refused (reads back clear) for
  * features the device did not offer or without VERSION_1; DRIVER_OK starts
  * the enabled queues (a ring outside RAM sets NEEDS_RESET instead).
  * NEEDS_RESET (0x40) is set by virtio_pci_set_needs_reset() from any thread
  * and announced with a configuration interrupt.  config_generation counts
  * device-configuration changes (virtio_pci_config_changed()).
  *
- * Ownership: the device (virtio-blk) embeds nothing of this; it allocates a
- * VirtioPci with virtio_pci_new() and frees it with virtio_pci_free() after
- * stopping it.  The PciDevice belongs to the PciHost.
+ * Ownership: the device (virtio-blk) owns a VirtioDevice (the core: queues,
+ * rings, notifiers) and a VirtioPci made with virtio_pci_new() for it, freed
+ * with virtio_pci_free() before the core.  The PciDevice belongs to the
+ * PciHost.
  *
  * Thread rules:
  *   virtio_pci_new / virtio_pci_free          main thread, vCPUs not running
@@ -62,11 +63,12 @@
 
 #include "compat/event-notifier.h"
 #include "vmm/pci.h"
+#include "vmm/virtio-core.h"
 #include "vmm/virtqueue.h"
 
 #define VIRTIO_PCI_VENDOR_ID 0x1af4
 #define VIRTIO_PCI_DEVICE_ID_BASE 0x1040
-#define VIRTIO_PCI_MAX_QUEUES 8
+#define VIRTIO_PCI_MAX_QUEUES VIRTIO_MAX_QUEUES
 #define VIRTIO_NO_VECTOR 0xffff
 
 /* device_status bits */
@@ -97,16 +99,6 @@
 
 typedef struct VirtioPci VirtioPci;
 
-typedef struct VirtioDeviceOps {
-    /* Copies the device configuration (little endian, @len bytes). */
-    void (*get_config)(VirtioPci *vp, uint8_t *buf, unsigned len);
-    /* DRIVER_OK: start processing the queues that virtqueue_start()ed. */
-    void (*start)(VirtioPci *vp);
-    /* Quiesce: afterwards no queue handler runs and nothing is in flight.
-     * Called with the global mutex held; may drop and retake it. */
-    void (*stop)(VirtioPci *vp);
-} VirtioDeviceOps;
-
 typedef struct VirtioPciQueue {
     VirtioPci *vp;                  /* back pointers, for notifier callbacks */
     int index;
@@ -116,13 +108,9 @@ typedef struct VirtioPciQueue {
     uint16_t msix_vector;
     bool enabled;
     uint64_t desc, driver, device;
-    /* Guest → device. */
-    KeelEventNotifier host_notifier;
-    bool notifier_ok;
+    /* Guest → device: KVM's ioeventfd on the core queue's notifier. */
     bool ioeventfd_assigned;
     uint64_t ioeventfd_addr;
-    /* The ring; owned by the processing thread while started. */
-    VirtQueue vq;
 } VirtioPciQueue;
 
 typedef struct VirtioMsixVector {
@@ -148,8 +136,7 @@ struct VirtioPci {
     Vm *vm;
     PciDevice *pci;
     const char *name;
-    const VirtioDeviceOps *ops;
-    void *opaque;                   /* the device's */
+    VirtioDevice *vdev;             /* the device's core: queues, config, hooks */
     unsigned config_len;
 
     /* Common configuration (vCPU thread, global mutex). */
@@ -161,7 +148,7 @@ struct VirtioPci {
     uint16_t msix_config_vector;
     uint16_t queue_select;
     int num_queues;
-    bool started;                   /* ops->start ran, ops->stop not yet */
+    bool started;                   /* the core's queues run */
     bool needs_reset;               /* atomic; reads as VIRTIO_STATUS_NEEDS_RESET */
     VirtioPciQueue queues[VIRTIO_PCI_MAX_QUEUES];
 
@@ -187,23 +174,26 @@ struct VirtioPci {
     unsigned guest_logs;            /* guest-provoked messages so far (atomic) */
 };
 
-/* Creates and realizes the function: @virtio_id (2 = block), @class_code
- * (24-bit), @host_features (VERSION_1 is added), @num_queues queues of at
- * most @queue_size entries, @config_len bytes of device configuration,
- * INTx on legacy IRQ @intx_irq.  Returns NULL with a message in @err. */
+/* Creates and realizes the function for @vdev (virtio_device_init done;
+ * its queues are the function's, binds itself as @vdev's transport):
+ * @virtio_id (2 = block), @class_code (24-bit), @host_features (VERSION_1
+ * is added), queues of at most @queue_size entries, @config_len bytes of
+ * device configuration, INTx on legacy IRQ @intx_irq.  The MSI-X table has
+ * one vector per queue plus one for configuration changes (QEMU's
+ * vectors = num-queues + 1).  Returns NULL with a message in @err. */
 VirtioPci *virtio_pci_new(Vm *vm, PciHost *host, const char *name, uint16_t virtio_id,
-                          uint32_t class_code, uint64_t host_features, int num_queues,
-                          uint16_t queue_size, unsigned config_len, unsigned intx_irq,
-                          const VirtioDeviceOps *ops, void *opaque, char *err, size_t errlen);
+                          uint32_t class_code, uint64_t host_features, uint16_t queue_size,
+                          unsigned config_len, unsigned intx_irq, VirtioDevice *vdev,
+                          char *err, size_t errlen);
 
-/* Stops the device (ops->stop if started), removes its ioeventfds/irqfds
- * and frees it.  Main thread, global mutex held, vCPUs stopped. */
+/* Stops the device (its core's queues), removes its ioeventfds/irqfds and
+ * frees it (not @vdev).  Main thread, global mutex held, vCPUs stopped. */
 void virtio_pci_free(VirtioPci *vp);
 
 /* The device reset (also what a write of 0 to device_status does). */
 void virtio_pci_reset(VirtioPci *vp);
 
-/* Quiesces the device (ops->stop if started) without touching its
+/* Quiesces the device (virtio_device_stop) without touching its
  * registers: for teardown.  Global mutex held. */
 void virtio_pci_stop(VirtioPci *vp);
 
