@@ -301,8 +301,10 @@ static void req_done_in_home(void *opaque)
     req_complete(req, status);
 }
 
-/* The backend's callback: in its home thread, which for a queue of
- * another iothread is not the queue's (the used ring is the queue's). */
+/* The backend's callback: in the thread that submitted, which is the
+ * queue's (each queue's context is attached to the backend); the bounce is
+ * only for a request resubmitted from elsewhere (a QMP cont retries held
+ * requests in their queue's thread too, so in practice it is direct). */
 static void req_done(void *opaque, int ret)
 {
     VirtioBlkReq *req = opaque;
@@ -747,6 +749,17 @@ VirtioBlk *virtio_blk_new(Vm *vm, PciHost *host, const VirtioBlkConf *conf, char
         goto fail;
     }
     core = true;
+    /* Each queue of another iothread submits to the backend from its own
+     * thread, on that context's own engine instance, and completes there:
+     * no bounce through the backend's home (block/block-backend.h,
+     * multiqueue). */
+    for (int q = 0; q < num_queues; q++) {
+        if (ctxs[q] != s->ctx && keel_blk_attach_aio_context(s->blk, ctxs[q], &msg) < 0) {
+            snprintf(err, errlen, "%s: queue %d: %s", conf->name, q, msg);
+            g_free(msg);
+            goto fail;
+        }
+    }
     for (int q = 0; q < num_queues; q++) {
         VirtioBlkQueue *bq = &s->queues[q];
         bq->s = s;
@@ -841,6 +854,11 @@ void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats)
 VirtioPci *virtio_blk_get_transport(VirtioBlk *s)
 {
     return s->vp;
+}
+
+KeelBlockBackend *virtio_blk_get_backend(VirtioBlk *s)
+{
+    return s->blk;
 }
 
 VirtioDevice *virtio_blk_get_device(VirtioBlk *s)

@@ -156,6 +156,8 @@ void virtio_blk_get_stats(VirtioBlk *s, VirtioBlkStats *stats);
 struct VirtioPci *virtio_blk_get_transport(VirtioBlk *s);
 /* The device's virtio core (its queues: contexts, counters). */
 VirtioDevice *virtio_blk_get_device(VirtioBlk *s);
+/* The block backend (tests ask which engine each context used). */
+KeelBlockBackend *virtio_blk_get_backend(VirtioBlk *s);
 
 /* ---- the drives of a command line ------------------------------------------- */
 typedef struct VmmBlockDevices VmmBlockDevices;
