@@ -228,7 +228,7 @@ bool blk_wait(struct blk_dev *b, uint64_t deadline)
             return false;
         }
         if (b->irq_mode) {
-            uint64_t seen = irq_state.total;
+            uint64_t seen = irq_state.cpu_total[0];
             if (vq_enable_irq(&b->vq)) {
                 b->irq_waits++;
                 syscall3(SYS_WAIT_IRQ, seen, 0, 0);
@@ -270,7 +270,7 @@ uint64_t blk_settle_irqs(struct blk_dev *b, unsigned ticks)
     /* Each wait ends at the next interrupt: the pending one at once, or
      * the watchdog's tick. */
     while (b->irq_mode && !blk_device_irqs(b) && ticks--) {
-        syscall3(SYS_WAIT_IRQ, irq_state.total, 0, 0);
+        syscall3(SYS_WAIT_IRQ, irq_state.cpu_total[0], 0, 0);
     }
     return blk_device_irqs(b);
 }
