@@ -46,27 +46,6 @@ ok() {
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=1; fi
 }
 
-# scan_image IMAGE BS SEED GEN_MIN: prints "written zero bad" over the
-# image's BS-byte blocks (a written block holds the pattern of one
-# generation in GEN_MIN..GEN_MIN+255).
-scan_image() {
-    od -A n -t u4 -v -w"$2" "$1" | awk -v bs="$2" -v s="$3" -v g0="$4" '
-        {   o = (NR - 1) * bs
-            nz = 0
-            for (i = 1; i <= NF; i++) if ($i != 0) { nz = 1; break }
-            if (!nz) { zero++; next }
-            g = -1
-            for (k = g0; k < g0 + 256; k++)
-                if ((o + k * 2654435761 + s * 2246822519) % 4294967296 == $1) { g = k; break }
-            good = g >= 0
-            for (i = 2; good && i <= NF; i++)
-                if ((o + 4 * (i - 1) + g * 2654435761 + s * 2246822519) % 4294967296 != $i) good = 0
-            if (good) written++
-            else { bad++; if (bad <= 3) printf "# block %d: neither zero nor one generation of the pattern\n", NR - 1 > "/dev/stderr" }
-        }
-        END { printf "%d %d %d\n", written, zero, bad }'
-}
-
 # boot PEER NAME IMAGE APPEND: the guest on one drive, output in $TMP/NAME.*
 boot() {
     if [ "$1" = keel-vmm ]; then
