@@ -4,8 +4,11 @@
 #   boot  -smp 2 and 4, test=boot: every AP comes up ("KEEL-GUEST: cpu N
 #         up"), runs work at CPL3 after the wake-up IPI, RESULT ok cpus=N.
 #   blk   -smp S, virtio-blk-pci num-queues=Q over I iothreads, aio=E,
-#         with or without KEEL_AVOID=ioeventfd,irqfd: test=blk rw=randrw
-#         verify=1 from every CPU at once (each on its own part of the
+#         with or without KEEL_AVOID=ioeventfd,irqfd, the guest polling or
+#         sleeping on its queues' MSI-X vectors (mode=poll|irq; each
+#         queue's vector targets the CPU that uses it, and in irq mode
+#         every vector must have fired): test=blk rw=randrw verify=1 from
+#         every CPU at once (each on its own part of the
 #         disk, on queue cpu % Q; without MQ all share queue 0), every
 #         block written read back by its writer and again by another CPU
 #         through that CPU's queue.  Checked: RESULT ok, RESULT-SMP cpus=S
@@ -19,7 +22,7 @@
 #
 # The default matrix is small (lab runs are slow: everything in L1 is
 # emulated); KEEL_SMP_TEST_FULL=1 runs -smp 2..4 x num-queues 1..4 x
-# iothreads 1..2 x aio threads|native|io_uring x default|avoid.  A case
+# iothreads 1..2 x aio threads|native|io_uring x default|avoid x poll|irq.  A case
 # whose command line keel-vmm refuses (a keel-vmm without multiqueue says
 # "keel-vmm has one queue per device for now"; one without the JSON
 # -device form names that) is a TAP skip with keel-vmm's reason.
@@ -116,12 +119,12 @@ boot_case() {   # boot_case PEER SMP
 }
 
 # ---- blk: verified I/O from every CPU on every queue -------------------------------------
-# blk_case PEER SMP QUEUES IOTHREADS AIO PATH(default|avoid)
+# blk_case PEER SMP QUEUES IOTHREADS AIO PATH(default|avoid) MODE(poll|irq)
 blk_case() {
-    peer=$1 smp=$2 nq=$3 nio=$4 aio=$5 path=$6
+    peer=$1 smp=$2 nq=$3 nio=$4 aio=$5 path=$6 mode=$7
     [ "$peer" = qemu ] && [ "$path" = avoid ] && return    # no KEEL_AVOID in QEMU
-    name=$peer-blk-s$smp-q$nq-i$nio-$aio-$path
-    desc="$peer -smp $smp num-queues=$nq iothreads=$nio aio=$aio"
+    name=$peer-blk-s$smp-q$nq-i$nio-$aio-$path-$mode
+    desc="$peer -smp $smp num-queues=$nq iothreads=$nio aio=$aio mode=$mode"
     [ "$path" = avoid ] && desc="$desc KEEL_AVOID=ioeventfd,irqfd"
     if [ "$aio" = native ] && [ "$CACHE" != none ]; then
         skip "$desc: aio=native needs O_DIRECT, which ${TMPDIR:-/tmp} refuses"
@@ -140,7 +143,7 @@ blk_case() {
         dev="{\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$nq,\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}"
     fi
     # shellcheck disable=SC2086  # $objs is a word list
-    run "$peer" "$name" "$env" "$smp" "test=blk rw=randrw verify=1 iodepth=4 size=4m seed=5" \
+    run "$peer" "$name" "$env" "$smp" "test=blk rw=randrw verify=1 iodepth=4 size=4m seed=5 mode=$mode" \
         $objs -drive "file=$img,format=raw,if=none,id=d0,aio=$aio,cache=$CACHE" \
         -device "$dev"
     if refused "$name"; then
@@ -158,16 +161,25 @@ blk_case() {
     ok $good "$desc: test=blk randrw verify=1 from every CPU passes (exit $(vmm_rc "$name"))"
     ok "$([ "$cpus" = "$smp" ] && [ "$queues" = "$nq" ]; echo $?)" \
         "$desc: the guest ran on $cpus CPUs over $queues queues"
-    busy=0
+    busy=0 irqs=0
     for q in $(seq 0 $((nq - 1))); do
-        line=$(out "$name" | grep "^KEEL-GUEST: queue $q: ")
+        line=$(out "$name" | grep "^KEEL-GUEST: queue $q: [0-9]")
         r=$(echo "$line" | sed -n 's/.*: \([0-9]*\) reads, \([0-9]*\) writes verified.*/\1/p')
         w=$(echo "$line" | sed -n 's/.*: \([0-9]*\) reads, \([0-9]*\) writes verified.*/\2/p')
+        i=$(echo "$line" | sed -n 's/.* msix_irqs=\([0-9]*\).*/\1/p')
         if gt0 "$r" && gt0 "$w"; then
             busy=$((busy + 1))
         fi
+        if gt0 "$i"; then
+            irqs=$((irqs + 1))
+        fi
     done
     ok "$([ "$busy" = "$nq" ]; echo $?)" "$desc: $busy of $nq queues carried verified reads and writes"
+    if [ "$mode" = irq ]; then
+        # Each queue's MSI-X vector goes to the CPU that uses it; each
+        # must have interrupted (a CPU sleeps until its queue's does).
+        ok "$([ "$irqs" = "$nq" ]; echo $?)" "$desc: $irqs of $nq queues' MSI-X vectors interrupted the guest"
+    fi
     ok "$([ -n "$wb" ] && [ "$wb" -gt 0 ] && [ "$wb" = "$wv" ] && [ "$wb" = "$cross" ]; echo $?)" \
         "$desc: all $wb written blocks read back intact by their writer ($wv) and another CPU ($cross)"
     # shellcheck disable=SC2046
@@ -188,19 +200,24 @@ for peer in $peers; do
                     [ "$nio" = 2 ] && [ "$nq" = 1 ] && continue    # nothing for io1 to do
                     for aio in threads native io_uring; do
                         for path in default avoid; do
-                            blk_case "$peer" "$smp" "$nq" "$nio" "$aio" "$path"
+                            for mode in poll irq; do
+                                blk_case "$peer" "$smp" "$nq" "$nio" "$aio" "$path" "$mode"
+                            done
                         done
                     done
                 done
             done
         done
     else
-        blk_case "$peer" 2 1 1 threads default
-        blk_case "$peer" 4 1 1 io_uring avoid
-        blk_case "$peer" 2 2 1 native default
-        blk_case "$peer" 4 4 2 io_uring default
-        blk_case "$peer" 3 2 2 threads avoid
-        [ "$peer" = qemu ] && blk_case qemu 4 4 1 io_uring default
+        blk_case "$peer" 2 1 1 threads default poll
+        blk_case "$peer" 4 1 1 io_uring avoid irq
+        blk_case "$peer" 2 2 1 native default irq
+        blk_case "$peer" 4 4 2 io_uring default poll
+        blk_case "$peer" 3 2 2 threads avoid irq
+        if [ "$peer" = qemu ]; then
+            blk_case qemu 4 4 1 io_uring default irq
+            blk_case qemu 3 1 1 threads default irq
+        fi
     fi
 done
 

@@ -63,6 +63,7 @@ struct blk_dev {
     uint32_t blk_size, size_max, seg_max;
     uint32_t max_discard_sectors, max_write_zeroes_sectors;
     bool ro, indirect, irq_mode;
+    bool msix;                       /* irq_mode by MSI-X: queue q on vector q */
     /* slots */
     struct blk_slot slot[BLK_MAX_SLOTS];
     unsigned nslots, stride, max_segs;
@@ -82,7 +83,10 @@ bool blk_init(struct blk_dev *b, unsigned index, uint64_t wanted_features,
  * gives each queue its number of slots.  Slots are numbered queue by
  * queue: queue 0's first. */
 bool blk_open(struct blk_dev *b, unsigned index, uint64_t wanted_features,
-              unsigned want_queues, bool irq_mode);
+              unsigned want_queues, bool irq_mode, bool msix);
+/* MSI-X: queue q's interrupt (IDT vector MSI_VECTOR_BASE + q) goes to the
+ * local APIC `apic_id`: the CPU that uses the queue. */
+void blk_route_irq(struct blk_dev *b, unsigned q, uint32_t apic_id);
 bool blk_setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t max_len);
 /* The first slot of queue q. */
 unsigned blk_first_slot(const struct blk_dev *b, unsigned q);
@@ -102,19 +106,24 @@ void blk_kick(struct blk_dev *b, unsigned q);
  * list slots[0..n) (now not busy), or -1.  Any CPU. */
 int blk_complete_slots(struct blk_dev *b, uint32_t queue_mask, const uint16_t *slots,
                        unsigned n);
-/* Poll mode: spins until blk_complete_slots has something or `deadline`
- * (TSC) passes. */
+/* Waits until blk_complete_slots may have something or `deadline` (TSC)
+ * passes: spinning, or (sleep: MSI-X, and every queue in the mask sends
+ * its interrupt to this CPU) in SYS_WAIT_IRQ after asking each queue for
+ * an interrupt; *sleeps counts the sleeps.  A watchdog tick (the LAPIC
+ * timer) bounds each sleep. */
 bool blk_wait_slots(struct blk_dev *b, uint32_t queue_mask, const uint16_t *slots,
-                    unsigned n, uint64_t deadline);
+                    unsigned n, uint64_t deadline, unsigned cpu, bool sleep,
+                    uint64_t *sleeps);
 /* Waits until a completion is ready or `deadline` (TSC) passes. */
 bool blk_wait(struct blk_dev *b, uint64_t deadline);
 /* One request start to finish on slot s; returns the status byte, or -1 on
  * timeout. */
 int blk_sync(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
              void *data, uint32_t len);
+/* Device interrupts since blk_open: INTx, or all queues' MSI-X vectors. */
 uint64_t blk_device_irqs(struct blk_dev *b);
-/* mode irq: lets a device interrupt that is still pending be taken, for up
- * to `ticks` watchdog ticks, and returns blk_device_irqs().  A completion
+/* mode irq (INTx): lets a device interrupt that is still pending be taken,
+ * for up to `ticks` watchdog ticks, and returns blk_device_irqs().  A completion
  * that lands just after a watchdog tick woke the guest is polled from the
  * used ring while interrupts are off, so its (level) interrupt stays
  * pending; it has not been lost. */

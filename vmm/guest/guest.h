@@ -340,6 +340,10 @@ void smp_ap_main(unsigned cpu) __attribute__((noreturn));
 uint32_t lapic_id(void);
 void lapic_enable(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+/* This CPU's LAPIC timer: LAPIC_TIMER_VECTOR every `us` microseconds
+ * (taking the timer's input as 1 GHz, as KVM's and QEMU's are), a
+ * watchdog tick that bounds each sleep; 0 stops it. */
+void lapic_timer_periodic(uint32_t us);
 
 /* ---- virtio-blk.c / workload.c (the block workload) ------------------------ */
 int run_block_test(const char *test);

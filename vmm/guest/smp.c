@@ -24,6 +24,11 @@
 #define LAPIC_SVR      0x0f0
 #define LAPIC_ICR_LOW  0x300
 #define LAPIC_ICR_HIGH 0x310
+#define LAPIC_LVT_TIMER 0x320
+#define LAPIC_TIMER_INIT 0x380
+#define LAPIC_TIMER_DIV 0x3e0
+#define LVT_MASKED     0x10000
+#define LVT_PERIODIC   0x20000
 #define ICR_FIXED      0x000
 #define ICR_INIT       0x500
 #define ICR_STARTUP    0x600
@@ -76,6 +81,18 @@ void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low)
     }
     *lapic_reg(LAPIC_ICR_HIGH) = apic_id << 24;
     *lapic_reg(LAPIC_ICR_LOW) = icr_low;
+}
+
+void lapic_timer_periodic(uint32_t us)
+{
+    if (!us) {
+        *lapic_reg(LAPIC_LVT_TIMER) = LVT_MASKED | LAPIC_TIMER_VECTOR;
+        *lapic_reg(LAPIC_TIMER_INIT) = 0;
+        return;
+    }
+    *lapic_reg(LAPIC_TIMER_DIV) = 0xb;                      /* divide by 1 */
+    *lapic_reg(LAPIC_LVT_TIMER) = LVT_PERIODIC | LAPIC_TIMER_VECTOR;
+    *lapic_reg(LAPIC_TIMER_INIT) = us * 1000;
 }
 
 /* ---- finding the CPUs ------------------------------------------------------- */

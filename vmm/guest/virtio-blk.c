@@ -42,6 +42,10 @@ static bool setup_device(struct blk_dev *b)
     if (b->nqueues > BLK_MAX_QUEUES) {
         b->nqueues = BLK_MAX_QUEUES;
     }
+    if (b->msix && !virtio_msix_enable(d, b->nqueues)) {
+        virtio_set_status(d, VIRTIO_STATUS_FAILED);
+        return false;
+    }
     for (unsigned q = 0; q < b->nqueues; q++) {
         if (!vq_init(&b->vqs[q], d, q, QUEUE_SIZE_MAX)) {
             virtio_set_status(d, VIRTIO_STATUS_FAILED);
@@ -143,9 +147,10 @@ static void setup_irq(struct blk_dev *b)
 }
 
 bool blk_open(struct blk_dev *b, unsigned index, uint64_t wanted_features,
-              unsigned want_queues, bool irq_mode)
+              unsigned want_queues, bool irq_mode, bool msix)
 {
     memset(b, 0, sizeof(*b));
+    b->msix = irq_mode && msix;
     b->want_queues = want_queues ? want_queues : 1;
     b->wanted_features = wanted_features |
                          (b->want_queues > 1 ? FEATURE(VIRTIO_BLK_F_MQ) : 0);
@@ -153,7 +158,7 @@ bool blk_open(struct blk_dev *b, unsigned index, uint64_t wanted_features,
     if (!virtio_pci_find(&b->pci, index) || !setup_device(b)) {
         return false;
     }
-    if (irq_mode) {
+    if (irq_mode && !b->msix) {
         if (b->pci.irq == 0 || b->pci.irq >= 16) {
             kprintf("KEEL-GUEST: mode=irq needs a legacy INTx line (got %u)\n",
                     b->pci.irq);
@@ -161,8 +166,17 @@ bool blk_open(struct blk_dev *b, unsigned index, uint64_t wanted_features,
         }
         setup_irq(b);
     }
-    b->irqs_at_start = irq_mode ? irq_state.count[b->pci.irq] : 0;
+    if (b->msix) {
+        lapic_timer_periodic(10000);     /* the watchdog tick: 100 Hz */
+    }
+    b->irqs_at_start = 0;
+    b->irqs_at_start = blk_device_irqs(b);
     return true;
+}
+
+void blk_route_irq(struct blk_dev *b, unsigned q, uint32_t apic_id)
+{
+    virtio_msix_route(&b->pci, q, apic_id, MSI_VECTOR_BASE + q);
 }
 
 bool blk_setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t max_len)
@@ -173,7 +187,7 @@ bool blk_setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t ma
 bool blk_init(struct blk_dev *b, unsigned index, uint64_t wanted_features,
               unsigned nslots, uint32_t max_len, bool irq_mode)
 {
-    return blk_open(b, index, wanted_features, 1, irq_mode) &&
+    return blk_open(b, index, wanted_features, 1, irq_mode, false) &&
            setup_slots(b, &nslots, max_len);
 }
 
@@ -305,10 +319,28 @@ int blk_complete_slots(struct blk_dev *b, uint32_t queue_mask, const uint16_t *s
     return -1;
 }
 
+static bool ask_for_interrupts(struct blk_dev *b, uint32_t queue_mask)
+{
+    bool idle = true;
+
+    for (unsigned q = 0; q < b->nqueues; q++) {
+        if (queue_mask & (1u << q)) {
+            spin_lock(&b->lock[q]);
+            idle &= vq_enable_irq(&b->vqs[q]);
+            spin_unlock(&b->lock[q]);
+        }
+    }
+    return idle;
+}
+
 bool blk_wait_slots(struct blk_dev *b, uint32_t queue_mask, const uint16_t *slots,
-                    unsigned n, uint64_t deadline)
+                    unsigned n, uint64_t deadline, unsigned cpu, bool sleep,
+                    uint64_t *sleeps)
 {
     for (;;) {
+        /* What arrives after this read stays pending (IF=0 at CPL3) and
+         * ends the sleep at once. */
+        uint64_t seen = irq_state.cpu_total[cpu];
         for (unsigned q = 0; q < b->nqueues; q++) {
             if ((queue_mask & (1u << q)) && vq_has_used(&b->vqs[q])) {
                 return true;
@@ -322,7 +354,18 @@ bool blk_wait_slots(struct blk_dev *b, uint32_t queue_mask, const uint16_t *slot
         if (rdtsc() > deadline) {
             return false;
         }
-        cpu_relax();
+        if (sleep && ask_for_interrupts(b, queue_mask)) {
+            bool done = false;
+            for (unsigned i = 0; i < n && !done; i++) {
+                done = b->slot[slots[i]].busy && b->slot[slots[i]].done;
+            }
+            if (!done) {
+                (*sleeps)++;
+                syscall3(SYS_WAIT_IRQ, seen, 0, 0);
+            }
+        } else {
+            cpu_relax();
+        }
     }
 }
 
@@ -383,14 +426,23 @@ int blk_sync(struct blk_dev *b, unsigned s, uint32_t type, uint64_t sector,
 
 uint64_t blk_device_irqs(struct blk_dev *b)
 {
-    return b->irq_mode ? irq_state.count[b->pci.irq] - b->irqs_at_start : 0;
+    uint64_t n = 0;
+
+    if (b->msix) {
+        for (unsigned q = 0; q < b->nqueues; q++) {
+            n += irq_state.msi_count[q];
+        }
+    } else if (b->irq_mode) {
+        n = irq_state.count[b->pci.irq];
+    }
+    return n - b->irqs_at_start;
 }
 
 uint64_t blk_settle_irqs(struct blk_dev *b, unsigned ticks)
 {
     /* Each wait ends at the next interrupt: the pending one at once, or
      * the watchdog's tick. */
-    while (b->irq_mode && !blk_device_irqs(b) && ticks--) {
+    while (b->irq_mode && !b->msix && !blk_device_irqs(b) && ticks--) {
         syscall3(SYS_WAIT_IRQ, irq_state.cpu_total[0], 0, 0);
     }
     return blk_device_irqs(b);

@@ -77,6 +77,8 @@ struct worker {
     uint64_t written_blocks, written_verified, cross_verified;
     uint64_t queue_reads[BLK_MAX_QUEUES];    /* reads whose data checked out */
     uint64_t queue_writes[BLK_MAX_QUEUES];   /* last writes read back intact */
+    bool sleeps;                     /* MSI-X: every queue of its interrupts here */
+    uint64_t irq_waits;
     bool ok;
 };
 
@@ -275,14 +277,17 @@ static void kick_queues(struct worker *w)
     }
 }
 
-/* Until one of w's requests may have completed.  mode=irq (one CPU):
- * sleep on the device's interrupt; else poll. */
+/* Until one of w's requests may have completed.  mode=irq: sleep on the
+ * device's interrupt (one CPU: INTx; several: the MSI-X vectors of the
+ * CPU's queues, where it is their only user; a CPU sharing a queue whose
+ * interrupt goes to another CPU polls).  mode=poll: poll. */
 static bool wait_slots(struct worker *w, uint64_t deadline)
 {
-    if (wl.irq_mode) {
+    if (wl.irq_mode && !blk.msix) {
         return blk_wait(&blk, deadline);
     }
-    return blk_wait_slots(&blk, w->queue_mask, w->slots, w->nslots, deadline);
+    return blk_wait_slots(&blk, w->queue_mask, w->slots, w->nslots, deadline, w->cpu,
+                          blk.msix && w->sleeps, &w->irq_waits);
 }
 
 /* The queue of CPU i's j-th request slot (see assign_slots). */
@@ -561,12 +566,18 @@ static void worker_run(unsigned cpu, void *arg)
     struct worker *w = &workers[cpu];
 
     (void)arg;
+    if (blk.msix) {
+        lapic_timer_periodic(10000);             /* the watchdog: 100 Hz */
+    }
     w->ok = main_pass(w);
     if (does_writes() && wl.flush) {
         w->ok &= worker_flush(w);
     }
     if (w->ok && does_writes() && wl.verify) {
         w->ok &= verify_pass(w, w->first_block, w->nblocks, false, false);
+    }
+    if (blk.msix && cpu) {
+        lapic_timer_periodic(0);         /* the BSP's ticks on (blk_open) */
     }
 }
 
@@ -579,7 +590,13 @@ static void worker_cross_check(unsigned cpu, void *arg)
     const struct worker *other = &workers[(cpu + 1) % nworkers];
 
     (void)arg;
+    if (blk.msix) {
+        lapic_timer_periodic(10000);
+    }
     w->ok &= verify_pass(w, other->first_block, other->nblocks, false, true);
+    if (blk.msix && cpu) {
+        lapic_timer_periodic(0);         /* the BSP's ticks on (blk_open) */
+    }
 }
 
 /* Deals the request slots out to the CPUs.  With MQ and several CPUs, CPU
@@ -627,6 +644,27 @@ static bool assign_slots(void)
             return false;
         }
     }
+    /* MSI-X: queue q interrupts the first CPU that uses it. */
+    for (unsigned q = 0; q < nq && blk.msix; q++) {
+        unsigned first = 0;
+        while (first < nworkers && !(workers[first].queue_mask & (1u << q))) {
+            first++;
+        }
+        if (first == nworkers) {
+            first = 0;                   /* unused queue: the BSP */
+        }
+        blk_route_irq(&blk, q, smp_cpus[first].apic_id);
+        kprintf("KEEL-GUEST: queue %u: MSI-X vector %u -> cpu %u (APIC ID %u)\n", q, q,
+                first, smp_cpus[first].apic_id);
+    }
+    for (unsigned i = 0; i < nworkers && blk.msix; i++) {
+        workers[i].sleeps = true;
+        for (unsigned j = 0; j < i; j++) {
+            if (workers[j].queue_mask & workers[i].queue_mask) {
+                workers[i].sleeps = false;   /* its queue interrupts cpu j */
+            }
+        }
+    }
     return true;
 }
 
@@ -665,6 +703,7 @@ static void sum_workers(void)
         wl.written_blocks += w->written_blocks;
         wl.written_verified += w->written_verified;
         wl.cross_verified += w->cross_verified;
+        blk.irq_waits += w->irq_waits;
         if (w->elapsed_us > wl.elapsed_us) {
             wl.elapsed_us = w->elapsed_us;
         }
@@ -682,8 +721,8 @@ static void print_queue_summary(void)
             wr += workers[i].queue_writes[q];
         }
         kprintf("KEEL-GUEST: queue %u: %lu reads, %lu writes verified (kicks=%lu "
-                "kicks_suppressed=%lu)\n", q, r, wr, blk.vqs[q].kicks,
-                blk.vqs[q].kicks_suppressed);
+                "kicks_suppressed=%lu msix_irqs=%lu)\n", q, r, wr, blk.vqs[q].kicks,
+                blk.vqs[q].kicks_suppressed, blk.msix ? irq_state.msi_count[q] : 0);
     }
 }
 
@@ -1204,20 +1243,15 @@ int run_block_test(const char *test)
         wl.iodepth = hostile ? 8 : 1;
     }
     nworkers = badchain || hostile ? 1 : smp_ncpus;
-    if (wl.irq_mode && nworkers > 1) {
-        /* The INTx/PIC path reaches the BSP only. */
-        kprintf("KEEL-GUEST: mode=irq drives one CPU (INTx through the PIC); "
-                "use cpus=1 or mode=poll with %u CPUs\n", nworkers);
-        kprintf("KEEL-GUEST: RESULT status=fail test=%s reason=bad-cmdline\n", test);
-        guest_exit(EXIT_BAD_CMDLINE);
-    }
     if (ok) {
         /* Several CPUs ask for a queue per request slot at most (so each
          * queue gets one), up to BLK_MAX_QUEUES. */
         unsigned want_queues = nworkers > 1 ? nworkers * wl.iodepth : 1;
+        /* mode=irq: INTx through the PIC reaches the BSP only, so
+         * several CPUs take MSI-X, a vector per queue. */
         ok = blk_open(&blk, cmdline_u64("dev", 0), wanted_features(),
                       want_queues < BLK_MAX_QUEUES ? want_queues : BLK_MAX_QUEUES,
-                      wl.irq_mode) && assign_slots();
+                      wl.irq_mode, nworkers > 1) && assign_slots();
     }
     if (ok) {
         blk_print_info(&blk);
@@ -1239,8 +1273,8 @@ int run_block_test(const char *test)
     ok &= !wl.errors && !wl.verify_failures;
     /* Only a failure if we slept waiting for one: a device that is always
      * ahead of the guest legitimately never needs to interrupt it.  An
-     * interrupt still pending (raised after a watchdog tick woke us) is
-     * taken first: it was delivered late, not lost. */
+     * INTx interrupt still pending (raised after a watchdog tick woke us)
+     * is taken first: it was delivered late, not lost. */
     if (ok && wl.irq_mode && wl.ops && blk.irq_waits && !blk_settle_irqs(&blk, 3)) {
         kprintf("KEEL-GUEST: mode=irq but no device interrupt arrived in %lu waits (only "
                 "the watchdog tick woke us)\n", (unsigned long)blk.irq_waits);
