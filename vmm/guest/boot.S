@@ -41,6 +41,17 @@ multiboot_header:
         .long MB_FLAGS
         .long -(MB_MAGIC + MB_FLAGS)
 
+/* Long mode: flat kernel data in DS/ES/SS, null FS/GS. */
+.macro KERNEL_DATA_SEGMENTS
+        movl $KERNEL_DS, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movl %eax, %ss
+        xorl %eax, %eax
+        movl %eax, %fs
+        movl %eax, %gs
+.endm
+
 /* ---- 32-bit entry ---------------------------------------------------------- */
         .section .text.boot, "ax"
         .code32
@@ -73,13 +84,7 @@ multiboot_entry:
         .code64
 long_mode_entry:
         lgdt gdt_pointer                /* again, now with the 64-bit base */
-        movl $KERNEL_DS, %eax
-        movl %eax, %ds
-        movl %eax, %es
-        movl %eax, %ss
-        xorl %eax, %eax
-        movl %eax, %fs
-        movl %eax, %gs
+        KERNEL_DATA_SEGMENTS
         movq $boot_stack_top, %rsp
         xorl %ebp, %ebp
         call kernel_main
@@ -164,13 +169,7 @@ ap_tramp_gdtr:
 ap_trampoline_end:
 
 ap_long_mode_entry:
-        movl $KERNEL_DS, %eax
-        movl %eax, %ds
-        movl %eax, %es
-        movl %eax, %ss
-        xorl %eax, %eax
-        movl %eax, %fs
-        movl %eax, %gs
+        KERNEL_DATA_SEGMENTS
         movq ap_boot_rsp, %rsp
         movl ap_boot_cpu, %edi
         xorl %ebp, %ebp
