@@ -214,9 +214,9 @@ for peer in $peers; do
         blk_case "$peer" 2 2 1 native default irq
         blk_case "$peer" 4 4 2 io_uring default poll
         blk_case "$peer" 3 2 2 threads avoid irq
+        blk_case "$peer" 3 1 1 native default irq
         if [ "$peer" = qemu ]; then
             blk_case qemu 4 4 1 io_uring default irq
-            blk_case qemu 3 1 1 threads default irq
         fi
     fi
 done
