@@ -1212,6 +1212,12 @@ static void print_result(const char *test, bool ok)
         kicks_suppressed += blk.vqs[q].kicks_suppressed;
     }
 
+    /* Before RESULT, which stays the last line. */
+    if (nworkers > 1 || blk.nqueues > 1) {
+        kprintf("KEEL-GUEST: RESULT-SMP cpus=%u queues=%u num_queues=%u mq=%u "
+                "cross_verified=%lu\n", nworkers, blk.nqueues, blk.num_queues,
+                !!(blk.pci.features & FEATURE(VIRTIO_BLK_F_MQ)), wl.cross_verified);
+    }
     kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
             "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
             "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
@@ -1222,11 +1228,6 @@ static void print_result(const char *test, bool ok)
             wl.irq_mode ? "irq" : "poll", wl.verified_blocks, kicks, kicks_suppressed,
             blk_device_irqs(&blk), blk.irq_waits, tsc_khz,
             wl.written_blocks, wl.written_verified, wl.main_verified_reads);
-    if (nworkers > 1 || blk.nqueues > 1) {
-        kprintf("KEEL-GUEST: RESULT-SMP cpus=%u queues=%u num_queues=%u mq=%u "
-                "cross_verified=%lu\n", nworkers, blk.nqueues, blk.num_queues,
-                !!(blk.pci.features & FEATURE(VIRTIO_BLK_F_MQ)), wl.cross_verified);
-    }
 }
 
 int run_block_test(const char *test)
