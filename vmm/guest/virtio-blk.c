@@ -62,7 +62,7 @@ static bool setup_device(struct blk_dev *b)
  * descriptor per slot.  Data is cut into segments of at most size_max
  * bytes.  queue_slots[q]: the slots wanted on queue q (lowered if the
  * queue cannot hold them). */
-static bool setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t max_len)
+bool blk_setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t max_len)
 {
     uint32_t seg = b->size_max ? b->size_max : max_len;
     unsigned want[BLK_MAX_QUEUES], total = 0;
@@ -169,7 +169,7 @@ bool blk_open(struct blk_dev *b, unsigned index, uint64_t wanted_features,
     if (b->msix) {
         lapic_timer_periodic(10000);     /* the watchdog tick: 100 Hz */
     }
-    b->irqs_at_start = 0;
+    b->irqs_at_start = 0;                /* blk_device_irqs subtracts it */
     b->irqs_at_start = blk_device_irqs(b);
     return true;
 }
@@ -179,16 +179,11 @@ void blk_route_irq(struct blk_dev *b, unsigned q, uint32_t apic_id)
     virtio_msix_route(&b->pci, q, apic_id, MSI_VECTOR_BASE + q);
 }
 
-bool blk_setup_slots(struct blk_dev *b, const unsigned *queue_slots, uint32_t max_len)
-{
-    return setup_slots(b, queue_slots, max_len);
-}
-
 bool blk_init(struct blk_dev *b, unsigned index, uint64_t wanted_features,
               unsigned nslots, uint32_t max_len, bool irq_mode)
 {
     return blk_open(b, index, wanted_features, 1, irq_mode, false) &&
-           setup_slots(b, &nslots, max_len);
+           blk_setup_slots(b, &nslots, max_len);
 }
 
 bool blk_reinit(struct blk_dev *b)
