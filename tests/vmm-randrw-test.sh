@@ -32,10 +32,7 @@ if [ -z "${QEMU_ACCEL:-}" ]; then
     QEMU_ACCEL="-accel tcg"
     { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null && QEMU_ACCEL="-accel kvm -accel tcg"
 fi
-QBOOT=
-for f in /usr/share/qemu/qboot.rom /usr/share/seabios/qboot.rom; do
-    [ -f "$f" ] && { QBOOT="-bios $f"; break; }
-done
+QBOOT=$(qboot_option)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-vmm-randrw.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT INT TERM

@@ -53,10 +53,7 @@ if command -v "$QEMU" >/dev/null 2>&1 && { [ -z "$peers" ] || [ -n "${KEEL_SMP_T
 fi
 [ -n "$peers" ] || skip_all "neither /dev/kvm (for keel-vmm) nor $QEMU"
 : "${QEMU_ACCEL:=-accel tcg}"
-QBOOT=
-for f in /usr/share/qemu/qboot.rom /usr/share/seabios/qboot.rom; do
-    [ -f "$f" ] && { QBOOT="-bios $f"; break; }
-done
+QBOOT=$(qboot_option)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-vmm-smp.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT INT TERM
