@@ -32,10 +32,7 @@ if [ -z "${QEMU_ACCEL:-}" ]; then
     QEMU_ACCEL="-accel tcg"
     { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null && QEMU_ACCEL="-accel kvm -accel tcg"
 fi
-QBOOT=
-for f in /usr/share/qemu/qboot.rom /usr/share/seabios/qboot.rom; do
-    [ -f "$f" ] && { QBOOT="-bios $f"; break; }
-done
+QBOOT=$(qboot_option)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-vmm-randrw.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT INT TERM
@@ -44,27 +41,6 @@ failed=0
 ok() {
     n=$((n + 1))
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=1; fi
-}
-
-# scan_image IMAGE BS SEED GEN_MIN: prints "written zero bad" over the
-# image's BS-byte blocks (a written block holds the pattern of one
-# generation in GEN_MIN..GEN_MIN+255).
-scan_image() {
-    od -A n -t u4 -v -w"$2" "$1" | awk -v bs="$2" -v s="$3" -v g0="$4" '
-        {   o = (NR - 1) * bs
-            nz = 0
-            for (i = 1; i <= NF; i++) if ($i != 0) { nz = 1; break }
-            if (!nz) { zero++; next }
-            g = -1
-            for (k = g0; k < g0 + 256; k++)
-                if ((o + k * 2654435761 + s * 2246822519) % 4294967296 == $1) { g = k; break }
-            good = g >= 0
-            for (i = 2; good && i <= NF; i++)
-                if ((o + 4 * (i - 1) + g * 2654435761 + s * 2246822519) % 4294967296 != $i) good = 0
-            if (good) written++
-            else { bad++; if (bad <= 3) printf "# block %d: neither zero nor one generation of the pattern\n", NR - 1 > "/dev/stderr" }
-        }
-        END { printf "%d %d %d\n", written, zero, bad }'
 }
 
 # boot PEER NAME IMAGE APPEND: the guest on one drive, output in $TMP/NAME.*

@@ -25,6 +25,7 @@
 
 #define KERNEL_CS 0x08
 #define KERNEL_DS 0x10
+#define AP_TRAMPOLINE_ADDR 0x70000      /* guest.h */
 
 #define PTE_P    0x001
 #define PTE_RW   0x002
@@ -39,6 +40,17 @@ multiboot_header:
         .long MB_MAGIC
         .long MB_FLAGS
         .long -(MB_MAGIC + MB_FLAGS)
+
+/* Long mode: flat kernel data in DS/ES/SS, null FS/GS. */
+.macro KERNEL_DATA_SEGMENTS
+        movl $KERNEL_DS, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movl %eax, %ss
+        xorl %eax, %eax
+        movl %eax, %fs
+        movl %eax, %gs
+.endm
 
 /* ---- 32-bit entry ---------------------------------------------------------- */
         .section .text.boot, "ax"
@@ -72,20 +84,15 @@ multiboot_entry:
         .code64
 long_mode_entry:
         lgdt gdt_pointer                /* again, now with the 64-bit base */
-        movl $KERNEL_DS, %eax
-        movl %eax, %ds
-        movl %eax, %es
-        movl %eax, %ss
-        xorl %eax, %eax
-        movl %eax, %fs
-        movl %eax, %gs
+        KERNEL_DATA_SEGMENTS
         movq $boot_stack_top, %rsp
         xorl %ebp, %ebp
         call kernel_main
 1:      hlt
         jmp 1b
 
-/* void enter_user(void (*fn)(void), uint64_t stack_top, uint64_t rflags) */
+/* void enter_user(void (*fn)(unsigned), uint64_t stack_top, uint64_t rflags,
+ *                 uint64_t arg): fn(arg) at CPL3 */
         .text
         .globl enter_user
 enter_user:
@@ -94,7 +101,81 @@ enter_user:
         pushq %rdx                      /* RFLAGS */
         pushq $(0x20 | 3)               /* CS: user code */
         pushq %rdi                      /* RIP */
+        movq %rcx, %rdi                 /* fn's argument */
         iretq
+
+/* ---- AP start-up ------------------------------------------------------------
+ * The BSP copies ap_trampoline_start..ap_trampoline_end to AP_TRAMPOLINE_ADDR
+ * (below 1 MiB, 4 KiB aligned: the start-up IPI's vector is its page) and
+ * sends INIT-SIPI-SIPI.  The AP starts in real mode at CS = page << 8, IP 0,
+ * switches to 32-bit protected mode with the trampoline's own GDT, enables
+ * PAE, loads the BSP's page tables (pml4: identity map, so the jump into
+ * the kernel's linked addresses just works), enables long mode and jumps to
+ * ap_long_mode_entry on the kernel stack in ap_boot_rsp.  The trampoline
+ * GDT puts the 64-bit code and data segments at the kernel's selectors
+ * (0x08, 0x10), so nothing needs reloading when ap_kernel_main switches to
+ * the CPU's own GDT.  All of it runs once per AP, loop-free: on kvm_pvm
+ * hosts CPL0 (and real mode) is emulated. */
+#define TRAMP(sym) ((sym) - ap_trampoline_start + AP_TRAMPOLINE_ADDR)
+#define TRAMP_CODE32 0x18
+
+        .globl ap_trampoline_start, ap_trampoline_end
+        .code16
+ap_trampoline_start:
+        cli
+        cld
+        movw %cs, %ax
+        movw %ax, %ds
+        lgdtl ap_tramp_gdtr - ap_trampoline_start
+        movl %cr0, %eax
+        orl $CR0_PE, %eax
+        movl %eax, %cr0
+        ljmpl $TRAMP_CODE32, $TRAMP(ap_tramp32)
+
+        .code32
+ap_tramp32:
+        movl $KERNEL_DS, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movl %eax, %ss
+        movl %cr4, %eax
+        orl $CR4_PAE, %eax
+        movl %eax, %cr4
+        movl $pml4, %eax
+        movl %eax, %cr3
+        movl $MSR_EFER, %ecx
+        rdmsr
+        orl $EFER_LME, %eax
+        wrmsr
+        movl %cr0, %eax
+        orl $(CR0_PG | CR0_PE), %eax
+        movl %eax, %cr0
+        ljmp $KERNEL_CS, $TRAMP(ap_tramp64)
+
+        .code64
+ap_tramp64:
+        movq $ap_long_mode_entry, %rax  /* the kernel's linked address */
+        jmp *%rax
+
+        .balign 8
+ap_tramp_gdt:
+        .quad 0                         /* 0x00 null */
+        .quad 0x00af9a000000ffff        /* 0x08 kernel code, 64-bit */
+        .quad 0x00cf92000000ffff        /* 0x10 kernel data */
+        .quad 0x00cf9a000000ffff        /* 0x18 code, 32-bit (the hop) */
+ap_tramp_gdtr:
+        .word ap_tramp_gdtr - ap_tramp_gdt - 1
+        .long TRAMP(ap_tramp_gdt)
+ap_trampoline_end:
+
+ap_long_mode_entry:
+        KERNEL_DATA_SEGMENTS
+        movq ap_boot_rsp, %rsp
+        movl ap_boot_cpu, %edi
+        xorl %ebp, %ebp
+        call ap_kernel_main
+1:      hlt
+        jmp 1b
 
 /* ---- trap stubs -----------------------------------------------------------
  * Every stub is 16 bytes so the IDT set-up computes isr_stubs + 16 * vector
@@ -118,6 +199,12 @@ isr_stubs:
         ISR_NOERR(36); ISR_NOERR(37); ISR_NOERR(38); ISR_NOERR(39)
         ISR_NOERR(40); ISR_NOERR(41); ISR_NOERR(42); ISR_NOERR(43)
         ISR_NOERR(44); ISR_NOERR(45); ISR_NOERR(46); ISR_NOERR(47)
+        /* MSI-X vectors 0x30-0x3f, the wake-up IPI, the LAPIC timer */
+        ISR_NOERR(48); ISR_NOERR(49); ISR_NOERR(50); ISR_NOERR(51)
+        ISR_NOERR(52); ISR_NOERR(53); ISR_NOERR(54); ISR_NOERR(55)
+        ISR_NOERR(56); ISR_NOERR(57); ISR_NOERR(58); ISR_NOERR(59)
+        ISR_NOERR(60); ISR_NOERR(61); ISR_NOERR(62); ISR_NOERR(63)
+        ISR_NOERR(64); ISR_NOERR(65)
 
         .balign 16
         .globl isr_syscall
@@ -189,6 +276,13 @@ gdt_end:
 gdt_pointer:
         .word gdt_end - gdt - 1
         .quad gdt
+
+        .balign 8
+        .globl ap_boot_rsp, ap_boot_cpu
+ap_boot_rsp:                            /* set by the BSP before each SIPI */
+        .quad 0
+ap_boot_cpu:
+        .long 0
 
         .section .data.pagetables, "aw"
         .balign 4096

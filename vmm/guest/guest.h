@@ -14,9 +14,12 @@
  *       any page (all are user-accessible, MMIO included); it parses the
  *       command line, enumerates PCI, drives devices and runs the workloads.
  *
- * There is one CPU and no preemption: the user program runs with IF=0 except
- * inside SYS_WAIT_IRQ or a SYS_SET_IF window, so shared state needs no
- * locks, only `volatile` where an interrupt handler writes it.
+ * No preemption: the user program runs with IF=0 except inside SYS_WAIT_IRQ
+ * or a SYS_SET_IF window.  With several CPUs (smp.c) every CPU runs the
+ * same CPL3 program on its own stacks: the boot CPU does all set-up (PCI,
+ * device, queues) before it hands work to the others, and what CPUs then
+ * share (a virtqueue without VIRTIO_BLK_F_MQ, the console, the IRQ
+ * counters) is locked or updated atomically.
  *
  * Functions marked "CPL0" may only be called by the kernel; everything else
  * may be called at either privilege level (the serial console and the exit
@@ -112,6 +115,32 @@ static inline uint64_t read_rflags(void)
 #define barrier() __asm__ volatile("" ::: "memory")
 #define smp_mb()  __asm__ volatile("mfence" ::: "memory")
 
+/* Atomics for state several CPUs update (either CPL: plain instructions). */
+static inline void atomic_inc64(volatile uint64_t *p)
+{
+    __asm__ volatile("lock incq %0" : "+m"(*p) : : "memory");
+}
+static inline uint32_t atomic_xchg32(volatile uint32_t *p, uint32_t v)
+{
+    __asm__ volatile("xchgl %0, %1" : "+r"(v), "+m"(*p) : : "memory");
+    return v;
+}
+/* Test-and-test-and-set spinlock: 0 free, 1 held.  Held only for a few
+ * ring operations, never across a system call or a wait. */
+static inline void spin_lock(volatile uint32_t *l)
+{
+    while (atomic_xchg32(l, 1)) {
+        while (*l) {
+            __asm__ volatile("pause" ::: "memory");
+        }
+    }
+}
+static inline void spin_unlock(volatile uint32_t *l)
+{
+    barrier();                   /* x86 TSO: a plain store releases */
+    *l = 0;
+}
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
 
@@ -147,10 +176,24 @@ struct boot_state {
 };
 extern struct boot_state boot_state;
 
+/* Up to this many CPUs are brought up (smp.c); more are left in
+ * wait-for-SIPI. */
+#define GUEST_MAX_CPUS 16
+
+/* Interrupt vectors besides the legacy IRQs (0x20-0x2f): */
+#define MSI_VECTOR_BASE   0x30     /* 0x30 + n: MSI-X vector n (n < 16) */
+#define MSI_VECTORS       16
+#define WAKE_VECTOR       0x40     /* IPI that wakes an idle AP */
+#define LAPIC_TIMER_VECTOR 0x41    /* per-CPU watchdog tick (mode=irq) */
+#define NR_TRAP_STUBS     0x42     /* isr_stubs covers vectors 0..0x41 */
+
 /* IRQ bookkeeping written by the kernel's handlers, read by user code. */
 struct irq_state {
     volatile uint64_t count[16];          /* per legacy IRQ line */
     volatile uint64_t total;
+    volatile uint64_t msi_count[MSI_VECTORS];
+    /* Every interrupt taken by CPU n: what SYS_WAIT_IRQ waits on. */
+    volatile uint64_t cpu_total[GUEST_MAX_CPUS];
     volatile uint64_t last_cs;            /* CS interrupted by the last IRQ */
     /* When set, the handler reads this byte register (a virtio ISR) before
      * the EOI, so a level-triggered line drops; the value is ORed here. */
@@ -158,9 +201,9 @@ struct irq_state {
     volatile uint8_t ack_value[16];
 };
 extern struct irq_state irq_state;
-/* Non-zero while kernel code runs (boot, traps).  `mov %cs` cannot tell:
- * under kvm_pvm it reads the host's selectors. */
-extern volatile unsigned kernel_depth;
+/* Per CPU: non-zero while kernel code runs (boot, traps).  `mov %cs`
+ * cannot tell: under kvm_pvm it reads the host's selectors. */
+extern volatile unsigned kernel_depth[GUEST_MAX_CPUS];
 
 /* System calls: int $0x80 with rax = number, rdi/rsi/rdx = arguments,
  * result in rax.  kvm_pvm turns a user-mode `int $0x80` into #UD at the
@@ -170,7 +213,8 @@ enum {
     SYS_INFO = 1,           /* returns KERNEL_CS | caller's CS << 16 (the
                                CS of the trap frame, as the VMM reports it) */
     SYS_WAIT_IRQ,           /* sti; hlt until an interrupt has arrived and
-                               irq_state.total != rdi; returns total */
+                               the calling CPU's irq_state.cpu_total !=
+                               rdi; returns that count */
     SYS_FLUSH_TLB,          /* reload CR3 after user code edited page tables */
     SYS_TRIPLE_FAULT,       /* never returns */
     SYS_SET_IRQ_ACK,        /* rdi = irq, rsi = address of a byte register
@@ -191,21 +235,33 @@ static inline uint64_t syscall3(uint64_t nr, uint64_t a, uint64_t b, uint64_t c)
 
 /* Entered from boot.S at CPL0 with the boot stack; drops to user_main. */
 void kernel_main(void) __attribute__((noreturn));
+/* An AP's CPL0 start (boot.S's trampoline, on its kernel stack): its own
+ * GDT and TSS, the shared IDT, then smp_ap_main(cpu) at CPL3. */
+void ap_kernel_main(unsigned cpu) __attribute__((noreturn));
+/* Top of CPU n's kernel stack (what an AP's trampoline starts on). */
+uint64_t kernel_stack_top(unsigned cpu);
 
 /* ---- boot.S ---------------------------------------------------------------- */
 extern uint64_t gdt[];
 extern uint64_t pml4[512];
 extern uint64_t pdpt_low[512];
 extern char __image_start[], __image_end[];
-/* iretq to fn at CPL3 on stack with the given RFLAGS. */
-void enter_user(void (*fn)(void), uint64_t stack_top, uint64_t rflags)
-    __attribute__((noreturn));
-extern char isr_stubs[];            /* 16-byte stubs for vectors 0..47 */
+/* iretq to fn(arg) at CPL3 on stack with the given RFLAGS. */
+void enter_user(void (*fn)(unsigned), uint64_t stack_top, uint64_t rflags,
+                uint64_t arg) __attribute__((noreturn));
+extern char isr_stubs[];            /* 16-byte stubs for vectors 0..NR_TRAP_STUBS-1 */
 extern char isr_syscall[];
 extern char isr_spurious[];
+/* The AP start-up code (real mode → long mode), copied to
+ * AP_TRAMPOLINE_ADDR; it reads ap_boot_rsp/ap_boot_cpu, set by the BSP
+ * before each start-up IPI. */
+#define AP_TRAMPOLINE_ADDR 0x70000
+extern char ap_trampoline_start[], ap_trampoline_end[];
+extern volatile uint64_t ap_boot_rsp;
+extern volatile uint32_t ap_boot_cpu;
 
 /* ---- main.c: user program ------------------------------------------------ */
-void user_main(void) __attribute__((noreturn));
+void user_main(unsigned cpu) __attribute__((noreturn));
 
 /* Command line (key=value words; words without '=' are ignored). */
 const char *cmdline_get(const char *key);
@@ -262,6 +318,32 @@ void pci_write8(const struct pci_func *f, unsigned off, uint8_t v);
 unsigned pci_enumerate(bool verbose);
 /* Address of memory BAR n (64-bit BARs combined); 0 if it is not memory. */
 uint64_t pci_bar_address(const struct pci_func *f, unsigned bar);
+
+/* ---- smp.c: the other CPUs -------------------------------------------------- */
+struct smp_cpu {
+    uint32_t apic_id;
+    volatile bool online;
+};
+extern struct smp_cpu smp_cpus[GUEST_MAX_CPUS];
+extern unsigned smp_ncpus;             /* CPUs running (1 until smp_init) */
+extern const char *smp_cpu_source;     /* "madt", "mptable" or "none" */
+/* Finds the CPUs (ACPI MADT, else the MP table) and starts up to
+ * `max_cpus` (0: all) of them with INIT-SIPI-SIPI, one at a time; each
+ * prints "KEEL-GUEST: cpu N up" and waits for work.  Returns the number
+ * of CPUs running.  BSP only, before the workload. */
+unsigned smp_init(unsigned max_cpus);
+/* Runs fn(cpu, arg) on every running CPU (the BSP included, as cpu 0)
+ * and returns when all have finished. */
+void smp_run_all(void (*fn)(unsigned cpu, void *arg), void *arg);
+/* The AP's CPL3 life: announce, then run what smp_run_all hands it. */
+void smp_ap_main(unsigned cpu) __attribute__((noreturn));
+uint32_t lapic_id(void);
+void lapic_enable(void);
+void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+/* This CPU's LAPIC timer: LAPIC_TIMER_VECTOR every `us` microseconds
+ * (taking the timer's input as 1 GHz, as KVM's and QEMU's are), a
+ * watchdog tick that bounds each sleep; 0 stops it. */
+void lapic_timer_periodic(uint32_t us);
 
 /* ---- virtio-blk.c / workload.c (the block workload) ------------------------ */
 int run_block_test(const char *test);

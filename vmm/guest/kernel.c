@@ -4,7 +4,7 @@
  *
  * Everything here runs at CPL0, which kvm_pvm hosts emulate instruction by
  * instruction, so the code is kept short and loop-free where it can be: the
- * IDT gets only the vectors we use (0-47 and 0x80), handlers do the minimum
+ * IDT gets only the vectors we use (0-0x41 and 0x80), handlers do the minimum
  * (count, ack, EOI) and the user program does the rest.
  *
  * Unexpected exceptions (either CPL) print the vector, error code, RIP and
@@ -59,14 +59,22 @@ struct idt_gate {
 /* Written by boot.S before the BSS could be trusted, so it lives in .data. */
 struct boot_state boot_state __attribute__((section(".data"))) = { 0, 0 };
 struct irq_state irq_state;
-volatile unsigned kernel_depth = 1;
+volatile unsigned kernel_depth[GUEST_MAX_CPUS] = { 1 };
 
-static struct tss64 tss __attribute__((aligned(16)));
+/* What each CPU's CPL0 side owns.  A trap's frame lies on the CPU's
+ * kernel or IST stack, inside its struct, so the frame's address says
+ * which CPU took it (cpu_of_frame) without a per-CPU register. */
+struct cpu_kernel {
+    struct tss64 tss;
+    uint64_t gdt[7];                     /* a copy of boot.S's, own TSS */
+    uint8_t ist_double_fault_stack[4096] __attribute__((aligned(16)));
+    uint8_t ist_nmi_stack[4096] __attribute__((aligned(16)));
+    uint8_t stack[16384] __attribute__((aligned(16)));
+};
+
+static struct cpu_kernel cpu_kernel[GUEST_MAX_CPUS] __attribute__((aligned(16)));
 static struct idt_gate idt[256] __attribute__((aligned(16)));
-static uint8_t ist_double_fault_stack[4096] __attribute__((aligned(16)));
-static uint8_t ist_nmi_stack[4096] __attribute__((aligned(16)));
-static uint8_t user_stack[65536] __attribute__((aligned(16)));
-extern char boot_stack_top[];
+static uint8_t user_stack[GUEST_MAX_CPUS][65536] __attribute__((aligned(16)));
 
 void trap_dispatch(struct trap_frame *f);
 
@@ -86,44 +94,81 @@ static void set_gate(unsigned vector, const void *handler, uint8_t type_attr,
     g->reserved = 0;
 }
 
-void kernel_main(void)
+uint64_t kernel_stack_top(unsigned cpu)
 {
+    return (uint64_t)(cpu_kernel[cpu].stack + sizeof(cpu_kernel[cpu].stack));
+}
+
+static unsigned cpu_of_frame(const struct trap_frame *f)
+{
+    uint64_t a = (uint64_t)f, base = (uint64_t)cpu_kernel;
+
+    if (a < base || a >= base + sizeof(cpu_kernel)) {
+        return 0;                        /* the BSP's boot stack */
+    }
+    return (unsigned)((a - base) / sizeof(struct cpu_kernel));
+}
+
+/* Loads @gdt (with the TSS descriptor for CPU @cpu's TSS) and the TSS.
+ * The TSS gives the stacks for entries from CPL3 (RSP0) and for the faults
+ * that must not trust the current stack (IST).  Its I/O bitmap allows
+ * every port at CPL3: IOPL=3 would do on hardware, but kvm_pvm does not
+ * give CPL3 an IOPL, while it does honour the bitmap. */
+static void load_cpu_tables(unsigned cpu, uint64_t *gdt_table, unsigned gdt_entries)
+{
+    struct cpu_kernel *ck = &cpu_kernel[cpu];
+    struct tss64 *tss = &ck->tss;
+    uint64_t base = (uint64_t)tss;
+    uint64_t limit = sizeof(*tss) - 1;
     struct {
         uint16_t limit;
         uint64_t base;
-    } __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
-    uint64_t base = (uint64_t)&tss;
-    uint64_t limit = sizeof(tss) - 1;
+    } __attribute__((packed)) gdtr = { (uint16_t)(8 * gdt_entries - 1), (uint64_t)gdt_table },
+      idtr = { sizeof(idt) - 1, (uint64_t)idt };
 
-    /* The TSS gives the stacks for entries from CPL3 (RSP0) and for the
-     * faults that must not trust the current stack (IST).  Its I/O bitmap
-     * allows every port at CPL3: IOPL=3 would do on hardware, but kvm_pvm
-     * does not give CPL3 an IOPL, while it does honour the bitmap. */
-    tss.rsp[0] = (uint64_t)boot_stack_top;
-    tss.ist[0] = (uint64_t)(ist_double_fault_stack + sizeof(ist_double_fault_stack));
-    tss.ist[1] = (uint64_t)(ist_nmi_stack + sizeof(ist_nmi_stack));
-    tss.iomap_base = offsetof(struct tss64, iomap);
-    tss.iomap[8192] = 0xff;
-    gdt[TSS_SEL / 8] = (limit & 0xffff) | ((base & 0xffffff) << 16) |
-                       (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
-                       (((base >> 24) & 0xff) << 56);
-    gdt[TSS_SEL / 8 + 1] = base >> 32;
+    tss->rsp[0] = kernel_stack_top(cpu);
+    tss->ist[0] = (uint64_t)(ck->ist_double_fault_stack + sizeof(ck->ist_double_fault_stack));
+    tss->ist[1] = (uint64_t)(ck->ist_nmi_stack + sizeof(ck->ist_nmi_stack));
+    tss->iomap_base = offsetof(struct tss64, iomap);
+    tss->iomap[8192] = 0xff;
+    gdt_table[TSS_SEL / 8] = (limit & 0xffff) | ((base & 0xffffff) << 16) |
+                             (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+                             (((base >> 24) & 0xff) << 56);
+    gdt_table[TSS_SEL / 8 + 1] = base >> 32;
+    __asm__ volatile("lgdt %0" : : "m"(gdtr));
     __asm__ volatile("ltr %w0" : : "r"(TSS_SEL));
+    __asm__ volatile("lidt %0" : : "m"(idtr));
+}
 
-    for (unsigned v = 0; v < 48; v++) {
+void kernel_main(void)
+{
+    for (unsigned v = 0; v < NR_TRAP_STUBS; v++) {
         uint8_t ist = v == 8 ? 1 : (v == 2 || v == 18) ? 2 : 0;
         set_gate(v, isr_stubs + 16 * v, GATE_INTERRUPT_DPL0, ist);
     }
     set_gate(0x80, isr_syscall, GATE_INTERRUPT_DPL3, 0);
     set_gate(SPURIOUS_VECTOR, isr_spurious, GATE_INTERRUPT_DPL0, 0);
-    __asm__ volatile("lidt %0" : : "m"(idtr));
+    /* The BSP keeps boot.S's GDT (7 entries: null, 4 segments, TSS). */
+    load_cpu_tables(0, gdt, 7);
 
     serial_init();
 
     /* The rest runs at CPL3 (IOPL=3 where the VMM honours it), IF=0. */
-    kernel_depth = 0;
-    enter_user(user_main, (uint64_t)(user_stack + sizeof(user_stack)),
-               RFLAGS_IOPL3 | 2);
+    kernel_depth[0] = 0;
+    enter_user(user_main, (uint64_t)(user_stack[0] + sizeof(user_stack[0])),
+               RFLAGS_IOPL3 | 2, 0);
+}
+
+void ap_kernel_main(unsigned cpu)
+{
+    struct cpu_kernel *ck = &cpu_kernel[cpu];
+
+    kernel_depth[cpu] = 1;
+    memcpy(ck->gdt, gdt, 5 * sizeof(uint64_t));     /* the segments */
+    load_cpu_tables(cpu, ck->gdt, 7);
+    kernel_depth[cpu] = 0;
+    enter_user(smp_ap_main, (uint64_t)(user_stack[cpu] + sizeof(user_stack[cpu])),
+               RFLAGS_IOPL3 | 2, cpu);
 }
 
 static const char *const exception_names[32] = {
@@ -161,9 +206,17 @@ static void handle_irq(struct trap_frame *f, unsigned irq)
         outb(0xa0, 0x20);
     }
     outb(0x20, 0x20);
-    irq_state.count[irq]++;
-    irq_state.total++;
+    atomic_inc64(&irq_state.count[irq]);
     irq_state.last_cs = f->cs;
+}
+
+/* MSI-X vectors, the wake-up IPI and the LAPIC timer: count, EOI. */
+static void handle_lapic_vector(unsigned vector)
+{
+    if (vector >= MSI_VECTOR_BASE && vector < MSI_VECTOR_BASE + MSI_VECTORS) {
+        atomic_inc64(&irq_state.msi_count[vector - MSI_VECTOR_BASE]);
+    }
+    *(volatile uint32_t *)0xfee000b0ul = 0;           /* LAPIC EOI */
 }
 
 static void triple_fault(void)
@@ -186,12 +239,15 @@ static uint64_t handle_syscall(struct trap_frame *f)
         return KERNEL_CS | (f->cs << 16);
     case SYS_WAIT_IRQ: {
         uint64_t seen = f->rdi;
+        volatile uint64_t *mine = &irq_state.cpu_total[cpu_of_frame(f)];
         /* sti's one-instruction shadow means no interrupt slips in between
-         * it and hlt, so this cannot sleep through a wake-up. */
+         * it and hlt, so this cannot sleep through a wake-up.  (CPL3 runs
+         * with IF=0: what arrived since the caller read its count is
+         * still pending and is taken right after sti.) */
         do {
             __asm__ volatile("sti; hlt; cli" ::: "memory");
-        } while (irq_state.total == seen);
-        return irq_state.total;
+        } while (*mine == seen);
+        return *mine;
     }
     case SYS_FLUSH_TLB: {
         uint64_t cr3;
@@ -232,7 +288,13 @@ static bool is_emulated_int80(const struct trap_frame *f)
 
 void trap_dispatch(struct trap_frame *f)
 {
-    kernel_depth++;
+    unsigned cpu = cpu_of_frame(f);
+
+    kernel_depth[cpu]++;
+    if (f->vector >= 32 && f->vector < NR_TRAP_STUBS) {
+        atomic_inc64(&irq_state.total);
+        atomic_inc64(&irq_state.cpu_total[cpu]);
+    }
     if (f->vector == 0x80) {
         f->rax = handle_syscall(f);
     } else if (is_emulated_int80(f)) {
@@ -240,10 +302,12 @@ void trap_dispatch(struct trap_frame *f)
         f->rax = handle_syscall(f);
     } else if (f->vector >= 32 && f->vector < 48) {
         handle_irq(f, f->vector - 32);
+    } else if (f->vector >= 48 && f->vector < NR_TRAP_STUBS) {
+        handle_lapic_vector(f->vector);
     } else if (f->vector == 2) {
         kprintf("KEEL-GUEST: NMI at rip=0x%lx (ignored)\n", f->rip);
     } else {
         fatal_exception(f);
     }
-    kernel_depth--;
+    kernel_depth[cpu]--;
 }

@@ -293,11 +293,26 @@ static void format(struct out *o, const char *fmt, va_list ap)
     }
 }
 
+/* One CPU's output at a time, so lines do not interleave.  The wait is
+ * bounded: a CPU that faults (CPL0) while it holds the lock must still get
+ * its report out. */
+static volatile uint32_t console_lock;
+
 int kvprintf(const char *fmt, va_list ap)
 {
     struct out o = { 0, 0, 0 };
+    bool locked = false;
 
+    for (unsigned long i = 0; i < 100000000ul && !locked; i++) {
+        locked = !atomic_xchg32(&console_lock, 1);
+        if (!locked) {
+            cpu_relax();
+        }
+    }
     format(&o, fmt, ap);
+    if (locked) {
+        spin_unlock(&console_lock);
+    }
     return (int)o.len;
 }
 
@@ -332,7 +347,7 @@ void guest_exit(int status)
     kprintf("KEEL-GUEST: no debug-exit device at port 0x%x; halting "
             "(status %d)\n", DEBUG_EXIT_PORT, status);
     for (;;) {
-        if (!kernel_depth) {
+        if (!kernel_depth[0]) {
             syscall3(SYS_HALT, 0, 0, 0);
         } else {
             __asm__ volatile("cli; hlt");

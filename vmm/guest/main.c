@@ -13,6 +13,8 @@
  *   test=hostile      transport rule-breaking (reset in flight, bad set-ups,
  *                     config writes, bogus MSI-X, a BAR moved while live)
  *   exit=N            status for a passing run (default 0)
+ *   cpus=N            use at most N CPUs (default: every CPU the MADT or MP
+ *                     table lists; test=boot and test=blk only)
  * The workload's own keys are listed in workload.c (and vmm/guest/README).
  *
  * Output contract: every line starts with "KEEL-GUEST: "; the last one is
@@ -24,7 +26,7 @@
 #include "vmm/guest/guest.h"
 
 static const char *const known_keys[] = {
-    "test", "exit", "verbose",
+    "test", "exit", "verbose", "cpus",
     /* workload.c */
     "rw", "bs", "iodepth", "size", "runtime", "verify", "flush", "discard",
     "seed", "mode", "offset", "dev", "write_zeroes", "gen", "event_idx",
@@ -125,7 +127,7 @@ static bool check_cpl3(void)
     uint64_t info = syscall3(SYS_INFO, 0, 0, 0);
     uint16_t kernel_cs = info & 0xffff, caller_cs = (info >> 16) & 0xffff;
     unsigned iopl = (read_rflags() >> 12) & 3;
-    bool ok = caller_cs == USER_CS && !kernel_depth;
+    bool ok = caller_cs == USER_CS && !kernel_depth[0];
 
     kprintf("KEEL-GUEST: cpl3 %s cpl=%u caller_cs=0x%x kernel_cs=0x%x "
             "iopl=%u\n", ok ? "ok" : "FAILED", caller_cs & 3u, caller_cs,
@@ -158,7 +160,7 @@ static bool check_irq(void)
     uint64_t woken = 0;
     if (ok) {                            /* only with a ticking PIT: hlt */
         uint64_t before = irq_state.count[0];
-        syscall3(SYS_WAIT_IRQ, irq_state.total, 0, 0);
+        syscall3(SYS_WAIT_IRQ, irq_state.cpu_total[0], 0, 0);
         woken = irq_state.count[0] - before;
         ok = woken >= 1;
     }
@@ -170,6 +172,32 @@ static bool check_irq(void)
     return ok;
 }
 
+/* Each CPU proves it runs at CPL3 and took the wake-up IPI. */
+static volatile uint64_t cpu_checked[GUEST_MAX_CPUS];
+
+static void check_cpu(unsigned cpu, void *arg)
+{
+    uint64_t info = syscall3(SYS_INFO, 0, 0, 0);
+
+    (void)arg;
+    if (((info >> 16) & 0xffff) == USER_CS && !kernel_depth[cpu]) {
+        cpu_checked[cpu]++;
+    }
+}
+
+static bool check_smp(void)
+{
+    unsigned good = 0;
+
+    smp_run_all(check_cpu, NULL);
+    for (unsigned cpu = 0; cpu < smp_ncpus; cpu++) {
+        good += cpu_checked[cpu] == 1;
+    }
+    kprintf("KEEL-GUEST: smp %s: %u of %u CPUs ran work at CPL3\n",
+            good == smp_ncpus ? "ok" : "FAILED", good, smp_ncpus);
+    return good == smp_ncpus;
+}
+
 static int test_boot(void)
 {
     unsigned n = pci_enumerate(true);
@@ -177,16 +205,19 @@ static int test_boot(void)
     kprintf("KEEL-GUEST: pci %u functions\n", n);
     bool cpl3_ok = check_cpl3();
     bool irq_ok = check_irq();
-    bool ok = pci_ok && cpl3_ok && irq_ok;
+    bool smp_ok = check_smp();
+    bool ok = pci_ok && cpl3_ok && irq_ok && smp_ok;
 
     kprintf("KEEL-GUEST: RESULT status=%s test=boot pci_functions=%u cpl3=%s "
-            "irq=%s tsc_khz=%lu\n", ok ? "ok" : "fail", n,
-            cpl3_ok ? "ok" : "fail", irq_ok ? "ok" : "fail", tsc_khz);
+            "irq=%s tsc_khz=%lu cpus=%u smp=%s\n", ok ? "ok" : "fail", n,
+            cpl3_ok ? "ok" : "fail", irq_ok ? "ok" : "fail", tsc_khz, smp_ncpus,
+            smp_ok ? "ok" : "fail");
     return ok ? 0 : -1;
 }
 
-void user_main(void)
+void user_main(unsigned cpu)
 {
+    (void)cpu;                  /* the BSP is cpu 0 */
     kprintf("\nKEEL-GUEST: keel test guest " GUEST_VERSION
             " (x86-64, multiboot v1)\n");
     mm_init();
@@ -207,6 +238,14 @@ void user_main(void)
     bool calibrated = clock_init();
     kprintf("KEEL-GUEST: clock tsc_khz=%lu source=%s%s\n", tsc_khz, tsc_source,
             calibrated ? "" : " (uncalibrated)");
+
+    if (!strcmp(test, "boot") || !strcmp(test, "blk")) {
+        uint64_t max_cpus = cmdline_u64("cpus", 0);
+        if (max_cpus > GUEST_MAX_CPUS) {
+            bad_cmdline("cpus", cmdline_get("cpus"));
+        }
+        smp_init((unsigned)max_cpus);
+    }
 
     int r;
     if (!strcmp(test, "boot")) {

@@ -342,7 +342,12 @@ bool vq_init(struct virtqueue *vq, struct virtio_pci_dev *d, unsigned index,
     vq->event_idx = !!(d->features & FEATURE(VIRTIO_F_EVENT_IDX));
 
     *mmio16(c, VCC_QUEUE_SIZE) = size;
-    *mmio16(c, VCC_QUEUE_MSIX_VECTOR) = 0xffff;          /* INTx */
+    *mmio16(c, VCC_QUEUE_MSIX_VECTOR) = d->msix ? (uint16_t)index : 0xffff;
+    if (d->msix && *mmio16(c, VCC_QUEUE_MSIX_VECTOR) != index) {
+        kprintf("KEEL-GUEST: virtqueue %u: the device refused MSI-X vector %u\n",
+                index, index);
+        return false;
+    }
     write64(c, VCC_QUEUE_DESC, (uint64_t)(uintptr_t)vq->desc);
     write64(c, VCC_QUEUE_DRIVER, (uint64_t)(uintptr_t)vq->avail);
     write64(c, VCC_QUEUE_DEVICE, (uint64_t)(uintptr_t)vq->used);
@@ -351,6 +356,65 @@ bool vq_init(struct virtqueue *vq, struct virtio_pci_dev *d, unsigned index,
     *mmio16(c, VCC_QUEUE_ENABLE) = 1;
     vq_disable_irq(vq);
     return true;
+}
+
+#define PCI_CAP_MSIX       0x11
+#define MSIX_CTRL_ENABLE   0x8000
+#define MSIX_CTRL_MASKALL  0x4000
+#define VIRTIO_MSI_NO_VECTOR 0xffff
+
+static unsigned find_cap(struct pci_func *f, uint8_t id)
+{
+    unsigned cap = pci_read8(f, PCI_CAP_PTR) & 0xfc;
+
+    for (unsigned n = 0; cap && pci_read8(f, cap) != id && n < 48; n++) {
+        cap = pci_read8(f, cap + 1) & 0xfc;
+    }
+    return cap;
+}
+
+bool virtio_msix_enable(struct virtio_pci_dev *d, unsigned entries)
+{
+    struct pci_func *f = d->pci;
+    unsigned cap = find_cap(f, PCI_CAP_MSIX);
+
+    if (!cap) {
+        kprintf("KEEL-GUEST: virtio-blk has no MSI-X capability\n");
+        return false;
+    }
+    uint16_t ctrl = pci_read16(f, cap + 2);
+    uint32_t table = pci_read32(f, cap + 4);
+    uint64_t base = pci_bar_address(f, table & 7);
+    d->msix_entries = (ctrl & 0x7ff) + 1u;
+    if (d->msix_entries < entries) {
+        kprintf("KEEL-GUEST: virtio-blk has %u MSI-X entries, %u wanted\n",
+                d->msix_entries, entries);
+        return false;
+    }
+    if (!base || !map_mmio(base + (table & ~7u), 16ull * d->msix_entries)) {
+        kprintf("KEEL-GUEST: virtio-blk's MSI-X table is not mappable\n");
+        return false;
+    }
+    d->msix_table = (volatile uint32_t *)(uintptr_t)(base + (table & ~7u));
+    for (unsigned e = 0; e < d->msix_entries; e++) {
+        d->msix_table[4 * e + 3] = 1;                       /* masked */
+    }
+    pci_write16(f, cap + 2, (uint16_t)((ctrl & ~MSIX_CTRL_MASKALL) | MSIX_CTRL_ENABLE));
+    *mmio16(d->common, VCC_MSIX_CONFIG) = VIRTIO_MSI_NO_VECTOR;
+    d->msix = true;
+    return true;
+}
+
+void virtio_msix_route(struct virtio_pci_dev *d, unsigned entry, uint32_t apic_id,
+                       unsigned vector)
+{
+    volatile uint32_t *e = d->msix_table + 4 * entry;
+
+    e[3] = 1;
+    e[0] = 0xfee00000u | apic_id << 12;          /* physical destination */
+    e[1] = 0;
+    e[2] = vector;                               /* fixed, edge */
+    e[3] = 0;
 }
 
 void vq_refresh_notify(struct virtqueue *vq)

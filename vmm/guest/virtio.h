@@ -14,8 +14,8 @@
  *                       adds chains to the avail ring, kicks with
  *                       notification suppression (EVENT_IDX or the
  *                       NO_NOTIFY flag), and reaps the used ring.
- * All of it runs at CPL3; there is one CPU and one user thread, so nothing
- * is locked.  Ordering against the device: x86 stores are not reordered
+ * All of it runs at CPL3 on the boot CPU, except the vq_* ring operations,
+ * whose callers serialise them per queue (blk.h).  Ordering against the device: x86 stores are not reordered
  * with stores nor loads with loads, so publishing needs only a compiler
  * barrier; the checks that read the device's event index after publishing
  * need a full fence (store → load).
@@ -146,6 +146,10 @@ struct virtio_pci_dev {
     uint64_t device_features;
     uint64_t features;           /* negotiated */
     unsigned irq;                /* legacy INTx line (PIC), 0xff if none */
+    /* MSI-X (virtio_msix_enable): queue n uses table entry n. */
+    bool msix;
+    volatile uint32_t *msix_table;
+    unsigned msix_entries;
 };
 
 /* Finds the index-th usable virtio-blk function; false (after printing
@@ -163,6 +167,15 @@ bool virtio_negotiate(struct virtio_pci_dev *d, uint64_t wanted);
  * and re-reads the capabilities, so d's pointers follow.  The caller
  * recomputes queue notify pointers (vq_refresh_notify). */
 bool virtio_pci_move_bar(struct virtio_pci_dev *d, bool back);
+/* Enables the function's MSI-X with every entry masked and no config
+ * vector; from then on vq_init gives queue n vector n (and fails if the
+ * device does not take it).  False without an MSI-X capability of at
+ * least `entries` entries. */
+bool virtio_msix_enable(struct virtio_pci_dev *d, unsigned entries);
+/* Points MSI-X entry `entry` at the local APIC `apic_id` with `vector`
+ * (fixed, edge) and unmasks it. */
+void virtio_msix_route(struct virtio_pci_dev *d, unsigned entry, uint32_t apic_id,
+                       unsigned vector);
 uint8_t virtio_cfg8(struct virtio_pci_dev *d, unsigned off);
 uint32_t virtio_cfg32(struct virtio_pci_dev *d, unsigned off);
 uint64_t virtio_cfg64(struct virtio_pci_dev *d, unsigned off);
@@ -185,8 +198,8 @@ struct virtqueue {
 };
 
 /* Sets up queue `index` with at most max_size entries (0: the device's
- * maximum); the rings come from the heap.  Called between FEATURES_OK and
- * DRIVER_OK. */
+ * maximum); the rings come from the heap; its MSI-X vector is `index`
+ * with MSI-X on, else none.  Called between FEATURES_OK and DRIVER_OK. */
 bool vq_init(struct virtqueue *vq, struct virtio_pci_dev *d, unsigned index,
              unsigned max_size);
 /* Publishes a chain whose head descriptor is `head`. */

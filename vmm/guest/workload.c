@@ -47,22 +47,45 @@ struct workload {
     uint64_t offset, size, runtime_ms;
     bool verify, flush, discard, write_zeroes, irq_mode;
     uint32_t gen, seed;
-    uint64_t rng;                    /* block picks (xorshift64) */
-    uint64_t rw_rng;                 /* randrw's read/write choice (its own stream) */
     uint64_t nblocks;
     uint32_t *block_gen;             /* per block: 0 = content unknown */
     uint8_t *block_busy;
+    uint8_t *block_queue;            /* per block: the queue of its last write */
     void *buf[BLK_MAX_SLOTS];
-    /* results */
+    /* results (the workers' summed, plus the BSP's own set-up commands) */
     uint64_t ops, bytes, errors, verify_failures, verified_blocks;
     uint64_t unverified_reads, elapsed_us;
     uint64_t main_verified_reads;    /* main-pass reads of a block written before */
     uint64_t written_blocks;         /* blocks holding a known write at the end */
     uint64_t written_verified;       /* of those, read back intact by the verify pass */
+    uint64_t cross_verified;         /* ... and again by another CPU, on its queue */
+};
+
+/* One CPU's share of test=blk: its request slots (on its queue or queues),
+ * its part of the region, its random streams and its counts.  With one CPU
+ * there is one worker with every slot and the whole region. */
+struct worker {
+    unsigned cpu;
+    uint32_t queue_mask;
+    uint16_t slots[BLK_MAX_SLOTS];
+    unsigned nslots;
+    uint64_t first_block, nblocks;
+    uint64_t rng;                    /* block picks (xorshift64) */
+    uint64_t rw_rng;                 /* randrw's read/write choice (its own stream) */
+    uint64_t ops, bytes, errors, verify_failures, verified_blocks;
+    uint64_t unverified_reads, elapsed_us, main_verified_reads;
+    uint64_t written_blocks, written_verified, cross_verified;
+    uint64_t queue_reads[BLK_MAX_QUEUES];    /* reads whose data checked out */
+    uint64_t queue_writes[BLK_MAX_QUEUES];   /* last writes read back intact */
+    bool sleeps;                     /* MSI-X: every queue of its interrupts here */
+    uint64_t irq_waits;
+    bool ok;
 };
 
 static struct blk_dev blk;
 static struct workload wl;
+static struct worker workers[GUEST_MAX_CPUS];
+static unsigned nworkers = 1;
 
 #define REPORT_LIMIT 5
 
@@ -95,16 +118,16 @@ static long pattern_check(const void *buf, uint64_t off, uint32_t len, uint32_t 
     return -1;
 }
 
-static bool check_block(const void *buf, uint64_t block, uint32_t gen)
+static bool check_block(struct worker *w, const void *buf, uint64_t block, uint32_t gen)
 {
     uint64_t off = wl.offset + block * wl.bs;
     long bad = pattern_check(buf, off, wl.bs, gen);
 
-    wl.verified_blocks++;
+    w->verified_blocks++;
     if (bad < 0) {
         return true;
     }
-    if (wl.verify_failures++ < REPORT_LIMIT) {
+    if (w->verify_failures++ < REPORT_LIMIT) {
         kprintf("KEEL-GUEST: verify failure at byte %lu (block %lu gen %u): "
                 "got 0x%08x want 0x%08x\n", off + 4 * (uint64_t)bad, block, gen,
                 ((const uint32_t *)buf)[bad],
@@ -113,9 +136,9 @@ static bool check_block(const void *buf, uint64_t block, uint32_t gen)
     return false;
 }
 
-static void request_error(unsigned s, int status)
+static void request_error(struct worker *w, unsigned s, int status)
 {
-    if (wl.errors++ < REPORT_LIMIT) {
+    if (w->errors++ < REPORT_LIMIT) {
         kprintf("KEEL-GUEST: request type %u sector %lu failed: status %d\n",
                 blk.slot[s].type, blk.slot[s].hdr->sector, status);
     }
@@ -169,8 +192,6 @@ static bool parse_options(void)
     wl.write_zeroes = cmdline_u64("write_zeroes", 0) != 0;
     wl.gen = cmdline_u64("gen", 1);
     wl.seed = cmdline_u64("seed", 1);
-    wl.rng = 0x9E3779B97F4A7C15ull ^ wl.seed;
-    wl.rw_rng = rw_choice_seed(wl.seed);
     if (!wl.gen) {
         kprintf("KEEL-GUEST: gen must be >= 1\n");
         return false;
@@ -239,30 +260,75 @@ static bool region_command(uint32_t type, uint32_t max_sectors, const char *name
     return true;
 }
 
-/* Reads every block whose content is known and checks it.  zeroes: expect
- * zero bytes instead of the pattern. */
-static bool verify_pass(bool zeroes)
+/* A device that completes nothing for this long has failed.  Several
+ * CPUs share the host's cores (in the KVM lab: emulated ones), so they
+ * get longer. */
+static uint64_t wl_timeout_ms(void)
 {
-    uint64_t next = 0, inflight = 0;
-    uint64_t failures_before = wl.verify_failures, checked = 0;
-    uint64_t deadline = deadline_after_ms(10000);
+    return nworkers > 1 ? 30000 : 10000;
+}
+
+static void kick_queues(struct worker *w)
+{
+    for (unsigned q = 0; q < blk.nqueues; q++) {
+        if (w->queue_mask & (1u << q)) {
+            blk_kick(&blk, q);
+        }
+    }
+}
+
+/* Until one of w's requests may have completed.  mode=irq: sleep on the
+ * device's interrupt (one CPU: INTx; several: the MSI-X vectors of the
+ * CPU's queues, where it is their only user; a CPU sharing a queue whose
+ * interrupt goes to another CPU polls).  mode=poll: poll. */
+static bool wait_slots(struct worker *w, uint64_t deadline)
+{
+    if (wl.irq_mode && !blk.msix) {
+        return blk_wait(&blk, deadline);
+    }
+    return blk_wait_slots(&blk, w->queue_mask, w->slots, w->nslots, deadline, w->cpu,
+                          blk.msix && w->sleeps, &w->irq_waits);
+}
+
+/* The queue of CPU i's j-th request slot (see assign_slots). */
+static unsigned worker_queue(unsigned i, unsigned j, unsigned nq)
+{
+    if (nq <= nworkers) {
+        return i % nq;
+    }
+    unsigned count = (nq - i + nworkers - 1) / nworkers;   /* q = i + k * nworkers */
+    return i + (j % count) * nworkers;
+}
+
+/* Reads every block of [first, first + n) whose content is known and
+ * checks it, on worker w's slots.  zeroes: expect zero bytes instead of
+ * the pattern.  cross: another CPU's blocks (counted as cross_verified). */
+static bool verify_pass(struct worker *w, uint64_t first, uint64_t n, bool zeroes,
+                        bool cross)
+{
+    uint64_t next = first, end = first + n, inflight = 0;
+    uint64_t failures_before = w->verify_failures, checked = 0, written = 0;
+    uint64_t deadline = deadline_after_ms(wl_timeout_ms());
 
     if (!zeroes) {
-        wl.written_blocks = 0;
-        for (uint64_t b = 0; b < wl.nblocks; b++) {
-            wl.written_blocks += wl.block_gen[b] != 0;
+        for (uint64_t b = first; b < end; b++) {
+            written += wl.block_gen[b] != 0;
+        }
+        if (!cross) {
+            w->written_blocks = written;
         }
     }
 
     for (;;) {
-        for (unsigned s = 0; s < blk.nslots && next < wl.nblocks; s++) {
+        for (unsigned i = 0; i < w->nslots && next < end; i++) {
+            unsigned s = w->slots[i];
             if (blk.slot[s].busy) {
                 continue;
             }
-            while (next < wl.nblocks && !zeroes && !wl.block_gen[next]) {
+            while (next < end && !zeroes && !wl.block_gen[next]) {
                 next++;
             }
-            if (next == wl.nblocks) {
+            if (next == end) {
                 break;
             }
             blk.slot[s].block = next;
@@ -271,47 +337,60 @@ static bool verify_pass(bool zeroes)
             next++;
             inflight++;
         }
-        vq_kick(&blk.vq);
+        kick_queues(w);
         if (!inflight) {
             break;
         }
-        if (!blk_wait(&blk, deadline)) {
-            kprintf("KEEL-GUEST: verify pass: device timeout (status 0x%x)\n",
-                    virtio_get_status(&blk.pci));
-            wl.errors++;
-            return false;
-        }
-        int s;
-        while ((s = blk_complete(&blk)) >= 0) {
-            struct blk_slot *sl = &blk.slot[s];
-            inflight--;
-            deadline = deadline_after_ms(10000);
-            if (*sl->status != VIRTIO_BLK_S_OK) {
-                request_error(s, *sl->status);
-                continue;
+        int s = blk_complete_slots(&blk, w->queue_mask, w->slots, w->nslots);
+        if (s < 0) {
+            if (!wait_slots(w, deadline)) {
+                kprintf("KEEL-GUEST: cpu %u: verify pass: device timeout (status 0x%x)\n",
+                        w->cpu, virtio_get_status(&blk.pci));
+                w->errors++;
+                return false;
             }
-            checked++;
-            if (zeroes) {
-                const uint8_t *p = wl.buf[s];
-                wl.verified_blocks++;
-                for (uint32_t i = 0; i < wl.bs; i++) {
-                    if (p[i]) {
-                        if (wl.verify_failures++ < REPORT_LIMIT) {
-                            kprintf("KEEL-GUEST: verify failure: byte %lu is 0x%02x "
-                                    "after write-zeroes\n",
-                                    wl.offset + sl->block * wl.bs + i, p[i]);
-                        }
-                        break;
+            continue;
+        }
+        struct blk_slot *sl = &blk.slot[s];
+        inflight--;
+        deadline = deadline_after_ms(wl_timeout_ms());
+        if (*sl->status != VIRTIO_BLK_S_OK) {
+            request_error(w, (unsigned)s, *sl->status);
+            continue;
+        }
+        checked++;
+        if (zeroes) {
+            const uint8_t *p = wl.buf[s];
+            w->verified_blocks++;
+            for (uint32_t i = 0; i < wl.bs; i++) {
+                if (p[i]) {
+                    if (w->verify_failures++ < REPORT_LIMIT) {
+                        kprintf("KEEL-GUEST: verify failure: byte %lu is 0x%02x "
+                                "after write-zeroes\n",
+                                wl.offset + sl->block * wl.bs + i, p[i]);
                     }
+                    break;
                 }
-            } else if (check_block(wl.buf[s], sl->block, wl.block_gen[sl->block])) {
-                wl.written_verified++;
+            }
+        } else if (check_block(w, wl.buf[s], sl->block, wl.block_gen[sl->block])) {
+            w->queue_reads[sl->queue]++;
+            if (cross) {
+                w->cross_verified++;
+            } else {
+                w->written_verified++;
+                w->queue_writes[wl.block_queue[sl->block]]++;
             }
         }
     }
-    kprintf("KEEL-GUEST: verify pass%s: %lu blocks read back, %lu bad\n",
-            zeroes ? " (zeroes)" : "", checked, wl.verify_failures - failures_before);
-    return wl.verify_failures == failures_before;
+    if (nworkers > 1) {
+        kprintf("KEEL-GUEST: cpu %u: verify pass%s: %lu blocks %lu-%lu read back, %lu bad\n",
+                w->cpu, zeroes ? " (zeroes)" : cross ? " (another CPU's blocks)" : "",
+                checked, first, end - 1, w->verify_failures - failures_before);
+    } else {
+        kprintf("KEEL-GUEST: verify pass%s: %lu blocks read back, %lu bad\n",
+                zeroes ? " (zeroes)" : "", checked, w->verify_failures - failures_before);
+    }
+    return w->verify_failures == failures_before;
 }
 
 /* ---- the main pass ------------------------------------------------------------ */
@@ -325,12 +404,12 @@ static bool does_writes(void)
     return wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE || wl.rw == RW_RANDRW;
 }
 
-/* Picks the next block; with verify, never one that is in flight (two
- * writes racing to a block would leave it unpredictable). */
-static bool pick_block(uint64_t *seq_next, uint64_t *block)
+/* Picks the next block of w's part; with verify, never one that is in
+ * flight (two writes racing to a block would leave it unpredictable). */
+static bool pick_block(struct worker *w, uint64_t *seq_next, uint64_t *block)
 {
     if (!is_random()) {
-        uint64_t b = (*seq_next)++ % wl.nblocks;
+        uint64_t b = w->first_block + (*seq_next)++ % w->nblocks;
         if (wl.block_busy && wl.block_busy[b]) {
             (*seq_next)--;
             return false;
@@ -339,7 +418,7 @@ static bool pick_block(uint64_t *seq_next, uint64_t *block)
         return true;
     }
     for (unsigned tries = 0; tries < 8; tries++) {
-        uint64_t b = xorshift64(&wl.rng) % wl.nblocks;
+        uint64_t b = w->first_block + xorshift64(&w->rng) % w->nblocks;
         if (!wl.block_busy || !wl.block_busy[b]) {
             *block = b;
             return true;
@@ -348,7 +427,7 @@ static bool pick_block(uint64_t *seq_next, uint64_t *block)
     return false;
 }
 
-static void finish_request(unsigned s)
+static void finish_request(struct worker *w, unsigned s)
 {
     struct blk_slot *sl = &blk.slot[s];
     uint8_t status = *sl->status;
@@ -357,48 +436,52 @@ static void finish_request(unsigned s)
         wl.block_busy[sl->block] = 0;
     }
     if (status != VIRTIO_BLK_S_OK) {
-        request_error(s, status);
+        request_error(w, s, status);
         if (sl->type == VIRTIO_BLK_T_OUT && wl.block_gen) {
             wl.block_gen[sl->block] = 0;         /* content now unknown */
         }
         return;
     }
-    wl.ops++;
-    wl.bytes += sl->len;
+    w->ops++;
+    w->bytes += sl->len;
     if (sl->type == VIRTIO_BLK_T_OUT) {
         if (wl.block_gen) {
             wl.block_gen[sl->block] = sl->gen;
+            wl.block_queue[sl->block] = (uint8_t)sl->queue;
         }
     } else if (sl->verify) {
-        check_block(sl->data, sl->block, sl->gen);
-        wl.main_verified_reads++;
+        if (check_block(w, sl->data, sl->block, sl->gen)) {
+            w->queue_reads[sl->queue]++;
+        }
+        w->main_verified_reads++;
     } else if (wl.verify) {
-        wl.unverified_reads++;
+        w->unverified_reads++;
     }
 }
 
-static bool main_pass(void)
+static bool main_pass(struct worker *w)
 {
-    uint64_t total_ops = wl.runtime_ms ? UINT64_MAX : wl.nblocks;
+    uint64_t total_ops = wl.runtime_ms ? UINT64_MAX : w->nblocks;
     uint64_t issued = 0, inflight = 0, seq_next = 0;
     uint64_t t0 = rdtsc();
     uint64_t end = wl.runtime_ms ? t0 + tsc_khz * wl.runtime_ms : UINT64_MAX;
-    uint64_t deadline = deadline_after_ms(10000);
+    uint64_t deadline = deadline_after_ms(wl_timeout_ms());
     bool ok = true;
 
     for (;;) {
         bool stop = issued >= total_ops || (wl.runtime_ms && rdtsc() >= end);
-        for (unsigned s = 0; s < blk.nslots && !stop; s++) {
+        for (unsigned i = 0; i < w->nslots && !stop; i++) {
+            unsigned s = w->slots[i];
             struct blk_slot *sl = &blk.slot[s];
             uint64_t block;
             if (sl->busy) {
                 continue;
             }
-            if (!pick_block(&seq_next, &block)) {
+            if (!pick_block(w, &seq_next, &block)) {
                 break;                           /* retry after a completion */
             }
             bool write = wl.rw == RW_WRITE || wl.rw == RW_RANDWRITE ||
-                         (wl.rw == RW_RANDRW && rw_choose_write(&wl.rw_rng));
+                         (wl.rw == RW_RANDRW && rw_choose_write(&w->rw_rng));
             sl->block = block;
             sl->verify = false;
             if (write) {
@@ -420,34 +503,227 @@ static bool main_pass(void)
             inflight++;
             stop = issued >= total_ops;
         }
-        vq_kick(&blk.vq);
+        kick_queues(w);
         if (!inflight) {
             break;
         }
         int s;
         bool progress = false;
-        while ((s = blk_complete(&blk)) >= 0) {
-            finish_request(s);
+        while ((s = blk_complete_slots(&blk, w->queue_mask, w->slots, w->nslots)) >= 0) {
+            finish_request(w, (unsigned)s);
             inflight--;
             progress = true;
         }
         if (progress) {
-            deadline = deadline_after_ms(10000);
-            if (!wl.irq_mode) {
-                vq_disable_irq(&blk.vq);
-            }
+            deadline = deadline_after_ms(wl_timeout_ms());
             continue;
         }
-        if (!blk_wait(&blk, deadline)) {
-            kprintf("KEEL-GUEST: device timeout: %lu requests in flight, status "
-                    "0x%x\n", inflight, virtio_get_status(&blk.pci));
-            wl.errors++;
+        if (!wait_slots(w, deadline)) {
+            kprintf("KEEL-GUEST: cpu %u: device timeout: %lu requests in flight, "
+                    "status 0x%x\n", w->cpu, inflight, virtio_get_status(&blk.pci));
+            w->errors++;
             ok = false;
             break;
         }
     }
-    wl.elapsed_us = (rdtsc() - t0) * 1000 / tsc_khz;
+    w->elapsed_us = (rdtsc() - t0) * 1000 / tsc_khz;
     return ok;
+}
+
+/* FLUSH on one of w's slots (all of them idle). */
+static bool worker_flush(struct worker *w)
+{
+    unsigned s = w->slots[0];
+    uint64_t deadline = deadline_after_ms(wl_timeout_ms());
+    int done;
+
+    blk_submit(&blk, s, VIRTIO_BLK_T_FLUSH, 0, NULL, 0);
+    kick_queues(w);
+    while ((done = blk_complete_slots(&blk, w->queue_mask, w->slots, w->nslots)) != (int)s) {
+        if (done < 0 && !wait_slots(w, deadline)) {
+            kprintf("KEEL-GUEST: cpu %u: flush timed out\n", w->cpu);
+            w->errors++;
+            return false;
+        }
+    }
+    int st = *blk.slot[s].status;
+    if (nworkers > 1) {
+        kprintf("KEEL-GUEST: cpu %u: flush status=%d\n", w->cpu, st);
+    } else {
+        kprintf("KEEL-GUEST: flush status=%d\n", st);
+    }
+    if (st != VIRTIO_BLK_S_OK) {
+        w->errors++;
+        return false;
+    }
+    return true;
+}
+
+/* Phase 1 on every CPU: the main pass over its part, then (writing with
+ * verify) reading back every block it wrote. */
+static void worker_run(unsigned cpu, void *arg)
+{
+    struct worker *w = &workers[cpu];
+
+    (void)arg;
+    if (blk.msix) {
+        lapic_timer_periodic(10000);             /* the watchdog: 100 Hz */
+    }
+    w->ok = main_pass(w);
+    if (does_writes() && wl.flush) {
+        w->ok &= worker_flush(w);
+    }
+    if (w->ok && does_writes() && wl.verify) {
+        w->ok &= verify_pass(w, w->first_block, w->nblocks, false, false);
+    }
+    if (blk.msix && cpu) {
+        lapic_timer_periodic(0);         /* the BSP's ticks on (blk_open) */
+    }
+}
+
+/* Phase 2 (several CPUs, writing with verify): every CPU reads back the
+ * next CPU's blocks through its own queue, so data written on one queue
+ * is checked through another. */
+static void worker_cross_check(unsigned cpu, void *arg)
+{
+    struct worker *w = &workers[cpu];
+    const struct worker *other = &workers[(cpu + 1) % nworkers];
+
+    (void)arg;
+    if (blk.msix) {
+        lapic_timer_periodic(10000);
+    }
+    w->ok &= verify_pass(w, other->first_block, other->nblocks, false, true);
+    if (blk.msix && cpu) {
+        lapic_timer_periodic(0);         /* the BSP's ticks on (blk_open) */
+    }
+}
+
+/* Deals the request slots out to the CPUs.  With MQ and several CPUs, CPU
+ * i uses queue i % nqueues, or, with more queues than CPUs, every queue q
+ * with q % ncpus == i (its slots dealt round-robin over them); without MQ
+ * every CPU shares queue 0 under its lock.  One CPU gets every slot the
+ * queue could hold. */
+static bool assign_slots(void)
+{
+    unsigned nq = blk.nqueues, depth = wl.iodepth;
+    unsigned want[BLK_MAX_QUEUES] = { 0 }, next[BLK_MAX_QUEUES];
+
+    if (nworkers * depth > BLK_MAX_SLOTS) {
+        depth = BLK_MAX_SLOTS / nworkers;
+        kprintf("KEEL-GUEST: %u CPUs x iodepth %u > %u slots; iodepth lowered to %u\n",
+                nworkers, wl.iodepth, BLK_MAX_SLOTS, depth);
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        for (unsigned j = 0; j < depth; j++) {
+            want[worker_queue(i, j, nq)]++;
+        }
+    }
+    if (!blk_setup_slots(&blk, want, wl.bs)) {
+        return false;
+    }
+    for (unsigned q = 0; q < nq; q++) {
+        next[q] = blk_first_slot(&blk, q);
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        memset(w, 0, sizeof(*w));
+        w->cpu = i;
+        /* Worker 0's streams are the single-CPU guest's. */
+        w->rng = (0x9E3779B97F4A7C15ull ^ wl.seed) + i * 0x632BE59BD9B4E019ull;
+        w->rw_rng = rw_choice_seed(wl.seed) ^ (i * 0xA0761D6478BD642Full);
+        for (unsigned j = 0; j < depth; j++) {
+            unsigned q = worker_queue(i, j, nq);
+            if (next[q] < blk_first_slot(&blk, q) + blk.queue_slots[q]) {
+                w->slots[w->nslots++] = (uint16_t)next[q]++;
+                w->queue_mask |= 1u << q;
+            }
+        }
+        if (!w->nslots) {
+            kprintf("KEEL-GUEST: cpu %u gets no request slots\n", i);
+            return false;
+        }
+    }
+    /* MSI-X: queue q interrupts the first CPU that uses it. */
+    for (unsigned q = 0; q < nq && blk.msix; q++) {
+        unsigned first = 0;
+        while (first < nworkers && !(workers[first].queue_mask & (1u << q))) {
+            first++;
+        }
+        if (first == nworkers) {
+            first = 0;                   /* unused queue: the BSP */
+        }
+        blk_route_irq(&blk, q, smp_cpus[first].apic_id);
+        kprintf("KEEL-GUEST: queue %u: MSI-X vector %u -> cpu %u (APIC ID %u)\n", q, q,
+                first, smp_cpus[first].apic_id);
+    }
+    for (unsigned i = 0; i < nworkers && blk.msix; i++) {
+        workers[i].sleeps = true;
+        for (unsigned j = 0; j < i; j++) {
+            if (workers[j].queue_mask & workers[i].queue_mask) {
+                workers[i].sleeps = false;   /* its queue interrupts cpu j */
+            }
+        }
+    }
+    return true;
+}
+
+/* Splits the region over the CPUs: CPU i gets the i-th of nworkers equal
+ * runs of blocks, and only ever writes there. */
+static bool assign_ranges(void)
+{
+    for (unsigned i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        w->first_block = wl.nblocks * i / nworkers;
+        w->nblocks = wl.nblocks * (i + 1) / nworkers - w->first_block;
+        if (!w->nblocks) {
+            kprintf("KEEL-GUEST: cpu %u gets no blocks (region too small)\n", i);
+            return false;
+        }
+        if (nworkers > 1) {
+            kprintf("KEEL-GUEST: cpu %u: queues 0x%x, %u slots, blocks %lu-%lu\n", i,
+                    w->queue_mask, w->nslots, w->first_block,
+                    w->first_block + w->nblocks - 1);
+        }
+    }
+    return true;
+}
+
+static void sum_workers(void)
+{
+    for (unsigned i = 0; i < nworkers; i++) {
+        const struct worker *w = &workers[i];
+        wl.ops += w->ops;
+        wl.bytes += w->bytes;
+        wl.errors += w->errors;
+        wl.verify_failures += w->verify_failures;
+        wl.verified_blocks += w->verified_blocks;
+        wl.unverified_reads += w->unverified_reads;
+        wl.main_verified_reads += w->main_verified_reads;
+        wl.written_blocks += w->written_blocks;
+        wl.written_verified += w->written_verified;
+        wl.cross_verified += w->cross_verified;
+        blk.irq_waits += w->irq_waits;
+        if (w->elapsed_us > wl.elapsed_us) {
+            wl.elapsed_us = w->elapsed_us;
+        }
+    }
+}
+
+/* "KEEL-GUEST: queue q: R reads, W writes verified" for every queue set
+ * up, so a test can tell that each one carried checked data. */
+static void print_queue_summary(void)
+{
+    for (unsigned q = 0; q < blk.nqueues; q++) {
+        uint64_t r = 0, wr = 0;
+        for (unsigned i = 0; i < nworkers; i++) {
+            r += workers[i].queue_reads[q];
+            wr += workers[i].queue_writes[q];
+        }
+        kprintf("KEEL-GUEST: queue %u: %lu reads, %lu writes verified (kicks=%lu "
+                "kicks_suppressed=%lu msix_irqs=%lu)\n", q, r, wr, blk.vqs[q].kicks,
+                blk.vqs[q].kicks_suppressed, blk.msix ? irq_state.msi_count[q] : 0);
+    }
 }
 
 static bool run_workload(void)
@@ -472,20 +748,25 @@ static bool run_workload(void)
                 "writes should fail\n");
     }
     if (wl.verify) {
-        /* Block state: what each block should hold, and which are in
-         * flight (two writes racing to one block would leave it
-         * unpredictable). */
-        if (wl.nblocks * 5 > guest_heap_free() / 2) {
+        /* Block state: what each block should hold, which are in flight
+         * (two writes racing to one block would leave it unpredictable)
+         * and which queue wrote it last. */
+        if (wl.nblocks * 6 > guest_heap_free() / 2) {
             kprintf("KEEL-GUEST: region too large to track %lu blocks\n", wl.nblocks);
             return false;
         }
         wl.block_gen = guest_alloc(wl.nblocks * 4, 8);
         wl.block_busy = guest_alloc(wl.nblocks, 8);
+        wl.block_queue = guest_alloc(wl.nblocks, 8);
         memset(wl.block_busy, 0, wl.nblocks);
+        memset(wl.block_queue, 0, wl.nblocks);
         for (uint64_t i = 0; i < wl.nblocks; i++) {
             /* Reads of a read workload expect the first generation. */
             wl.block_gen[i] = (wl.verify && !does_writes()) ? wl.gen : 0;
         }
+    }
+    if (!assign_ranges()) {
+        return false;
     }
 
     bool ok = true;
@@ -506,38 +787,54 @@ static bool run_workload(void)
             ok &= region_command(VIRTIO_BLK_T_WRITE_ZEROES,
                                  blk.max_write_zeroes_sectors, "write-zeroes");
             if (ok && wl.verify) {
-                ok &= verify_pass(true);
+                ok &= verify_pass(&workers[0], 0, wl.nblocks, true, false);
             }
         }
+    }
+    if (!ok) {
+        sum_workers();
+        return false;
+    }
+    if (wl.flush && does_writes() && !(blk.pci.features & FEATURE(VIRTIO_BLK_F_FLUSH))) {
+        kprintf("KEEL-GUEST: flush=1 but the device lacks VIRTIO_BLK_F_FLUSH\n");
+        return false;
     }
 
     kprintf("KEEL-GUEST: workload rw=%s bs=%u iodepth=%u offset=%lu size=%lu%s "
-            "verify=%u mode=%s seed=%u gen=%u\n", rw_names[wl.rw], wl.bs, blk.nslots,
-            wl.offset, wl.size, wl.runtime_ms ? " (time-based)" : "", wl.verify,
-            wl.irq_mode ? "irq" : "poll", wl.seed, wl.gen);
-    ok &= main_pass();
-
-    if (does_writes() && wl.flush) {
-        if (!(blk.pci.features & FEATURE(VIRTIO_BLK_F_FLUSH))) {
-            kprintf("KEEL-GUEST: flush=1 but the device lacks VIRTIO_BLK_F_FLUSH\n");
-            ok = false;
-        } else {
-            int st = blk_sync(&blk, 0, VIRTIO_BLK_T_FLUSH, 0, NULL, 0);
-            kprintf("KEEL-GUEST: flush status=%d\n", st);
-            if (st != VIRTIO_BLK_S_OK) {
-                wl.errors++;
-                ok = false;
-            }
+            "verify=%u mode=%s seed=%u gen=%u cpus=%u queues=%u\n", rw_names[wl.rw],
+            wl.bs, workers[0].nslots, wl.offset, wl.size,
+            wl.runtime_ms ? " (time-based)" : "", wl.verify, wl.irq_mode ? "irq" : "poll",
+            wl.seed, wl.gen, nworkers, blk.nqueues);
+    if (nworkers > 1) {
+        smp_run_all(worker_run, NULL);
+    } else {
+        worker_run(0, NULL);
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        ok &= workers[i].ok;
+    }
+    if (ok && nworkers > 1 && does_writes() && wl.verify) {
+        smp_run_all(worker_cross_check, NULL);
+        for (unsigned i = 0; i < nworkers; i++) {
+            ok &= workers[i].ok;
         }
     }
+    sum_workers();
     if (ok && does_writes() && wl.verify) {
-        ok &= verify_pass(false);
         /* Every block written must have been read back intact. */
         if (wl.written_verified != wl.written_blocks) {
             kprintf("KEEL-GUEST: verify pass: %lu of %lu written blocks read back intact\n",
                     wl.written_verified, wl.written_blocks);
             ok = false;
         }
+        if (nworkers > 1 && wl.cross_verified != wl.written_blocks) {
+            kprintf("KEEL-GUEST: cross-check: %lu of %lu written blocks read back "
+                    "intact by another CPU\n", wl.cross_verified, wl.written_blocks);
+            ok = false;
+        }
+    }
+    if (nworkers > 1 || blk.nqueues > 1) {
+        print_queue_summary();
     }
     return ok;
 }
@@ -566,7 +863,7 @@ static const char *const fault_names[] = {
 static void submit_bad_chain(enum chain_fault fault)
 {
     struct blk_slot *sl = &blk.slot[0];
-    struct vring_desc *d = &blk.vq.desc[sl->head];
+    struct vring_desc *d = &blk.vqs[0].desc[sl->head];
     uint16_t h = sl->head;
     uint64_t hdr = (uint64_t)(uintptr_t)sl->hdr;
     uint64_t data = (uint64_t)(uintptr_t)wl.buf[0];
@@ -606,7 +903,7 @@ static void submit_bad_chain(enum chain_fault fault)
     case FAULT_BEYOND_CAPACITY:
         break;
     case FAULT_NEXT_RANGE:
-        d[1].next = (uint16_t)(blk.vq.size + 3);
+        d[1].next = (uint16_t)(blk.vqs[0].size + 3);
         break;
     case FAULT_INDIRECT_OUTSIDE:
         d[0] = (struct vring_desc){ 1ull << 46, 3 * 16, VRING_DESC_F_INDIRECT, 0 };
@@ -623,14 +920,14 @@ static void submit_bad_chain(enum chain_fault fault)
     }
     case FAULT_AVAIL_AHEAD:
         /* No new chain: the index alone claims size + 7 new entries. */
-        blk.vq.avail_idx = (uint16_t)(blk.vq.avail_idx + blk.vq.size + 7);
+        blk.vqs[0].avail_idx = (uint16_t)(blk.vqs[0].avail_idx + blk.vqs[0].size + 7);
         barrier();
-        ((volatile struct vring_avail *)blk.vq.avail)->idx = blk.vq.avail_idx;
-        *blk.vq.notify = (uint16_t)blk.vq.index;
+        ((volatile struct vring_avail *)blk.vqs[0].avail)->idx = blk.vqs[0].avail_idx;
+        *blk.vqs[0].notify = (uint16_t)blk.vqs[0].index;
         return;
     }
-    vq_add(&blk.vq, h);
-    vq_kick(&blk.vq);
+    vq_add(&blk.vqs[0], h);
+    vq_kick(&blk.vqs[0]);
 }
 
 /* What the device did with a bad chain: "failed" (completed with an error
@@ -764,20 +1061,20 @@ static const char *hostile_setup(enum setup_fault fault, bool *acceptable)
     }
     *(volatile uint16_t *)(c + VCC_QUEUE_SELECT) = 0;
     *(volatile uint16_t *)(c + VCC_QUEUE_SIZE) =
-        fault == SETUP_QUEUE_SIZE ? 3 : (uint16_t)blk.vq.size;
+        fault == SETUP_QUEUE_SIZE ? 3 : (uint16_t)blk.vqs[0].size;
     *(volatile uint64_t *)(c + VCC_QUEUE_DESC) =
-        fault == SETUP_RING_OUTSIDE ? 1ull << 46 : (uint64_t)(uintptr_t)blk.vq.desc;
-    *(volatile uint64_t *)(c + VCC_QUEUE_DRIVER) = (uint64_t)(uintptr_t)blk.vq.avail;
-    *(volatile uint64_t *)(c + VCC_QUEUE_DEVICE) = (uint64_t)(uintptr_t)blk.vq.used;
+        fault == SETUP_RING_OUTSIDE ? 1ull << 46 : (uint64_t)(uintptr_t)blk.vqs[0].desc;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DRIVER) = (uint64_t)(uintptr_t)blk.vqs[0].avail;
+    *(volatile uint64_t *)(c + VCC_QUEUE_DEVICE) = (uint64_t)(uintptr_t)blk.vqs[0].used;
     *(volatile uint16_t *)(c + VCC_QUEUE_ENABLE) = 1;
     virtio_set_status(d, virtio_get_status(d) | VIRTIO_STATUS_DRIVER_OK);
     uint8_t status = virtio_get_status(d);
     /* The rings were zeroed by nobody: start them over, then one read. */
-    memset(blk.vq.avail, 0, 6 + 2ull * blk.vq.size);
-    memset(blk.vq.used, 0, 6 + 8ull * blk.vq.size);
-    blk.vq.avail_idx = blk.vq.kicked_idx = blk.vq.last_used = 0;
+    memset(blk.vqs[0].avail, 0, 6 + 2ull * blk.vqs[0].size);
+    memset(blk.vqs[0].used, 0, 6 + 8ull * blk.vqs[0].size);
+    blk.vqs[0].avail_idx = blk.vqs[0].kicked_idx = blk.vqs[0].last_used = 0;
     blk_submit(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);
-    *blk.vq.notify = 0;
+    *blk.vqs[0].notify = 0;
     const char *seen = watch_device(&st);
     /* Refusing the set-up, asking for a reset, or doing nothing are safe;
      * so is serving the read when the rings it used are real (a device may
@@ -796,7 +1093,7 @@ static const char *hostile_reset_inflight(bool *acceptable)
     for (unsigned s = 0; s < n; s++) {
         blk_submit(&blk, s, VIRTIO_BLK_T_IN, 8ull * s, wl.buf[s], 4096);
     }
-    vq_kick(&blk.vq);
+    vq_kick(&blk.vqs[0]);
     *acceptable = virtio_reset(&blk.pci);       /* must complete, drained */
     return *acceptable ? "reset-completed" : "reset-stuck";
 }
@@ -860,10 +1157,10 @@ static const char *hostile_bar_move(bool *acceptable)
         *acceptable = false;
         return "could not move the BAR";
     }
-    vq_refresh_notify(&blk.vq);
+    vq_refresh_notify(&blk.vqs[0]);
     st = blk_sync(&blk, 0, VIRTIO_BLK_T_IN, 0, wl.buf[0], 4096);   /* at the new place */
     bool back = virtio_pci_move_bar(&blk.pci, true);
-    vq_refresh_notify(&blk.vq);
+    vq_refresh_notify(&blk.vqs[0]);
     *acceptable = back && st == VIRTIO_BLK_S_OK;
     return st == VIRTIO_BLK_S_OK ? "served at the new address" : "failed at the new address";
 }
@@ -908,16 +1205,28 @@ static void print_result(const char *test, bool ok)
     uint64_t iops = wl.ops * 1000000 / us;
     uint64_t bytes_per_s = wl.bytes * 1000000 / us;
     uint64_t mibps_x100 = bytes_per_s * 100 >> 20;
+    uint64_t kicks = 0, kicks_suppressed = 0;
 
+    for (unsigned q = 0; q < blk.nqueues; q++) {
+        kicks += blk.vqs[q].kicks;
+        kicks_suppressed += blk.vqs[q].kicks_suppressed;
+    }
+
+    /* Before RESULT, which stays the last line. */
+    if (nworkers > 1 || blk.nqueues > 1) {
+        kprintf("KEEL-GUEST: RESULT-SMP cpus=%u queues=%u num_queues=%u mq=%u "
+                "cross_verified=%lu\n", nworkers, blk.nqueues, blk.num_queues,
+                !!(blk.pci.features & FEATURE(VIRTIO_BLK_F_MQ)), wl.cross_verified);
+    }
     kprintf("KEEL-GUEST: RESULT status=%s test=%s ops=%lu iops=%lu mibps=%lu.%02lu "
             "errors=%lu verify_failures=%lu elapsed_us=%lu rw=%s bs=%u iodepth=%u "
             "mode=%s verified_blocks=%lu kicks=%lu kicks_suppressed=%lu irqs=%lu "
             "irq_waits=%lu tsc_khz=%lu written_blocks=%lu written_verified=%lu "
             "main_verified_reads=%lu\n", ok ? "ok" : "fail", test, wl.ops, iops,
             mibps_x100 / 100, mibps_x100 % 100, wl.errors, wl.verify_failures,
-            wl.elapsed_us, rw_names[wl.rw], wl.bs, blk.nslots,
-            wl.irq_mode ? "irq" : "poll", wl.verified_blocks, blk.vq.kicks,
-            blk.vq.kicks_suppressed, blk_device_irqs(&blk), blk.irq_waits, tsc_khz,
+            wl.elapsed_us, rw_names[wl.rw], wl.bs, workers[0].nslots,
+            wl.irq_mode ? "irq" : "poll", wl.verified_blocks, kicks, kicks_suppressed,
+            blk_device_irqs(&blk), blk.irq_waits, tsc_khz,
             wl.written_blocks, wl.written_verified, wl.main_verified_reads);
 }
 
@@ -934,9 +1243,16 @@ int run_block_test(const char *test)
         wl.bs = 4096;
         wl.iodepth = hostile ? 8 : 1;
     }
+    nworkers = badchain || hostile ? 1 : smp_ncpus;
     if (ok) {
-        ok = blk_init(&blk, cmdline_u64("dev", 0), wanted_features(), wl.iodepth,
-                      wl.bs, wl.irq_mode);
+        /* Several CPUs ask for a queue per request slot at most (so each
+         * queue gets one), up to BLK_MAX_QUEUES. */
+        unsigned want_queues = nworkers > 1 ? nworkers * wl.iodepth : 1;
+        /* mode=irq: INTx through the PIC reaches the BSP only, so
+         * several CPUs take MSI-X, a vector per queue. */
+        ok = blk_open(&blk, cmdline_u64("dev", 0), wanted_features(),
+                      want_queues < BLK_MAX_QUEUES ? want_queues : BLK_MAX_QUEUES,
+                      wl.irq_mode, nworkers > 1) && assign_slots();
     }
     if (ok) {
         blk_print_info(&blk);
@@ -958,8 +1274,8 @@ int run_block_test(const char *test)
     ok &= !wl.errors && !wl.verify_failures;
     /* Only a failure if we slept waiting for one: a device that is always
      * ahead of the guest legitimately never needs to interrupt it.  An
-     * interrupt still pending (raised after a watchdog tick woke us) is
-     * taken first: it was delivered late, not lost. */
+     * INTx interrupt still pending (raised after a watchdog tick woke us)
+     * is taken first: it was delivered late, not lost. */
     if (ok && wl.irq_mode && wl.ops && blk.irq_waits && !blk_settle_irqs(&blk, 3)) {
         kprintf("KEEL-GUEST: mode=irq but no device interrupt arrived in %lu waits (only "
                 "the watchdog tick woke us)\n", (unsigned long)blk.irq_waits);
