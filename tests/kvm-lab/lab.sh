@@ -19,6 +19,7 @@
 #   resize    QMP block_resize while Linux runs; the kernel sees the new
 #             size (keel-vmm and QEMU)
 #   boots     KVM_LAB_BOOTS (20) boots to the shell, PVH and bzImage
+#   smp       -smp 2, a two-queue virtio-blk on two iothreads; fio numjobs=2
 # Output is TAP: one line per check, prefixed with the kernel.
 #
 # Environment:
