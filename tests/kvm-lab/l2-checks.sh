@@ -166,6 +166,27 @@ mq)
     done
     ok $([ $busy -eq 2 ]; echo $?) "both queues' MSI-X vectors fired ($busy of 2)"
     ;;
+bench-*)
+    # One benchmark sample (the driver's bench step): 4 KiB random reads,
+    # O_DIRECT, depth 16 per job, one job per queue pinned one per CPU.
+    # The driver samples the VMM's CPU time at the two marker lines.
+    jobs=${1#bench-}
+    fio --name=warm --filename=$dev --direct=1 --ioengine=libaio --rw=randread --bs=4k \
+        --iodepth=16 --runtime=2 --time_based --output=/dev/null >/dev/null 2>&1
+    echo "keel-lab: bench: start"
+    fio --name=bench --filename=$dev --direct=1 --ioengine=libaio --rw=randread --bs=4k \
+        --iodepth=16 --numjobs=$jobs --cpus_allowed=0-1 --cpus_allowed_policy=split \
+        --runtime=10 --time_based --group_reporting --output-format=terse \
+        --output=/tmp/fio.terse >/dev/null 2>&1
+    rc=$?
+    echo "keel-lab: bench: end"
+    ok $rc "fio randread numjobs=$jobs (rc=$rc)"
+    # terse v3 (fio 3.x): field 8 read IOPS, 16 completion latency mean
+    # (us), 18-37 its percentiles as "P%=us": 24 is p50, 30 p99.
+    awk -F';' '{ split($24, a, "="); split($30, b, "=");
+                 print "keel-lab: bench: iops=" $8 " clat_mean_us=" $16 " p50_us=" a[2] " p99_us=" b[2] }' \
+        /tmp/fio.terse
+    ;;
 pattern)
     # Plain O_DIRECT write + read-back (for the fallback paths).
     pattern pat $((4 * MiB)) | dd of=$dev bs=64k oflag=direct 2>/dev/null
