@@ -19,6 +19,8 @@
 #   resize    QMP block_resize while Linux runs; the kernel sees the new
 #             size (keel-vmm and QEMU)
 #   boots     KVM_LAB_BOOTS (20) boots to the shell, PVH and bzImage
+#   smp       -smp 2, a two-queue virtio-blk on two iothreads; fio numjobs=2
+#   bench     1 vs 2 queues, keel-vmm against QEMU, KVM_LAB_BENCH_REPS rounds
 # Output is TAP: one line per check, prefixed with the kernel.
 #
 # Environment:
