@@ -210,7 +210,7 @@ step_features() {
 }
 
 step_vmmtests() {
-    list=${KVM_LAB_VMMTESTS:-"tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh"}
+    list=${KVM_LAB_VMMTESTS:-"tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh tests/vmm-blk-mq-test.sh tests/vmm-smp-guest-test.sh"}
     if [ "$list" = all ]; then
         # Everything but the tests that need QEMU as a peer.
         list=$(make -s -C "$build" -f Makefile -f - print-tests <<'EOF' 2>/dev/null
