@@ -107,3 +107,34 @@ scan_image() {
         }
         END { printf "%d %d %d\n", written, zero, bad }'
 }
+
+# The shell tests' common start: a skip (77) unless there is a usable
+# /dev/kvm (checked as a device first: opening a missing one as root would
+# create a file), keel-vmm and the test guest, and timeout(1).
+vmm_test_require() {
+    if ! { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
+        echo "1..0 # SKIP cannot open /dev/kvm"
+        exit 77
+    fi
+    if [ ! -x "$VMM" ] || [ ! -s "$GUEST" ]; then
+        echo "1..0 # SKIP keel-vmm or the test guest is not built"
+        exit 77
+    fi
+    if ! command -v timeout >/dev/null 2>&1; then
+        echo "1..0 # SKIP timeout(1) not available"
+        exit 77
+    fi
+}
+
+# TAP lines, numbered; $failed counts the failures.
+n=0
+failed=0
+ok() {          # ok STATUS DESCRIPTION
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then
+        echo "ok $n - $2"
+    else
+        echo "not ok $n - $2"
+        failed=$((failed + 1))
+    fi
+}

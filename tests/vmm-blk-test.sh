@@ -28,33 +28,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vmm-blk-lib.sh
 . "$here/vmm-blk-lib.sh"
 
-if ! { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
-    echo "1..0 # SKIP cannot open /dev/kvm"
-    exit 77
-fi
-if [ ! -x "$VMM" ] || [ ! -s "$GUEST" ]; then
-    echo "1..0 # SKIP keel-vmm or the test guest is not built"
-    exit 77
-fi
-if ! command -v timeout >/dev/null 2>&1; then
-    echo "1..0 # SKIP timeout(1) not available"
-    exit 77
-fi
+vmm_test_require
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-vmm-blk.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
-n=0
-failed=0
-ok() {          # ok STATUS DESCRIPTION
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        failed=$((failed + 1))
-    fi
-}
 skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 show() {        # show NAME: a failed run's output as TAP comments
     echo "#   --- $1: exit $(vmm_rc "$1"), output:"
