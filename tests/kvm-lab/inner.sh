@@ -392,7 +392,8 @@ EOF
     rm -f "$img"
 }
 
-# SMP + multiqueue (issue 14): Linux on 2 vCPUs with a two-queue virtio-blk.
+# SMP + multiqueue (issue 14): Linux on 2 vCPUs with a two-queue virtio-blk,
+# keel-vmm with the QEMU line as a user writes it (-accel kvm -cpu host).
 # keel-vmm takes QEMU 9's spelling (iothread-vq-mapping over two iothreads);
 # the lab's QEMU (7.2) predates it, so the peer runs both queues in one
 # iothread.
@@ -401,7 +402,7 @@ step_smp() {  # VMM
     img=$scratch/lab-smp-$1.img
     rm -f "$img"; truncate -s 64M "$img"
     if [ "$1" = keel ]; then
-        guest_extra='-smp 2 -object iothread,id=io0 -object iothread,id=io1 -device {"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"io0"},{"iothread":"io1"}]}'
+        guest_extra='-accel kvm -cpu host -smp 2 -object iothread,id=io0 -object iothread,id=io1 -device {"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"io0"},{"iothread":"io1"}]}'
     else
         guest_extra='-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=2,iothread=io0'
     fi
