@@ -32,6 +32,7 @@
 #                    console + VMM stderr, the features reports and the TAP
 #   KVM_LAB_TIMEOUT  seconds per guest run inside L1 (default 300)
 #   KVM_LAB_L1_TIMEOUT  seconds for one whole L1 run (default 3600)
+#   KVM_LAB_L1_RETRIES  more runs of a kernel whose L1 panicked under TCG (2)
 #   KVM_LAB_VMMTESTS the make check TESTS= list for vmmtests ("all": every
 #                    test that needs no QEMU peer)
 #   KVM_LAB_CPU      L1's -cpu (default max)
@@ -47,6 +48,7 @@ steps=${KVM_LAB_STEPS:-features vmmtests linux blk qemu}
 cache=${KVM_LAB_CACHE:-$build/kvm-lab/cache}
 outroot=${KVM_LAB_OUT:-$build/kvm-lab/out}
 l1_timeout=${KVM_LAB_L1_TIMEOUT:-3600}
+l1_retries=${KVM_LAB_L1_RETRIES:-2}
 cpu=${KVM_LAB_CPU:-max}
 
 n=0 failed=0 ran=0
@@ -88,7 +90,8 @@ for suite in $kernels; do
 
     # An L1 kernel that panics under TCG (seen twice on a loaded machine,
     # while an L2 VM ran: docs/kvm-lab.md) is the lab platform, not keel:
-    # that L1 run is said and kept, and the kernel gets one more run.
+    # that L1 run is said and kept, and the kernel runs again (up to
+    # KVM_LAB_L1_RETRIES more times, default 2).
     attempt=1
     while :; do
         out=$outroot/$suite
@@ -130,10 +133,10 @@ for suite in $kernels; do
         fi
         qemu_pid=
         took=$(( $(date +%s) - t1 ))
-        if [ $hung = no ] && [ ! -f "$out/job.rc" ] && [ $attempt -lt 2 ] &&
+        if [ $hung = no ] && [ ! -f "$out/job.rc" ] && [ $attempt -le "$l1_retries" ] &&
            grep -q "Kernel panic" "$console"; then
             cp "$console" "$outroot/$suite-l1-panic-$attempt.log"
-            note "$suite: the L1 kernel panicked under TCG after ${took}s ($(grep -m 1 -o "Kernel panic.*" "$console" | tr -d '\r')); L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel once more"
+            note "$suite: the L1 kernel panicked under TCG after ${took}s ($(grep -m 1 -o "Kernel panic.*" "$console" | tr -d '\r')); L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel again"
             attempt=$((attempt + 1))
             continue
         fi
