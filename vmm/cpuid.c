@@ -297,10 +297,9 @@ bool kvm_host_misses_xsetbv(int kvm_fd)
     }
     /* Any failure below means "cannot tell": keep the guest's XSAVE. */
     c = get_supported_cpuid(kvm_fd);
-    for (uint32_t i = 0; c && i < c->nent; i++) {
-        if (c->entries[i].function == 1) {
-            has_xsave = (c->entries[i].ecx & (1u << 26)) != 0;
-        }
+    if (c) {
+        struct kvm_cpuid_entry2 *leaf1 = find_entry(c->entries, (int)c->nent, 1, 0);
+        has_xsave = leaf1 && (leaf1->ecx & (1u << 26));
     }
     run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (!has_xsave || run_size <= 0 || (vm = ioctl(kvm_fd, KVM_CREATE_VM, 0)) < 0) {
