@@ -8,4 +8,4 @@
 . "$(cd "$(dirname "$0")" && pwd)/fuzz-lib.sh"
 FUZZ_PKGS=JSON_GLIB     # vmm/options.c: JSON -blockdev
 fuzz_main virtqueue "vmm/virtqueue.c vmm/virtio-core.c vmm/virtio-pci.c vmm/virtio-blk.c \
-    vmm/virtio-blk-req.c vmm/options.c $vmm_kvm_sources vmm/pci.c" 4096 0
+    vmm/virtio-blk-req.c vmm/options.c vmm/machine.c $vmm_kvm_sources vmm/pci.c" 4096 0

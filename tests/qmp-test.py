@@ -395,7 +395,8 @@ def start_with_socket(args, sock):
 def compare(vmm, qemu, image):
     tmp = tempfile.mkdtemp(prefix="keel-qmp-cmp.")
     ksock, qsock = os.path.join(tmp, "keel.sock"), os.path.join(tmp, "qemu.sock")
-    kproc, kq = start_with_socket([vmm, "-machine", "none", "-S", "-name", "cmp", "-qmp",
+    kproc, kq = start_with_socket([vmm, "-machine", "none", "-S", "-name", "cmp",
+                                   "-object", "iothread,id=io0", "-qmp",
                                    "unix:%s,server=on,wait=off" % ksock], ksock)
     qproc, qq = start_with_socket([qemu, "-machine", "pc", "-accel", "tcg", "-S", "-nodefaults",
                                    "-display", "none", "-name", "cmp", "-drive",
@@ -430,6 +431,12 @@ def compare(vmm, qemu, image):
         if kr is None or qr is None:
             continue
         d = shape_diff(shape(kr), shape(qr))
+        if name == "query-iothreads":
+            # The machine starts -object iothreads with or without a guest, as QEMU does.
+            ids = [(t.get("id"), t.get("thread-id", 0) > 0) for t in kr.get("return", [])]
+            ok(ids == [("io0", True)] and ids == [(t.get("id"), t.get("thread-id", 0) > 0)
+                                                 for t in qr.get("return", [])],
+               "query-iothreads: io0 with its thread id on both (keel %s)" % ids)
         if kr.get("return") == [] and qr.get("return"):
             diag("%s: not compared: keel-vmm -machine none has none, QEMU: %s" % (
                 label, json.dumps(shape(qr["return"][0]))[:600]))

@@ -1227,6 +1227,7 @@ static void test_block_devices_mq(void)
     const char *argv[16];
     VmmOptions opts;
     VmmBlockDevices *devs;
+    VmmMachine *machine;
     VmmBlockInfo info;
     VirtioDevice *vdev;
     uint8_t buf[4096];
@@ -1255,18 +1256,35 @@ static void test_block_devices_mq(void)
         KEEL_OK(false, "command line: JSON -device with iothread-vq-mapping parses (%s)", errbuf);
         goto out;
     }
-    devs = vmm_block_devices_new(&vm, host, &opts, errbuf, sizeof(errbuf));
-    KEEL_OK(devs != NULL, "command line: the drive and its iothreads are created%s%s",
+    /* As keel-vmm's main(): the machine owns the iothreads and the INTx
+     * lines, the drives take theirs from it. */
+    machine = vmm_machine_new("mq", NULL, NULL, false, false);
+    vmm_machine_attach_vm(machine, &vm);
+    for (int i = 0; i < opts.nr_iothreads; i++) {
+        KEEL_OK(vmm_machine_add_iothread(machine, &opts.iothreads[i], errbuf,
+                                         sizeof(errbuf)) == 0,
+                "command line: the machine starts iothread %s", opts.iothreads[i].id);
+    }
+    devs = vmm_block_devices_new(machine, host, &opts, errbuf, sizeof(errbuf));
+    KEEL_OK(devs != NULL, "command line: the drive is created in the machine's iothreads%s%s",
             devs ? "" : ": ", devs ? "" : errbuf);
     if (!devs) {
+        vmm_machine_attach_vm(machine, NULL);
+        vmm_machine_free(machine);
         vmm_options_free(&opts);
         goto out;
     }
+    KEEL_OK(vmm_machine_find_device(machine, "virtio-blk0", "virtio-blk-pci") ==
+            vmm_block_devices_drive(devs, 0),
+            "machine: the registry lists virtio-blk0 with its device");
     d.blk = vmm_block_devices_drive(devs, 0);
     d.vp = virtio_blk_get_transport(d.blk);
     d.slot = d.vp->pci->slot;
     d.bar = conf_read(d.slot, PCI_BAR0, 4) & ~0xfu;
     vdev = virtio_blk_get_device(d.blk);
+    KEEL_OK(d.vp->intx_irq && kvm_irq_line_owner(&vm.irqs, d.vp->intx_irq) &&
+            !strcmp(kvm_irq_line_owner(&vm.irqs, d.vp->intx_irq), "virtio-blk0"),
+            "machine: the drive's INTx line %u is claimed for virtio-blk0", d.vp->intx_irq);
     KEEL_OK(vdev->num_queues == 2 && !strcmp(vdev->queues[0].iothread_id, "io1") &&
             !strcmp(vdev->queues[1].iothread_id, "io0") &&
             vdev->queues[0].ctx != vdev->queues[1].ctx &&
@@ -1303,6 +1321,10 @@ static void test_block_devices_mq(void)
     KEEL_OK(mq_wait(0, 1) && !memcmp(req_data(0), req_data(8), 4096),
             "read back through queue 0 (io1)");
     vmm_block_devices_free(devs, NULL);
+    KEEL_OK(!vmm_machine_find_device(machine, "virtio-blk0", NULL),
+            "machine: the freed drive left the registry");
+    vmm_machine_attach_vm(machine, NULL);
+    vmm_machine_free(machine);      /* the iothreads end after the drive */
     vmm_options_free(&opts);
 out:
     unlink(kernel);

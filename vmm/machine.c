@@ -475,9 +475,6 @@ int vmm_machine_query_iothreads(VmmMachine *m, VmmIOThreadInfo *out, int max)
 {
     int n = 0;
 
-    if (!m->iothreads->len) {
-        return m->ops->query_iothreads ? m->ops->query_iothreads(m->opaque, out, max) : 0;
-    }
     for (guint i = 0; i < m->iothreads->len && n < max; i++) {
         MachineIOThread *it = &g_array_index(m->iothreads, MachineIOThread, i);
         VmmIOThreadInfo *info = &out[n++];

@@ -20,13 +20,14 @@
  * The Vm itself (RAM, irqchip: vmm/kvm.h) is attached, not owned: main()
  * creates and destroys it around the machine's vCPUs.
  *
- * keel-vmm's main() creates one VmmMachine with VmmMachineOps for what the
- * machine does not own yet: draining and retrying block I/O, the drives'
- * state, and (until the block devices take their iothreads from the
- * machine) the iothreads they started.  With -machine none there is no
- * guest: no Vm, no vCPUs, and the ops are NULL (stop/cont only change the
- * state, the queries return nothing).  The QMP and HMP monitors
- * (vmm/qmp.h) listen for events and call in.
+ * keel-vmm's main() creates one VmmMachine, adds the -object iothreads,
+ * then opens and realizes the drives (vmm/virtio-blk.h), which take their
+ * queues' contexts, INTx lines and registry entries from it.  VmmMachineOps
+ * is what the machine asks of them: draining and retrying block I/O, the
+ * drives' state, block_resize.  With -machine none there is no guest: no
+ * Vm, no vCPUs, and the ops are NULL (stop/cont only change the state, the
+ * queries return the iothreads and nothing else).  The QMP and HMP
+ * monitors (vmm/qmp.h) listen for events and call in.
  *
  * State machine (as QEMU's): prelaunch (-S) / paused / io-error / shutdown
  * (-no-shutdown) --cont--> running --stop--> paused; a drive with werror=stop
@@ -107,9 +108,6 @@ typedef struct VmmMachineOps {
     /* system_reset: whether the machine reset itself; false means it cannot
      * (keel-vmm has no reboot, like QEMU's -no-reboot: a reset ends it). */
     bool (*reset)(void *opaque);
-    /* The iothreads of whoever started them, when the machine has none of
-     * its own (VmmBlockDevices today). */
-    int (*query_iothreads)(void *opaque, VmmIOThreadInfo *out, int max);
     int (*query_block)(void *opaque, VmmBlockInfo *out, int max);
     /* Grows @device's image to @size bytes and tells the guest. */
     int (*block_resize)(void *opaque, const char *device, uint64_t size, char *err,
@@ -202,7 +200,7 @@ int vmm_machine_add_iothread(VmmMachine *m, const struct VmmIOThread *spec, char
 KeelIOThread *vmm_machine_iothread(VmmMachine *m, const char *id);
 KeelAioContext *vmm_machine_iothread_context(VmmMachine *m, const char *id);
 int vmm_machine_nr_iothreads(const VmmMachine *m);
-/* query-iothreads: the machine's iothreads, else the ops' (see above). */
+/* query-iothreads: the machine's iothreads, in the order they were added. */
 int vmm_machine_query_iothreads(VmmMachine *m, VmmIOThreadInfo *out, int max);
 
 /* ---- devices by id ---------------------------------------------------------- */

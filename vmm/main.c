@@ -175,9 +175,8 @@ static void pidfile_remove(void)
 
 /* ---- the machine as the monitors see it ------------------------------------------ */
 
-/* What the machine does not own (yet): the block devices, whose I/O it
- * drains and retries through these ops, and which still start the
- * -object iothreads their drives use. */
+/* What the machine asks of the block devices through its ops: draining
+ * and retrying their I/O, their state, block_resize. */
 typedef struct VmmParts {
     Vm *vm;                 /* NULL with -machine none */
     VmmBlockDevices *blkdevs;
@@ -204,11 +203,6 @@ static bool parts_reset(void *opaque)
     return false;   /* no reboot: a reset ends keel-vmm (QEMU's -no-reboot) */
 }
 
-static int parts_query_iothreads(void *opaque, VmmIOThreadInfo *out, int max)
-{
-    return vmm_block_devices_query_iothreads(((VmmParts *)opaque)->blkdevs, out, max);
-}
-
 static int parts_query_block(void *opaque, VmmBlockInfo *out, int max)
 {
     return vmm_block_devices_query(((VmmParts *)opaque)->blkdevs, out, max);
@@ -224,7 +218,6 @@ static const VmmMachineOps parts_ops = {
     .pause = parts_pause,
     .resume = parts_resume,
     .reset = parts_reset,
-    .query_iothreads = parts_query_iothreads,
     .query_block = parts_query_block,
     .block_resize = parts_block_resize,
 };
@@ -370,21 +363,6 @@ static int register_board(VmmMachine *m, Serial *serial, PciHost *pci, I8042 *i8
     return 0;
 }
 
-/* The virtio-blk-pci functions in the registry, by their qdev names, so
- * their ids are taken.  Their pointer is NULL until virtio-blk registers
- * its devices itself (VmmBlockDevices keeps them private for now). */
-static void register_block_devices(VmmMachine *m, VmmBlockDevices *blkdevs)
-{
-    VmmBlockInfo info[VMM_MACHINE_MAX_INFO];
-    int n = vmm_block_devices_query(blkdevs, info, VMM_MACHINE_MAX_INFO);
-
-    for (int i = 0; i < n; i++) {
-        if (info[i].qdev) {
-            vmm_machine_add_device(m, info[i].qdev, "virtio-blk-pci", NULL);
-        }
-    }
-}
-
 /* Runs the main loop until the VM ends (or, with -no-shutdown, until quit).
  * Returns the exit status. */
 static int run_main_loop(VmmParts *parts, VmmMachine *machine)
@@ -522,22 +500,29 @@ int main(int argc, char **argv)
     }
     keel_global_mutex_lock();
 
-    /* The images first, before /dev/kvm: one in use by another writer, or
+    machine = vmm_machine_new(opts.name, opts.machine_none ? NULL : &parts_ops, &parts,
+                              opts.start_paused, opts.no_shutdown);
+    parts.machine = machine;
+    /* The machine's iothreads (QEMU starts them with -machine none too). */
+    for (int i = 0; i < opts.nr_iothreads; i++) {
+        if (vmm_machine_add_iothread(machine, &opts.iothreads[i], err, sizeof(err)) < 0) {
+            fprintf(stderr, "keel-vmm: %s\n", err);
+            goto out_machine;
+        }
+    }
+    /* The images next, before /dev/kvm: one in use by another writer, or
      * of another format, is refused as early as QEMU refuses it. */
     if (!opts.machine_none) {
-        blkdevs = vmm_block_devices_open(&opts, err, sizeof(err));
+        blkdevs = vmm_block_devices_open(machine, &opts, err, sizeof(err));
         if (!blkdevs) {
             print_lines(err);
-            goto out_unlock;
+            goto out_machine;
         }
     }
     if (opts.pidfile && pidfile_create(opts.pidfile, err, sizeof(err)) < 0) {
         fprintf(stderr, "keel-vmm: %s\n", err);
-        goto out_unlock;
+        goto out_machine;
     }
-    machine = vmm_machine_new(opts.name, opts.machine_none ? NULL : &parts_ops, &parts,
-                              opts.start_paused, opts.no_shutdown);
-    parts.machine = machine;
     vmm_machine_set_quit_notify(machine, wake_main_loop, NULL);
     chardev_set_quit_hook(quit_from_mux, machine);
     keel_main_loop_set_signal_handler(on_signal, &parts);
@@ -594,13 +579,12 @@ int main(int argc, char **argv)
         goto out_vm;
     }
     /* The virtio-blk-pci functions of the drives opened above. */
-    if (vmm_block_devices_realize(blkdevs, &vm, pci, err, sizeof(err)) < 0) {
+    if (vmm_block_devices_realize(blkdevs, pci, err, sizeof(err)) < 0) {
         fprintf(stderr, "keel-vmm: %s\n", err);
         goto out_vm;
     }
     parts.blkdevs = blkdevs;
     vmm_block_devices_set_io_error_hook(blkdevs, on_io_error, machine);
-    register_block_devices(machine, blkdevs);
 
     lcfg.kernel = opts.kernel;
     lcfg.initrd = opts.initrd;
@@ -686,9 +670,10 @@ out_chardevs:
     for (int i = 0; i < opts.nr_chardevs; i++) {
         chardev_free(chardevs[i]);
     }
+out_machine:
+    /* Opened, the VM never made: closed before the iothreads they run in end. */
+    vmm_block_devices_free(blkdevs, NULL);
     vmm_machine_free(machine);
-out_unlock:
-    vmm_block_devices_free(blkdevs, NULL);     /* opened, the VM never made */
     pidfile_remove();
     keel_global_mutex_unlock();
     vmm_options_free(&opts);

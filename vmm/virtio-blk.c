@@ -897,11 +897,14 @@ void virtio_blk_describe(VirtioBlk *s, char *buf, size_t len)
 /* ---- the drives of a command line ------------------------------------------------------------ */
 
 struct VmmBlockDevices {
-    KeelIOThread *iothreads[VMM_MAX_IOTHREADS];
-    VmmIOThread iothread_opts[VMM_MAX_IOTHREADS];   /* ids borrowed from the options */
-    int nr_iothreads;
+    /* The machine whose iothreads the queues run in, whose INTx lines the
+     * functions take and whose registry lists them (not owned). */
+    VmmMachine *machine;
     VirtioBlk *drives[VMM_MAX_DRIVES];
     int nr_drives;
+    /* The functions' names ("virtio-blkN"): their ids in the machine's
+     * registry and the owners of their INTx lines, kept by pointer. */
+    char names[VMM_MAX_DRIVES][32];
     /* Opened, not yet realized: one per attached drive, in command-line order. */
     VirtioBlkConf pending[VMM_MAX_DRIVES];
     int nr_pending;
@@ -989,38 +992,12 @@ static KeelBlockBackend *drive_open(const VmmDrive *d, KeelAioContext *ctx, char
     return blk;
 }
 
-/* The context of the -object iothread named @id, or NULL. */
-static KeelAioContext *find_iothread(VmmBlockDevices *devs, const char *id)
-{
-    for (int t = 0; t < devs->nr_iothreads; t++) {
-        if (!strcmp(keel_iothread_id(devs->iothreads[t]), id)) {
-            return keel_iothread_get_aio_context(devs->iothreads[t]);
-        }
-    }
-    return NULL;
-}
-
-VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen)
+VmmBlockDevices *vmm_block_devices_open(VmmMachine *machine, const VmmOptions *opts, char *err,
+                                        size_t errlen)
 {
     VmmBlockDevices *devs = g_new0(VmmBlockDevices, 1);
 
-    for (int i = 0; i < opts->nr_iothreads; i++) {
-        const VmmIOThread *o = &opts->iothreads[i];
-        KeelIOThread *t = keel_iothread_new(o->id);
-        if (!t) {
-            snprintf(err, errlen, "-object iothread,id=%s: cannot start the thread", o->id);
-            goto fail;
-        }
-        if (o->poll_max_ns >= 0 || o->poll_grow >= 0 || o->poll_shrink >= 0) {
-            keel_aio_context_set_poll_params(keel_iothread_get_aio_context(t),
-                                             o->poll_max_ns >= 0 ? o->poll_max_ns
-                                                                 : KEEL_IOTHREAD_POLL_MAX_NS,
-                                             o->poll_grow >= 0 ? o->poll_grow : 0,
-                                             o->poll_shrink >= 0 ? o->poll_shrink : 0);
-        }
-        devs->iothread_opts[devs->nr_iothreads] = *o;
-        devs->iothreads[devs->nr_iothreads++] = t;
-    }
+    devs->machine = machine;
     for (int i = 0; i < opts->nr_drives; i++) {
         const VmmDrive *d = &opts->drives[i];
         VirtioBlkConf *conf = &devs->pending[devs->nr_pending];
@@ -1040,7 +1017,7 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
         conf->device = d->id;           /* NULL: "virtioN", QEMU's if=virtio name */
         conf->cache = d->cache;
         if (d->iothread) {
-            conf->ctx = find_iothread(devs, d->iothread);
+            conf->ctx = vmm_machine_iothread_context(machine, d->iothread);
             conf->iothread_id = d->iothread;
             if (!conf->ctx) {
                 snprintf(err, errlen, "-drive file=%s: iothread=%s: no such -object iothread",
@@ -1053,7 +1030,7 @@ VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_
             /* iothread-vq-mapping (checked by the parser); the backend
              * lives with queue 0, as QEMU's first mapped iothread. */
             const char *id = d->vq_map[d->queue_map[q]].iothread;
-            conf->queue_ctx[q] = find_iothread(devs, id);
+            conf->queue_ctx[q] = vmm_machine_iothread_context(machine, id);
             conf->queue_iothread[q] = id;
             if (!conf->queue_ctx[q]) {
                 snprintf(err, errlen, "-device virtio-blk-pci: iothread-vq-mapping: no "
@@ -1078,30 +1055,39 @@ fail:
     return NULL;
 }
 
-int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char *err,
-                              size_t errlen)
+int vmm_block_devices_realize(VmmBlockDevices *devs, PciHost *host, char *err, size_t errlen)
 {
-    /* Legacy IRQs for INTA#, like a PC's PCI interrupt routing would give. */
-    static const unsigned intx_irqs[] = { 10, 11, 9, 5 };
-    static char names[VMM_MAX_DRIVES][32];
+    Vm *vm = vmm_machine_vm(devs->machine);
 
+    if (!vm) {
+        snprintf(err, errlen, "virtio-blk-pci: the machine has no VM");
+        return -1;
+    }
     /* Drives with addr= first, so no automatic slot takes theirs. */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < devs->nr_pending; i++) {
             VirtioBlkConf *conf = &devs->pending[i];
             char device[32];
             VirtioBlk *s;
+            int irq, r;
 
             if (!conf->backend || (conf->pci_slot > 0) != (pass == 0)) {
                 continue;
             }
-            snprintf(names[i], sizeof(names[i]), "virtio-blk%d", i);
-            conf->name = names[i];
+            snprintf(devs->names[i], sizeof(devs->names[i]), "virtio-blk%d", i);
+            conf->name = devs->names[i];
             snprintf(device, sizeof(device), "virtio%d", i);   /* copied by virtio_blk_new */
             if (!conf->device) {
                 conf->device = device;
             }
-            conf->intx_irq = intx_irqs[i % G_N_ELEMENTS(intx_irqs)];
+            /* INTA#'s legacy line, as a PC's PCI interrupt routing gives
+             * it (shared, level-triggered: vmm/kvm-irq.h). */
+            irq = vmm_machine_alloc_intx(devs->machine, conf->name);
+            if (irq < 0) {
+                snprintf(err, errlen, "%s: no PCI INTx line: %s", conf->name, strerror(-irq));
+                return -1;
+            }
+            conf->intx_irq = (unsigned)irq;
             s = virtio_blk_new(vm, host, conf, err, errlen);
             conf->backend = NULL;       /* taken over (closed on failure) */
             if (!s) {
@@ -1112,17 +1098,23 @@ int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char
                 return -1;
             }
             devs->drives[devs->nr_drives++] = s;
+            r = vmm_machine_add_device(devs->machine, conf->name, "virtio-blk-pci", s);
+            if (r < 0) {
+                snprintf(err, errlen, "-device virtio-blk-pci: id '%s': %s", conf->name,
+                         r == -EEXIST ? "duplicate ID" : strerror(-r));
+                return -1;
+            }
         }
     }
     return 0;
 }
 
-VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
-                                       char *err, size_t errlen)
+VmmBlockDevices *vmm_block_devices_new(VmmMachine *machine, PciHost *host,
+                                       const VmmOptions *opts, char *err, size_t errlen)
 {
-    VmmBlockDevices *devs = vmm_block_devices_open(opts, err, errlen);
+    VmmBlockDevices *devs = vmm_block_devices_open(machine, opts, err, errlen);
 
-    if (devs && vmm_block_devices_realize(devs, vm, host, err, errlen) < 0) {
+    if (devs && vmm_block_devices_realize(devs, host, err, errlen) < 0) {
         vmm_block_devices_free(devs, NULL);
         return NULL;
     }
@@ -1193,13 +1185,14 @@ void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out)
         print_stats(devs->drives[i], stats_out);
     }
     for (int i = devs->nr_drives - 1; i >= 0; i--) {
+        if (vmm_machine_find_device(devs->machine, devs->drives[i]->name, "virtio-blk-pci") ==
+            devs->drives[i]) {
+            vmm_machine_remove_device(devs->machine, devs->drives[i]->name);
+        }
         virtio_blk_free(devs->drives[i]);
     }
     for (int i = 0; i < devs->nr_pending; i++) {
         keel_blk_close(devs->pending[i].backend);   /* opened, never realized */
-    }
-    for (int i = devs->nr_iothreads - 1; i >= 0; i--) {
-        keel_iothread_free(devs->iothreads[i]);
     }
     g_free(devs);
 }
@@ -1315,30 +1308,6 @@ int vmm_block_devices_query(VmmBlockDevices *devs, VmmBlockInfo *out, int max)
         o->failed_rd_operations = c.stats.failed_rd;
         o->failed_wr_operations = c.stats.failed_wr;
         o->failed_flush_operations = c.stats.failed_flush;
-    }
-    return n;
-}
-
-static void tid_in_home(void *opaque)
-{
-    *(long *)opaque = (long)syscall(SYS_gettid);
-}
-
-int vmm_block_devices_query_iothreads(VmmBlockDevices *devs, VmmIOThreadInfo *out, int max)
-{
-    int n = 0;
-
-    for (int i = 0; devs && i < devs->nr_iothreads && n < max; i++) {
-        const VmmIOThread *o = &devs->iothread_opts[i];
-        VmmIOThreadInfo *it = &out[n++];
-
-        it->id = keel_iothread_id(devs->iothreads[i]);
-        it->thread_id = 0;
-        keel_aio_run_in_context_wait(keel_iothread_get_aio_context(devs->iothreads[i]),
-                                     tid_in_home, &it->thread_id);
-        it->poll_max_ns = o->poll_max_ns >= 0 ? o->poll_max_ns : KEEL_IOTHREAD_POLL_MAX_NS;
-        it->poll_grow = o->poll_grow >= 0 ? o->poll_grow : 0;
-        it->poll_shrink = o->poll_shrink >= 0 ? o->poll_shrink : 0;
     }
     return n;
 }

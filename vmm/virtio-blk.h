@@ -42,10 +42,16 @@
  * main-loop drive releases the global mutex while the main loop drains it.
  * QMP stop drains every queue, cont retries each queue's held requests.
  *
- * Ownership: VmmBlockDevices owns the iothreads (-object iothread) and the
- * drives (each a VirtioPci + KeelBlockBackend) it creates from the options.
+ * Ownership: VmmBlockDevices owns the drives (each a VirtioPci +
+ * KeelBlockBackend) it creates from the options.  The machine
+ * (vmm/machine.h) owns what they run on: the -object iothreads (queues
+ * find their contexts there by id), the INTx lines (one per function,
+ * from vmm_machine_alloc_intx) and the device registry, where each
+ * function is listed as "virtio-blkN" of kind "virtio-blk-pci" with its
+ * VirtioBlk, from realize until vmm_block_devices_free.
  *
- * Thread rules: vmm_block_devices_new/_free/_print from the main thread
+ * Thread rules: vmm_block_devices_open/_realize/_new/_free/_print from the
+ * main thread
  * (free after the vCPU threads stopped, with the global mutex held, before
  * pci_host_free); vmm_block_features_register at start-up; everything else
  * runs in the hooks described above.
@@ -161,39 +167,43 @@ KeelBlockBackend *virtio_blk_get_backend(VirtioBlk *s);
 
 /* ---- the drives of a command line ------------------------------------------- */
 typedef struct VmmBlockDevices VmmBlockDevices;
+struct VmmMachine;
 
-/* Starts the -object iothreads and opens every attached drive's image
- * (locking it QEMU's way and probing its format when format= was not
- * given), before the VM exists, so an image in use or of another format is
- * refused as early as QEMU refuses it.  Prints QEMU's warning for probed
- * raw images to stderr.  NULL with a message in @err on failure. */
-VmmBlockDevices *vmm_block_devices_open(const VmmOptions *opts, char *err, size_t errlen);
+/* Opens every attached drive's image (locking it QEMU's way and probing
+ * its format when format= was not given) in the AioContext its queue 0
+ * runs in: the main loop's, or the @machine's iothread named by
+ * iothread= / iothread-vq-mapping (those must have been added with
+ * vmm_machine_add_iothread).  This comes before the VM exists, so an
+ * image in use or of another format is refused as early as QEMU refuses
+ * it.  Prints QEMU's warning for probed raw images to stderr.  NULL with
+ * a message in @err on failure. */
+VmmBlockDevices *vmm_block_devices_open(struct VmmMachine *machine, const VmmOptions *opts,
+                                        char *err, size_t errlen);
 /* Creates the virtio-blk-pci functions (drives with addr= first, in their
- * slots).  Returns 0, or -1 with a message in @err. */
-int vmm_block_devices_realize(VmmBlockDevices *devs, Vm *vm, PciHost *host, char *err,
-                              size_t errlen);
+ * slots) in the machine's attached Vm, each with an INTx line from the
+ * machine, and lists them in its registry.  Returns 0, or -1 with a
+ * message in @err. */
+int vmm_block_devices_realize(VmmBlockDevices *devs, PciHost *host, char *err, size_t errlen);
 /* open + realize. */
-VmmBlockDevices *vmm_block_devices_new(Vm *vm, PciHost *host, const VmmOptions *opts,
-                                       char *err, size_t errlen);
+VmmBlockDevices *vmm_block_devices_new(struct VmmMachine *machine, PciHost *host,
+                                       const VmmOptions *opts, char *err, size_t errlen);
 /* The @i-th realized drive (in PCI creation order), or NULL. */
 VirtioBlk *vmm_block_devices_drive(VmmBlockDevices *devs, int i);
 /* "keel-vmm: virtio-blk0 ..." start-up lines. */
 void vmm_block_devices_print(VmmBlockDevices *devs, FILE *out);
 /* Stops every drive (draining it), prints its counters to @stats_out
- * (NULL: don't; keel-vmm passes stderr when KEEL_VMM_STATS is set), and
- * frees the drives and iothreads. */
+ * (NULL: don't; keel-vmm passes stderr when KEEL_VMM_STATS is set),
+ * takes them out of the machine's registry and frees them.  Before
+ * vmm_machine_free, whose iothreads they run in. */
 void vmm_block_devices_free(VmmBlockDevices *devs, FILE *stats_out);
 
 /* ---- for the monitors (vmm/machine.h); main thread, global mutex held ---- */
 struct VmmBlockInfo;
-struct VmmIOThreadInfo;
 /* Lets every drive's queued requests finish (QMP stop). */
 void vmm_block_devices_drain(VmmBlockDevices *devs);
 /* Resubmits, in order, the requests werror/rerror=stop held (QMP cont). */
 void vmm_block_devices_retry(VmmBlockDevices *devs);
 int vmm_block_devices_query(VmmBlockDevices *devs, struct VmmBlockInfo *out, int max);
-int vmm_block_devices_query_iothreads(VmmBlockDevices *devs, struct VmmIOThreadInfo *out,
-                                      int max);
 /* block_resize: grows @device's image file to @size bytes (a multiple of
  * 512) and raises the configuration-change interrupt. */
 int vmm_block_devices_resize(VmmBlockDevices *devs, const char *device, uint64_t size,
