@@ -85,8 +85,9 @@ cp "$init" "$stage/init"
 chmod 0755 "$stage/init"
 case $kind in
 l1)
-    # loop + ext4: a scratch file system with O_DIRECT for the images
-    add_modules kvm_amd 9pnet_virtio 9p overlay virtio_pci loop ext4 crc32c_generic
+    # loop + ext4: a scratch file system with O_DIRECT for the images;
+    # virtio_blk: the bench step's disk (lab.sh's -drive)
+    add_modules kvm_amd 9pnet_virtio 9p overlay virtio_pci virtio_blk loop ext4 crc32c_generic
     ;;
 l2|l2-fio)
     add_modules virtio_pci virtio_blk ext4 crc32c_generic

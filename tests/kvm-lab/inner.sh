@@ -20,8 +20,11 @@
 #   boots     KVM_LAB_BOOTS (20) boots to the shell through PVH and bzImage
 #   smp       -smp 2 and a two-queue virtio-blk, the queues on two iothreads
 #             (QEMU 7.2 as the peer: one iothread); fio numjobs=2 verifies
+#   tsan      vmm-smp-guest-test and friends in a --enable-tsan tree
+#             (KVM_LAB_TSAN_BUILD): ThreadSanitizer with SMP guests on KVM
 #   bench     1 vs 2 queues, keel-vmm against QEMU, interleaved rounds
-#             (KVM_LAB_BENCH_REPS, 5): IOPS, VMM CPU per I/O, latency
+#             (KVM_LAB_BENCH_REPS, 5), image on tmpfs and on /dev/vda (a
+#             disk file from lab.sh): IOPS, VMM CPU per I/O, latency
 # Environment: KVM_LAB_TIMEOUT (seconds per guest run, default 300),
 # KVM_LAB_VMMTESTS (make check TESTS= list; "all" = everything but the
 # QEMU-peer tests).
@@ -209,6 +212,32 @@ step_features() {
     sed 's/^/keel-lab: features: /' "$out/features-vmm.txt"
 }
 
+# make check TESTS=LIST in the tree BUILD, one TAP line per test (LABEL
+# prefixed).
+make_check_tests() {  # BUILD LABEL LIST
+    tree=$1 label=$2 list=$3
+    t=$(now)
+    # aio=native and cache=none need O_DIRECT in TMPDIR.
+    scratch_fs && export TMPDIR=$scratch
+    make -C "$tree" -k check TESTS="$list" >"$out/$label.log" 2>&1
+    unset TMPDIR
+    log "$label: make check TESTS=... took $(( $(now) - t )) s"
+    for test_path in $list; do
+        res=$tree/$test_path.trs
+        res=${res%.sh.trs}.trs
+        [ -f "$res" ] || res=$tree/${test_path%.sh}.trs
+        [ -f "$tree/${test_path%.sh}.log" ] && cp "$tree/${test_path%.sh}.log" "$out/$label-$(basename "${test_path%.sh}").log"
+        r=$(sed -n 's/^:global-test-result: //p' "$res" 2>/dev/null)
+        case $r in
+        PASS) ok 0 "$label: make check $test_path" ;;
+        SKIP) skip "$label: make check $test_path" "$(grep -m1 'SKIP' "$tree/${test_path%.sh}.log" | sed 's/.*# SKIP//')" ;;
+        *) ok 1 "$label: make check $test_path (${r:-no result})"
+           grep -E '^(not ok|#)' "$tree/${test_path%.sh}.log" 2>/dev/null | tail -n 15 | sed 's/^/keel-lab:   /'
+           grep -m 3 -A 12 'WARNING: ThreadSanitizer' "$tree/${test_path%.sh}.log" 2>/dev/null | sed 's/^/keel-lab:   /' ;;
+        esac
+    done
+}
+
 step_vmmtests() {
     list=${KVM_LAB_VMMTESTS:-"tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh tests/vmm-blk-mq-test.sh tests/vmm-smp-guest-test.sh"}
     if [ "$list" = all ]; then
@@ -220,25 +249,23 @@ EOF
 )
         list=$(echo "$list" | tr ' ' '\n' | grep -v -e guest-qemu-test | tr '\n' ' ')
     fi
-    t=$(now)
-    # aio=native and cache=none need O_DIRECT in TMPDIR.
-    scratch_fs && export TMPDIR=$scratch
-    make -C "$build" -k check TESTS="$list" >"$out/vmmtests.log" 2>&1
-    unset TMPDIR
-    log "make check TESTS=... took $(( $(now) - t )) s"
-    for test_path in $list; do
-        res=$build/$test_path.trs
-        res=${res%.sh.trs}.trs
-        [ -f "$res" ] || res=$build/${test_path%.sh}.trs
-        [ -f "$build/${test_path%.sh}.log" ] && cp "$build/${test_path%.sh}.log" "$out/$(basename "${test_path%.sh}").log"
-        r=$(sed -n 's/^:global-test-result: //p' "$res" 2>/dev/null)
-        case $r in
-        PASS) ok 0 "make check $test_path" ;;
-        SKIP) skip "make check $test_path" "$(grep -m1 'SKIP' "$build/${test_path%.sh}.log" | sed 's/.*# SKIP//')" ;;
-        *) ok 1 "make check $test_path (${r:-no result})"
-           grep -E '^(not ok|#)' "$build/${test_path%.sh}.log" 2>/dev/null | tail -n 15 | sed 's/^/keel-lab:   /' ;;
-        esac
-    done
+    make_check_tests "$build" vmmtests "$list"
+}
+
+# ThreadSanitizer over keel-vmm with an SMP guest on real KVM: the vCPU
+# threads, iothreads and main loop of -smp 2..4 with 1..4 queues, in a
+# --enable-tsan tree (KVM_LAB_TSAN_BUILD, default BUILD's sibling
+# build-tsan, as .ci/run makes it).
+step_tsan() {
+    tsan_build=${KVM_LAB_TSAN_BUILD:-$(dirname "$build")/build-tsan}
+    if [ ! -x "$tsan_build/vmm/keel-vmm" ] ||
+       ! grep -q -e '-fsanitize=thread' "$tsan_build/Makefile" 2>/dev/null; then
+        skip "tsan: keel-vmm under ThreadSanitizer with an SMP guest" \
+            "no --enable-tsan build at $tsan_build (set KVM_LAB_TSAN_BUILD)"
+        return
+    fi
+    make_check_tests "$tsan_build" tsan \
+        "${KVM_LAB_TSAN_TESTS:-tests/vmm-smp-guest-test.sh tests/vmm-blk-mq-test.sh tests/vmm-guest-test.sh}"
 }
 
 # The interactive check: boot to the shell, type a command, reboot -f.
@@ -406,62 +433,94 @@ step_smp() {  # VMM
     else
         guest_extra='-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=2,iothread=io0'
     fi
-    run_check "$1 smp" "$1-smp" "$1" "$vmlinux" "$l2fio" mq "file=$img,format=raw,if=none,id=d0,cache=none,aio=io_uring"
+    run_check "$1 smp" "$1-smp" "$1" "$vmlinux" "$l2fio" mq "file=$img,format=raw,if=none,id=d0,${cache}aio=io_uring"
     guest_extra=
     grep 'smp=\|queues\|iothread' "$run_dir/err" | head -n 5 | sed 's/^/keel-lab:   ! /'
     rm -f "$img"
 }
 
 # The benchmark (docs/benchmarks.md): 4 KiB random reads at depth 16 per
-# queue from a -smp 2 guest, 1 and 2 queues (keel-vmm: one iothread per
-# queue; QEMU 7.2: both in one iothread, it has no iothread-vq-mapping),
-# the image on L1's tmpfs so the VMM's own cost is what shows.  Rounds
-# interleave the four set-ups; the VMM's CPU time (utime+stime of the whole
-# process, its vCPU threads included, in ticks of 10 ms) is sampled at the
-# guest's start/end markers of the 10 s window.
+# queue from a -smp 2 guest, at 1 and 2 queues, with the image in two
+# places: L1's tmpfs, so the VMM's own cost is what shows, and an ext4 file
+# system on L1's /dev/vda, which lab.sh backs with a raw file on this
+# machine's disk (cache=none), so the I/O goes to a disk.  The set-ups:
+#   keel q=1      one queue on iothread io0
+#   qemu q=1      the same
+#   keel q=2      two queues on two iothreads (iothread-vq-mapping)
+#   keel-1io q=2  two queues on one iothread: QEMU 7.2's mapping, like for like
+#   qemu q=2      two queues on one iothread (7.2 has no iothread-vq-mapping)
+# Rounds interleave every set-up and place; the VMM's CPU time (utime +
+# stime of the whole process, its vCPU threads included, in ticks of 10 ms)
+# is sampled at the guest's start/end markers of the 10 s window.
 vmm_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-bench_setup() {  # VMM QUEUES → guest_extra
-    if [ "$1" = keel ]; then
+bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest_extra
+    case $1 in
+    keel)
+        bench_vmm=keel
         map='{"iothread":"io0"}' objs='-object iothread,id=io0'
         [ "$2" = 2 ] && map='{"iothread":"io0"},{"iothread":"io1"}' objs="$objs -object iothread,id=io1"
         guest_extra="-smp 2 $objs -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[$map]}"
-    else
+        ;;
+    keel-1io)
+        bench_vmm=keel
         guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
-    fi
+        ;;
+    qemu)
+        bench_vmm=qemu
+        guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
+        ;;
+    esac
 }
+bench_setups='keel:1 qemu:1 keel:2 keel-1io:2 qemu:2'
 step_bench() {
     reps=${KVM_LAB_BENCH_REPS:-5}
-    img=/tmp/lab-bench.img
-    pattern bench $((64 * MiB)) >"$img"
+    places=tmpfs
+    mkdir -p /tmp/bench-tmpfs
+    if [ -b /dev/vda ] && mkfs.ext4 -q -F /dev/vda && mkdir -p /tmp/bench-disk &&
+       mount /dev/vda /tmp/bench-disk; then
+        places="tmpfs disk"
+    else
+        skip "bench on disk" "L1 has no /dev/vda to put an ext4 file system on (lab.sh gives one with the bench step)"
+    fi
+    for place in $places; do
+        pattern bench $((64 * MiB)) >"/tmp/bench-$place/bench.img"
+    done
+    sync
     : >"$out/bench.txt"
     r=0
     while [ $r -lt "$reps" ]; do
         r=$((r + 1))
-        for q in 1 2; do
-            for v in keel qemu; do
+        for place in $places; do
+            img=/tmp/bench-$place/bench.img
+            # tmpfs takes no O_DIRECT on older kernels; on disk, cache=none
+            # keeps L1's page cache out of the way, as a user would.
+            cache=; [ $place = disk ] && cache=cache=none,
+            for su in $bench_setups; do
+                v=${su%:*} q=${su#*:}
                 bench_setup $v $q
-                start_guest "bench $v q$q r$r" $v "$vmlinux" "$l2fio" bench-$q \
-                    "file=$img,format=raw,if=none,id=d0,aio=io_uring"
+                start_guest "bench $place $v q$q r$r" $bench_vmm "$vmlinux" "$l2fio" bench-$q \
+                    "file=$img,format=raw,if=none,id=d0,${cache}aio=io_uring"
                 guest_extra=
                 c0=0 c1=0
                 wait_for 'keel-lab: bench: start' "$timeout_s" && c0=$(vmm_ticks $pid)
                 wait_for 'keel-lab: bench: end' 60 && c1=$(vmm_ticks $pid)
                 if wait_for "keel-lab: done bench-$q" 60; then wait_exit 60; else wait_exit 1; fi
                 res=$(grep -o 'iops=.*' "$run_dir/out" | tr -d '\r' | head -n 1)
-                [ -n "$res" ] || show_run "bench $v q=$q round $r: no result"
+                [ -n "$res" ] || show_run "bench $place $v q=$q round $r: no result"
                 # A sample missed (the VMM gone before the poll saw the end
                 # marker) leaves the round's CPU out, not its IOPS.
                 t=$((c1 - c0))
                 { [ "$c0" -gt 0 ] && [ "$c1" -gt 0 ]; } || t=-1
-                echo "$v q=$q round=$r vmm_ticks=$t $res" >>"$out/bench.txt"
+                echo "$place $v q=$q round=$r vmm_ticks=$t $res" >>"$out/bench.txt"
             done
         done
     done
     sed 's/^/keel-lab: bench: /' "$out/bench.txt"
-    for v in keel qemu; do
-        for q in 1 2; do
+    for place in $places; do
+        for su in $bench_setups; do
+            v=${su%:*} q=${su#*:}
             # Medians over the rounds; CPU per I/O = ticks * 10 ms / (IOPS * 10 s).
-            m=$(grep "^$v q=$q " "$out/bench.txt" | grep 'iops=' | awk '
+            m=$(grep "^$place $v q=$q " "$out/bench.txt" | grep 'iops=' | awk '
                 { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                   n++; iops[n] = v["iops"]; p50[n] = v["p50_us"]; p99[n] = v["p99_us"]
                   if (v["vmm_ticks"] > 0 && v["iops"] > 0)
@@ -472,10 +531,14 @@ step_bench() {
                     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
                 END { if (n) printf "n=%d iops=%d vmm_cpu_us_per_io=%.1f (of %d) p50_us=%d p99_us=%d",
                                     n, med(iops, n), nc ? med(cpu, nc) : -1, nc, med(p50, n), med(p99, n) }')
-            ok $([ -n "$m" ]; echo $?) "bench $v num-queues=$q: median of the rounds: ${m:-no result}"
+            ok $([ -n "$m" ]; echo $?) "bench $place $v num-queues=$q: median of the rounds: ${m:-no result}"
         done
     done
-    rm -f "$img"
+    rm -f /tmp/bench-tmpfs/bench.img
+    if [ -d /tmp/bench-disk ] && mountpoint -q /tmp/bench-disk; then
+        rm -f /tmp/bench-disk/bench.img
+        umount /tmp/bench-disk
+    fi
 }
 
 : >"$out/tap"
@@ -485,6 +548,7 @@ for s in $steps; do
     case $s in
     features) step_features ;;
     vmmtests) step_vmmtests ;;
+    tsan) step_tsan ;;
     linux) step_linux keel ;;
     boots) step_boots keel ;;
     bench) step_bench ;;

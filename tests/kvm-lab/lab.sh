@@ -20,7 +20,10 @@
 #             size (keel-vmm and QEMU)
 #   boots     KVM_LAB_BOOTS (20) boots to the shell, PVH and bzImage
 #   smp       -smp 2, a two-queue virtio-blk on two iothreads; fio numjobs=2
-#   bench     1 vs 2 queues, keel-vmm against QEMU, KVM_LAB_BENCH_REPS rounds
+#   tsan      the SMP guest tests in a --enable-tsan tree (KVM_LAB_TSAN_BUILD,
+#             default: top_builddir's sibling build-tsan)
+#   bench     1 vs 2 queues, keel-vmm against QEMU, KVM_LAB_BENCH_REPS rounds,
+#             the image on L1's tmpfs and on a disk file (L1's /dev/vda)
 # Output is TAP: one line per check, prefixed with the kernel.
 #
 # Environment:
@@ -109,6 +112,15 @@ for suite in $kernels; do
         # A copy: sh reads a script as it runs it, so editing the tree's copy
         # during a run would change what L1 runs.
         cp "$here/inner.sh" "$out/inner.sh"
+        # The bench step's disk: a raw file on this machine's disk, L1's
+        # /dev/vda (cache=none: the host's page cache is not the disk).
+        l1_disk=
+        case " $steps " in
+        *" bench "*)
+            truncate -s 1G "$out/bench-disk.img" &&
+                l1_disk="-drive file=$out/bench-disk.img,format=raw,if=virtio,cache=none,aio=native"
+            ;;
+        esac
         console=$out/l1-console.log
         t1=$(date +%s)
         nice -n 5 qemu-system-x86_64 -accel tcg,thread=multi -cpu "$cpu" -smp 2 -m 4G \
@@ -117,7 +129,7 @@ for suite in $kernels; do
             -append "console=ttyS0 panic=-1 quiet keellab.out=$out" \
             -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
             -virtfs "local,path=$out,mount_tag=results,security_model=none,multidevs=remap" \
-            </dev/null >"$out/qemu.log" 2>&1 &
+            $l1_disk </dev/null >"$out/qemu.log" 2>&1 &
         qemu_pid=$!
         # Elapsed time, not a count of polls; on a hang say where it hung.
         deadline=$((t1 + l1_timeout))
@@ -132,6 +144,7 @@ for suite in $kernels; do
             hung=no
         fi
         qemu_pid=
+        rm -f "$out/bench-disk.img"
         took=$(( $(date +%s) - t1 ))
         if [ $hung = no ] && [ ! -f "$out/job.rc" ] && [ $attempt -le "$l1_retries" ] &&
            grep -q "Kernel panic" "$console"; then
