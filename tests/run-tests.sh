@@ -8,4 +8,5 @@ cd "${KEEL_BUILD_DIR:-build}"
 rc=0
 make -j"$(nproc)" check || rc=$?
 sh ../tests/summarize.sh .
+[ $rc -eq 0 ] || sh ../tests/summarize.sh --failed-logs .
 exit $rc
