@@ -447,6 +447,7 @@ step_smp() {  # VMM
 #   keel q=1      one queue on iothread io0
 #   qemu q=1      the same
 #   keel q=2      two queues on two iothreads (iothread-vq-mapping)
+#   keel-nopoll q=2  the same, the iothreads with poll-max-ns=0
 #   keel-1io q=2  two queues on one iothread: QEMU 7.2's mapping, like for like
 #   qemu q=2      two queues on one iothread (7.2 has no iothread-vq-mapping)
 # Rounds interleave every set-up and place; the VMM's CPU time (utime +
@@ -461,6 +462,12 @@ bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest
         [ "$2" = 2 ] && map='{"iothread":"io0"},{"iothread":"io1"}' objs="$objs -object iothread,id=io1"
         guest_extra="-smp 2 $objs -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[$map]}"
         ;;
+    keel-nopoll)
+        # Two iothreads that never busy-poll (poll-max-ns=0): whether
+        # polling iothreads take the CPUs the vCPUs need (L1 has two).
+        bench_vmm=keel
+        guest_extra="-smp 2 -object iothread,id=io0,poll-max-ns=0 -object iothread,id=io1,poll-max-ns=0 -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}"
+        ;;
     keel-1io)
         bench_vmm=keel
         guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
@@ -471,7 +478,7 @@ bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest
         ;;
     esac
 }
-bench_setups='keel:1 qemu:1 keel:2 keel-1io:2 qemu:2'
+bench_setups='keel:1 qemu:1 keel:2 keel-nopoll:2 keel-1io:2 qemu:2'
 step_bench() {
     reps=${KVM_LAB_BENCH_REPS:-5}
     places=tmpfs
