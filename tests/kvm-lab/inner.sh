@@ -548,6 +548,33 @@ step_bench() {
     fi
 }
 
+# L1's kernel rewrites __schedule (the preempt_notifier_key jump label:
+# kvm_create_vm increments it, kvm_destroy_vm decrements it) whenever its
+# first VM is made and after its last one ends.  Under QEMU's
+# multi-threaded TCG that live patching is the suspected cause of L1's
+# panics ("int3" in __schedule, docs/kvm-lab.md): another vCPU ran the
+# patch site's int3 after the patch was done.  One paused VM held for the
+# whole job keeps the key on, so the L2 VMs of the steps patch nothing.
+hold_kvm_key() {
+    holder=
+    if command -v qemu-system-x86_64 >/dev/null; then
+        qemu-system-x86_64 -enable-kvm -S -nodefaults -display none -m 16 \
+            </dev/null >"$out/key-holder.log" 2>&1 &
+    else
+        "$vmm" -S -m 16 -kernel "$build/vmm/guest/keel-guest" </dev/null >"$out/key-holder.log" 2>&1 &
+    fi
+    holder=$!
+    sleep 3
+    if kill -0 "$holder" 2>/dev/null; then
+        log "holding a paused VM (pid $holder) so L1's preempt-notifier jump label stays on"
+    else
+        log "could not hold a paused VM: $(tail -n 2 "$out/key-holder.log" | tr '\n' ' ')"
+        holder=
+    fi
+}
+hold_kvm_key
+trap '[ -n "$holder" ] && kill "$holder" 2>/dev/null' EXIT
+
 : >"$out/tap"
 for s in $steps; do
     t=$(now)
