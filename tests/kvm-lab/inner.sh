@@ -433,7 +433,7 @@ step_smp() {  # VMM
     else
         guest_extra='-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=2,iothread=io0'
     fi
-    run_check "$1 smp" "$1-smp" "$1" "$vmlinux" "$l2fio" mq "file=$img,format=raw,if=none,id=d0,${cache}aio=io_uring"
+    run_check "$1 smp" "$1-smp" "$1" "$vmlinux" "$l2fio" mq "file=$img,format=raw,if=none,id=d0,cache=none,aio=io_uring"
     guest_extra=
     grep 'smp=\|queues\|iothread' "$run_dir/err" | head -n 5 | sed 's/^/keel-lab:   ! /'
     rm -f "$img"
@@ -501,12 +501,12 @@ step_bench() {
             img=/tmp/bench-$place/bench.img
             # tmpfs takes no O_DIRECT on older kernels; on disk, cache=none
             # keeps L1's page cache out of the way, as a user would.
-            cache=; [ $place = disk ] && cache=cache=none,
+            bench_cache=; [ $place = disk ] && bench_cache=cache=none,
             for su in $bench_setups; do
                 v=${su%:*} q=${su#*:}
                 bench_setup $v $q
                 start_guest "bench $place $v q$q r$r" $bench_vmm "$vmlinux" "$l2fio" bench-$q \
-                    "file=$img,format=raw,if=none,id=d0,${cache}aio=io_uring"
+                    "file=$img,format=raw,if=none,id=d0,${bench_cache}aio=io_uring"
                 guest_extra=
                 c0=0 c1=0
                 wait_for 'keel-lab: bench: start' "$timeout_s" && c0=$(vmm_ticks $pid)
