@@ -478,7 +478,9 @@ bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest
         ;;
     esac
 }
-bench_setups='keel:1 qemu:1 keel:2 keel-nopoll:2 keel-1io:2 qemu:2'
+# KVM_LAB_BENCH_SETUPS picks some (SET-UP:QUEUES words), e.g. more
+# rounds of the ones whose runs an L1 fault cut short.
+bench_setups=${KVM_LAB_BENCH_SETUPS:-'keel:1 qemu:1 keel:2 keel-nopoll:2 keel-1io:2 qemu:2'}
 step_bench() {
     reps=${KVM_LAB_BENCH_REPS:-5}
     places=tmpfs
