@@ -35,7 +35,7 @@
 #                    console + VMM stderr, the features reports and the TAP
 #   KVM_LAB_TIMEOUT  seconds per guest run inside L1 (default 300)
 #   KVM_LAB_L1_TIMEOUT  seconds for one whole L1 run (default 3600)
-#   KVM_LAB_L1_RETRIES  more runs of a kernel whose L1 panicked under TCG (2)
+#   KVM_LAB_L1_RETRIES  more runs of a kernel whose L1 died under TCG (2)
 #   KVM_LAB_VMMTESTS the make check TESTS= list for vmmtests ("all": every
 #                    test that needs no QEMU peer)
 #   KVM_LAB_CPU      L1's -cpu (default max)
@@ -146,10 +146,15 @@ for suite in $kernels; do
         qemu_pid=
         rm -f "$out/bench-disk.img"
         took=$(( $(date +%s) - t1 ))
+        # No job status and no hang: L1 itself died (l1-init writes the
+        # status whatever the job did), by a panic or, silently, by a reset
+        # (a triple fault ends QEMU under -no-reboot): the platform's fault
+        # (docs/kvm-lab.md), so that kernel runs again.
         if [ $hung = no ] && [ ! -f "$out/job.rc" ] && [ $attempt -le "$l1_retries" ] &&
-           grep -q "Kernel panic" "$console"; then
+           grep -q 'keel-lab-l1: up' "$console"; then
             cp "$console" "$outroot/$suite-l1-panic-$attempt.log"
-            note "$suite: the L1 kernel panicked under TCG after ${took}s ($(grep -m 1 -o "Kernel panic.*" "$console" | tr -d '\r')); L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel again"
+            why=$(grep -m 1 -o "Kernel panic.*" "$console" | tr -d '\r')
+            note "$suite: the L1 kernel ${why:+panicked under TCG}${why:-reset without a message (a triple fault under TCG)} after ${took}s${why:+ ($why)}; L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel again"
             attempt=$((attempt + 1))
             continue
         fi
