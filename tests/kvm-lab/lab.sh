@@ -154,7 +154,12 @@ for suite in $kernels; do
            grep -q 'keel-lab-l1: up' "$console"; then
             cp "$console" "$outroot/$suite-l1-panic-$attempt.log"
             why=$(grep -m 1 -o "Kernel panic.*" "$console" | tr -d '\r')
-            note "$suite: the L1 kernel ${why:+panicked under TCG}${why:-reset without a message (a triple fault under TCG)} after ${took}s${why:+ ($why)}; L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel again"
+            if [ -n "$why" ]; then
+                what="panicked under TCG after ${took}s ($why)"
+            else
+                what="reset without a message (a triple fault under TCG) after ${took}s"
+            fi
+            note "$suite: the L1 kernel $what; L1 console kept in $outroot/$suite-l1-panic-$attempt.log; running this kernel again"
             attempt=$((attempt + 1))
             continue
         fi
