@@ -98,7 +98,8 @@ static unsigned toy_handle_output(VirtioDevice *vdev, VirtioQueue *q)
     Toy *t = vdev->opaque;
     unsigned n = 0;
 
-    t->handled_in_home[q->index] = virtio_queue_in_home(q);
+    /* Atomics: the hooks run in the queue's thread, the checks in main's. */
+    __atomic_store_n(&t->handled_in_home[q->index], virtio_queue_in_home(q), __ATOMIC_SEQ_CST);
     for (;;) {
         VirtQueueElement *e;
         VirtQueuePopResult r = virtio_queue_pop(q, sizeof(*e), (void **)&e);
@@ -157,8 +158,8 @@ static void toy_queue_stop(VirtioDevice *vdev, VirtioQueue *q)
 {
     Toy *t = vdev->opaque;
 
-    t->stops[q->index]++;
-    t->stop_in_home[q->index] = virtio_queue_in_home(q);
+    __atomic_add_fetch(&t->stops[q->index], 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&t->stop_in_home[q->index], virtio_queue_in_home(q), __ATOMIC_SEQ_CST);
     if (t->held[q->index]) {
         virtio_queue_push(q, t->held[q->index], 0);
         g_free(t->held[q->index]);
@@ -168,7 +169,7 @@ static void toy_queue_stop(VirtioDevice *vdev, VirtioQueue *q)
 
 static void toy_reset(VirtioDevice *vdev)
 {
-    ((Toy *)vdev->opaque)->resets++;
+    __atomic_add_fetch(&((Toy *)vdev->opaque)->resets, 1, __ATOMIC_SEQ_CST);
 }
 
 static const VirtioDeviceOps toy_ops = {
@@ -312,7 +313,8 @@ static void test_echo_and_homes(void)
     for (int q = 0; q < NQ; q++) {
         uint8_t *out = gpa(GPA_DATA(q, 1));
         KEEL_OK(out[0] == 0x40 + q && out[31] == 0x40 + q, "queue %d: echoed data", q);
-        KEEL_OK(toy.handled_in_home[q], "queue %d: handle_output ran in its home thread", q);
+        KEEL_OK(__atomic_load_n(&toy.handled_in_home[q], __ATOMIC_SEQ_CST),
+                "queue %d: handle_output ran in its home thread", q);
         KEEL_OK(__atomic_load_n(&irq_in_home[q], __ATOMIC_SEQ_CST),
                 "queue %d: interrupt decision in its home thread", q);
         KEEL_OK(queue_state(q).inflight == 0, "queue %d: nothing in flight", q);
@@ -321,7 +323,8 @@ static void test_echo_and_homes(void)
 
 static void test_stop_in_home(void)
 {
-    unsigned irq_before, stops0 = toy.stops[0], stops1 = toy.stops[1];
+    unsigned irq_before, stops0 = __atomic_load_n(&toy.stops[0], __ATOMIC_SEQ_CST),
+             stops1 = __atomic_load_n(&toy.stops[1], __ATOMIC_SEQ_CST);
 
     /* Queue 1 (iothread) keeps its next chain in flight. */
     __atomic_store_n(&toy.hold, true, __ATOMIC_SEQ_CST);
@@ -332,15 +335,18 @@ static void test_stop_in_home(void)
     irq_before = irq_count(1);
     reset_device();
     __atomic_store_n(&toy.hold, false, __ATOMIC_SEQ_CST);
-    KEEL_OK(toy.stops[0] == stops0 + 1 && toy.stops[1] == stops1 + 1, "reset stopped each queue once");
-    KEEL_OK(toy.stop_in_home[0] && toy.stop_in_home[1],
+    KEEL_OK(__atomic_load_n(&toy.stops[0], __ATOMIC_SEQ_CST) == stops0 + 1 &&
+            __atomic_load_n(&toy.stops[1], __ATOMIC_SEQ_CST) == stops1 + 1,
+            "reset stopped each queue once");
+    KEEL_OK(__atomic_load_n(&toy.stop_in_home[0], __ATOMIC_SEQ_CST) &&
+            __atomic_load_n(&toy.stop_in_home[1], __ATOMIC_SEQ_CST),
             "each queue stopped in its own home thread (main loop, iothread)");
     KEEL_OK(toy.held[1] == NULL && used_idx(1) == 2,
             "the held chain completed into the old ring before the reset returned");
     KEEL_OK(queue_state(1).inflight == 0, "nothing in flight after the stop");
     settle();
     KEEL_OK(irq_count(1) == irq_before, "no interrupt after the stop (the BH was cancelled)");
-    KEEL_OK(toy.resets >= 1, "the device's reset hook ran");
+    KEEL_OK(__atomic_load_n(&toy.resets, __ATOMIC_SEQ_CST) >= 1, "the device's reset hook ran");
     KEEL_OK(!toydev.queues[0].running && !toydev.queues[1].running, "no queue runs");
 }
 
