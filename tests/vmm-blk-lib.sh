@@ -22,6 +22,9 @@
 #   direct_io_ok DIR        true when O_DIRECT works for files in DIR
 #   qboot_option            "-bios PATH" of qboot when installed (QEMU
 #                           boots the guest in ~0.3 s), else nothing
+#   skip_all REASON         "1..0 # SKIP REASON", exit 77
+#   vmm_test_require_guest  skip unless the test guest and timeout(1) exist
+#   vmm_test_require        that, and a usable /dev/kvm and keel-vmm
 
 # shellcheck disable=SC2034,SC2154  # used by the scripts that source this
 VMM=$top_builddir/vmm/keel-vmm
@@ -108,22 +111,26 @@ scan_image() {
         END { printf "%d %d %d\n", written, zero, bad }'
 }
 
-# The shell tests' common start: a skip (77) unless there is a usable
-# /dev/kvm (checked as a device first: opening a missing one as root would
-# create a file), keel-vmm and the test guest, and timeout(1).
+# A skip of the whole test (77) with REASON.
+skip_all() {
+    echo "1..0 # SKIP $1"
+    exit 77
+}
+
+# The start of the tests that run the test guest under keel-vmm or QEMU:
+# a skip unless the guest is built and timeout(1) is there.
+vmm_test_require_guest() {
+    [ -s "$GUEST" ] || skip_all "the test guest is not built"
+    command -v timeout >/dev/null 2>&1 || skip_all "timeout(1) not available"
+}
+
+# The keel-vmm-only tests' start: also a usable /dev/kvm (checked as a
+# device first: opening a missing one as root would create a file) and
+# keel-vmm itself.
 vmm_test_require() {
-    if ! { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null; then
-        echo "1..0 # SKIP cannot open /dev/kvm"
-        exit 77
-    fi
-    if [ ! -x "$VMM" ] || [ ! -s "$GUEST" ]; then
-        echo "1..0 # SKIP keel-vmm or the test guest is not built"
-        exit 77
-    fi
-    if ! command -v timeout >/dev/null 2>&1; then
-        echo "1..0 # SKIP timeout(1) not available"
-        exit 77
-    fi
+    { [ -c /dev/kvm ] && (exec 3<>/dev/kvm); } 2>/dev/null || skip_all "cannot open /dev/kvm"
+    [ -x "$VMM" ] && [ -s "$GUEST" ] || skip_all "keel-vmm or the test guest is not built"
+    vmm_test_require_guest
 }
 
 # TAP lines, numbered; $failed counts the failures.

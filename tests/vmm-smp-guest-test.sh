@@ -39,9 +39,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vmm-blk-lib.sh
 . "$here/vmm-blk-lib.sh"
 
-skip_all() { echo "1..0 # SKIP $1"; exit 77; }
-[ -s "$GUEST" ] || skip_all "the test guest is not built"
-command -v timeout >/dev/null 2>&1 || skip_all "timeout(1) not available"
+vmm_test_require_guest
 : "${KEEL_VMM_TIMEOUT:=300}"
 QEMU=${QEMU:-qemu-system-x86_64}
 peers=
