@@ -456,24 +456,19 @@ step_smp() {  # VMM
 vmm_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest_extra
     case $1 in
-    keel)
-        bench_vmm=keel
-        map='{"iothread":"io0"}' objs='-object iothread,id=io0'
-        [ "$2" = 2 ] && map='{"iothread":"io0"},{"iothread":"io1"}' objs="$objs -object iothread,id=io1"
+    keel|keel-nopoll)
+        # keel-nopoll: iothreads that never busy-poll (poll-max-ns=0), to
+        # see whether polling iothreads take the CPUs the vCPUs need (L1
+        # has two).
+        bench_vmm=keel poll=
+        [ "$1" = keel-nopoll ] && poll=,poll-max-ns=0
+        map='{"iothread":"io0"}' objs="-object iothread,id=io0$poll"
+        [ "$2" = 2 ] && map='{"iothread":"io0"},{"iothread":"io1"}' objs="$objs -object iothread,id=io1$poll"
         guest_extra="-smp 2 $objs -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[$map]}"
         ;;
-    keel-nopoll)
-        # Two iothreads that never busy-poll (poll-max-ns=0): whether
-        # polling iothreads take the CPUs the vCPUs need (L1 has two).
-        bench_vmm=keel
-        guest_extra="-smp 2 -object iothread,id=io0,poll-max-ns=0 -object iothread,id=io1,poll-max-ns=0 -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[{\"iothread\":\"io0\"},{\"iothread\":\"io1\"}]}"
-        ;;
-    keel-1io)
-        bench_vmm=keel
-        guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
-        ;;
-    qemu)
-        bench_vmm=qemu
+    keel-1io|qemu)
+        # Every queue on one iothread: QEMU 7.2's only mapping.
+        bench_vmm=${1%-1io}
         guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
         ;;
     esac
