@@ -25,27 +25,10 @@ if [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && [ -s "$out/kernel-version" 
    [ -d "$out/root/lib/modules/$(cat "$out/kernel-version")" ]; then
     exit 0
 fi
-for t in apt-get apt-cache dpkg depmod; do
-    command -v $t >/dev/null 2>&1 || die "$t not found"
-done
-
-mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-apt_dir=$cache/apt/$suite
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/sources.list.d" "$out"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \
-    >"$apt_dir/sources.list"
-: >>"$apt_dir/status"
-# _apt (apt's sandbox user) downloads into these.
-chmod -R a+rwX "$apt_dir" 2>/dev/null || true
-apt_opts="-o Dir::Etc::sourcelist=$apt_dir/sources.list -o Dir::Etc::sourceparts=$apt_dir/sources.list.d
- -o Dir::State::Lists=$apt_dir/lists -o Dir::Cache=$apt_dir -o Dir::Cache::archives=$apt_dir/archives
- -o Dir::State::status=$apt_dir/status -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1"
-# Lists older than a day are refreshed (suites move; old versions vanish).
-if [ -z "$(find "$apt_dir/lists" -name '*_Packages' -mmin -1440 2>/dev/null)" ]; then
-    # shellcheck disable=SC2086
-    apt-get $apt_opts update >"$apt_dir/update.log" 2>&1 ||
-        die "apt-get update for $suite failed: $(tail -n 1 "$apt_dir/update.log")"
-fi
+command -v depmod >/dev/null 2>&1 || die "depmod not found"
+mkdir -p "$out"
+# shellcheck source=tests/kvm-lab/apt-suite.sh
+. "$here/apt-suite.sh"
 depends() {  # PACKAGE PREFIX: the dependencies named PREFIX*
     # shellcheck disable=SC2086
     apt-cache $apt_opts depends "$1" 2>/dev/null | awk -v p="$2" '$1 ~ /Depends:/ && index($2, p) == 1 { print $2 }'

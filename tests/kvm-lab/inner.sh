@@ -46,6 +46,17 @@ log() { echo "keel-lab: $*"; }
 now() { date +%s; }
 pattern() { yes "keel-lab-$1-0123456789abcdef" | head -c "$2"; }
 
+# The QEMU peer: this machine's, or KVM_LAB_QEMU (lab.sh sets it from
+# KVM_LAB_PEER_SUITE: another suite's QEMU, fetch-qemu.sh).  QEMU 9 and
+# later spread one device's queues over iothreads (iothread-vq-mapping),
+# and then the peer runs the same mapping as keel-vmm.
+qemu_bin=${KVM_LAB_QEMU:-qemu-system-x86_64}
+have_qemu() { command -v "$qemu_bin" >/dev/null; }
+qemu_vq_mapping=
+if have_qemu && "$qemu_bin" -device virtio-blk-pci,help 2>/dev/null | grep -q iothread-vq-mapping; then
+    qemu_vq_mapping=1
+fi
+
 # ---- one guest run ---------------------------------------------------------
 # start_guest NAME VMM KERNEL INITRD TEST [DRIVE-OPTIONS]: a guest with
 # its console on a fifo (stdin) and OUT/run-NAME/out, stderr in .../err.
@@ -70,7 +81,7 @@ start_guest() {
             <"/tmp/in-$name" >"$run_dir/out" 2>"$run_dir/err" &
         ;;
     qemu)
-        qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 1G -nodefaults -nographic \
+        "$qemu_bin" -enable-kvm -M pc -cpu host -m 1G -nodefaults -nographic \
             -no-reboot -serial stdio -kernel "$kernel" -initrd "$initrd" \
             -append "$cmdline${qemu_append:+ $qemu_append}" "$@" \
             <"/tmp/in-$name" >"$run_dir/out" 2>"$run_dir/err" &
@@ -421,15 +432,18 @@ EOF
 
 # SMP + multiqueue (issue 14): Linux on 2 vCPUs with a two-queue virtio-blk,
 # keel-vmm with the QEMU line as a user writes it (-accel kvm -cpu host).
-# keel-vmm takes QEMU 9's spelling (iothread-vq-mapping over two iothreads);
-# the lab's QEMU (7.2) predates it, so the peer runs both queues in one
-# iothread.
+# keel-vmm takes QEMU 9's spelling (iothread-vq-mapping over two iothreads),
+# and so does a QEMU peer of 9 or later; this machine's QEMU (7.2) predates
+# it, so that peer runs both queues in one iothread.
 step_smp() {  # VMM
     scratch_fs
     img=$scratch/lab-smp-$1.img
     rm -f "$img"; truncate -s 64M "$img"
+    mq='-object iothread,id=io0 -object iothread,id=io1 -device {"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"io0"},{"iothread":"io1"}]}'
     if [ "$1" = keel ]; then
-        guest_extra='-accel kvm -cpu host -smp 2 -object iothread,id=io0 -object iothread,id=io1 -device {"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"io0"},{"iothread":"io1"}]}'
+        guest_extra="-accel kvm -cpu host -smp 2 $mq"
+    elif [ -n "$qemu_vq_mapping" ]; then
+        guest_extra="-smp 2 $mq"
     else
         guest_extra='-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=2,iothread=io0'
     fi
@@ -449,24 +463,28 @@ step_smp() {  # VMM
 #   keel q=2      two queues on two iothreads (iothread-vq-mapping)
 #   keel-nopoll q=2  the same, the iothreads with poll-max-ns=0
 #   keel-1io q=2  two queues on one iothread: QEMU 7.2's mapping, like for like
-#   qemu q=2      two queues on one iothread (7.2 has no iothread-vq-mapping)
+#   qemu q=2      a peer with iothread-vq-mapping (QEMU 9+): as keel q=2;
+#                 else (7.2) two queues on one iothread, as keel-1io q=2
+#   qemu-1io q=2  two queues on one iothread (for a QEMU 9+ peer)
 # Rounds interleave every set-up and place; the VMM's CPU time (utime +
 # stime of the whole process, its vCPU threads included, in ticks of 10 ms)
 # is sampled at the guest's start/end markers of the 10 s window.
 vmm_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest_extra
+    set -- "$1" "$2"
+    [ "$1" = qemu ] && [ -z "$qemu_vq_mapping" ] && set -- qemu-1io "$2"
     case $1 in
-    keel|keel-nopoll)
+    keel|keel-nopoll|qemu)
         # keel-nopoll: iothreads that never busy-poll (poll-max-ns=0), to
         # see whether polling iothreads take the CPUs the vCPUs need (L1
         # has two).
-        bench_vmm=keel poll=
+        bench_vmm=${1%-nopoll} poll=
         [ "$1" = keel-nopoll ] && poll=,poll-max-ns=0
         map='{"iothread":"io0"}' objs="-object iothread,id=io0$poll"
         [ "$2" = 2 ] && map='{"iothread":"io0"},{"iothread":"io1"}' objs="$objs -object iothread,id=io1$poll"
         guest_extra="-smp 2 $objs -device {\"driver\":\"virtio-blk-pci\",\"drive\":\"d0\",\"num-queues\":$2,\"iothread-vq-mapping\":[$map]}"
         ;;
-    keel-1io|qemu)
+    keel-1io|qemu-1io)
         # Every queue on one iothread: QEMU 7.2's only mapping.
         bench_vmm=${1%-1io}
         guest_extra="-smp 2 -object iothread,id=io0 -device virtio-blk-pci,drive=d0,num-queues=$2,iothread=io0"
@@ -475,7 +493,11 @@ bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest
 }
 # KVM_LAB_BENCH_SETUPS picks some (SET-UP:QUEUES words), e.g. more
 # rounds of the ones whose runs an L1 fault cut short.
-bench_setups=${KVM_LAB_BENCH_SETUPS:-'keel:1 qemu:1 keel:2 keel-nopoll:2 keel-1io:2 qemu:2'}
+if [ -n "$qemu_vq_mapping" ]; then
+    bench_setups=${KVM_LAB_BENCH_SETUPS:-'keel:1 qemu:1 keel:2 qemu:2 keel-1io:2 qemu-1io:2'}
+else
+    bench_setups=${KVM_LAB_BENCH_SETUPS:-'keel:1 qemu:1 keel:2 keel-nopoll:2 keel-1io:2 qemu:2'}
+fi
 step_bench() {
     reps=${KVM_LAB_BENCH_REPS:-5}
     places=tmpfs
@@ -554,8 +576,8 @@ step_bench() {
 # whole job keeps the key on, so the L2 VMs of the steps patch nothing.
 hold_kvm_key() {
     holder=
-    if command -v qemu-system-x86_64 >/dev/null; then
-        qemu-system-x86_64 -enable-kvm -S -nodefaults -display none -m 16 \
+    if have_qemu; then
+        "$qemu_bin" -enable-kvm -S -nodefaults -display none -m 16 \
             </dev/null >"$out/key-holder.log" 2>&1 &
     else
         "$vmm" -S -m 16 -kernel "$build/vmm/guest/keel-guest" </dev/null >"$out/key-holder.log" 2>&1 &
@@ -569,6 +591,9 @@ hold_kvm_key() {
         holder=
     fi
 }
+if have_qemu; then
+    log "QEMU peer: $qemu_bin: $("$qemu_bin" --version | head -n 1)${qemu_vq_mapping:+ (has iothread-vq-mapping)}"
+fi
 hold_kvm_key
 trap '[ -n "$holder" ] && kill "$holder" 2>/dev/null' EXIT
 
@@ -585,20 +610,20 @@ for s in $steps; do
     bench) step_bench ;;
     smp)
         step_smp keel
-        if command -v qemu-system-x86_64 >/dev/null; then step_smp qemu; fi
+        if have_qemu; then step_smp qemu; fi
         ;;
     blk) step_blk keel ;;
     resize)
         scratch_fs
         resize_check keel
-        if command -v qemu-system-x86_64 >/dev/null; then resize_check qemu; fi
+        if have_qemu; then resize_check qemu; fi
         ;;
     qemu)
-        if command -v qemu-system-x86_64 >/dev/null; then
+        if have_qemu; then
             step_linux qemu
             step_blk qemu
         else
-            skip "qemu as peer" "qemu-system-x86_64 not found"
+            skip "qemu as peer" "$qemu_bin not found"
         fi
         ;;
     *) ok 1 "unknown step $s" ;;

@@ -39,6 +39,9 @@
 #   KVM_LAB_VMMTESTS the make check TESTS= list for vmmtests ("all": every
 #                    test that needs no QEMU peer)
 #   KVM_LAB_CPU      L1's -cpu (default max)
+#   KVM_LAB_PEER_SUITE  the QEMU peer from that Debian suite instead of this
+#                    machine's (fetch-qemu.sh; trixie has QEMU 10, with
+#                    iothread-vq-mapping); or KVM_LAB_QEMU: the peer's path
 #   top_builddir     the configured, built tree (default: .)
 # Skips (exit 77) when qemu-system-x86_64 is missing or no kernel could be
 # fetched; an L1 without /dev/kvm is a skip of that kernel, with the reason.
@@ -70,6 +73,15 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
 fi
 [ -x "$build/vmm/keel-vmm" ] || { echo "1..0 # SKIP $build/vmm/keel-vmm not built"; exit 77; }
 mkdir -p "$cache" "$outroot"
+if [ -n "${KVM_LAB_PEER_SUITE:-}" ]; then
+    if ! sh "$here/fetch-qemu.sh" "$KVM_LAB_PEER_SUITE" "$cache" 2>"$cache/fetch-qemu.err"; then
+        echo "1..0 # SKIP no QEMU peer from $KVM_LAB_PEER_SUITE: $(tail -n 1 "$cache/fetch-qemu.err")"
+        exit 77
+    fi
+    KVM_LAB_QEMU=$cache/qemu-$KVM_LAB_PEER_SUITE/qemu-system-x86_64
+    export KVM_LAB_QEMU
+fi
+note "QEMU peer inside L1: ${KVM_LAB_QEMU:-qemu-system-x86_64} ($("${KVM_LAB_QEMU:-qemu-system-x86_64}" --version | head -n 1))"
 
 qemu_pid=
 trap '[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null' EXIT
