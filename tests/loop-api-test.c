@@ -235,9 +235,24 @@ static void test_timers(void)
 static bool wait_flag;              /* atomic */
 static int wait_flag_thread_ok;
 
+static int waiter_checks;           /* atomic: the waiter's condition evaluations */
+
+/* The waiters' condition: notes that it was evaluated. */
+static bool waiter_must_wait(void)
+{
+    keel_atomic_fetch_add(&waiter_checks, 1);
+    return !keel_atomic_load_seq_cst(&wait_flag);
+}
+
+/* Sets the flag only after the waiter found it unset, so the waiter must
+ * have waited however late the scheduler ran it; then a little later, so
+ * that it is asleep, not spinning, when the kick comes. */
 static void set_flag_bh(void *opaque)
 {
     (void)opaque;
+    while (keel_atomic_load_seq_cst(&waiter_checks) == 0) {
+        loop_test_sleep_ms(1);
+    }
     loop_test_sleep_ms(10);
     keel_atomic_store_seq_cst(&wait_flag, true);
     keel_aio_wait_kick();
@@ -246,7 +261,7 @@ static void set_flag_bh(void *opaque)
 static void *waiter_without_ctx(void *opaque)
 {
     KeelAioContext *ctx = opaque;
-    bool waited = KEEL_AIO_WAIT_WHILE(ctx, !keel_atomic_load_seq_cst(&wait_flag));
+    bool waited = KEEL_AIO_WAIT_WHILE(ctx, waiter_must_wait());
 
     wait_flag_thread_ok = waited && keel_atomic_load_seq_cst(&wait_flag) ? 1 : -1;
     return NULL;
@@ -274,25 +289,27 @@ static void test_wait_while(void)
     /* The main thread (with a context of its own) waits for the iothread;
      * its own BHs still run meanwhile. */
     keel_atomic_store_seq_cst(&wait_flag, false);
+    keel_atomic_store_seq_cst(&waiter_checks, 0);
     keel_aio_bh_schedule_oneshot(main_ctx, own_bh, NULL);
     keel_aio_bh_schedule_oneshot(ctx, set_flag_bh, NULL);
-    waited = KEEL_AIO_WAIT_WHILE(ctx, !keel_atomic_load_seq_cst(&wait_flag));
+    waited = KEEL_AIO_WAIT_WHILE(ctx, waiter_must_wait());
     KEEL_OK(waited && keel_atomic_load_seq_cst(&wait_flag),
             "wait: the main thread waited until the iothread set the flag and kicked");
     KEEL_IS(own_bh_runs, 1, "wait: ...running its own context meanwhile");
 
     /* A thread without a context sleeps until the kick. */
     keel_atomic_store_seq_cst(&wait_flag, false);
+    keel_atomic_store_seq_cst(&waiter_checks, 0);
     pthread_create(&tid, NULL, waiter_without_ctx, ctx);
-    loop_test_sleep_ms(5);
     keel_aio_bh_schedule_oneshot(ctx, set_flag_bh, NULL);
     pthread_join(tid, NULL);
     KEEL_IS(wait_flag_thread_ok, 1, "wait: a thread without a context woke on the kick");
 
     /* In the home thread of ctx: plain polling. */
     keel_atomic_store_seq_cst(&wait_flag, false);
+    keel_atomic_store_seq_cst(&waiter_checks, 0);
     keel_aio_bh_schedule_oneshot(main_ctx, set_flag_bh, NULL);
-    KEEL_IS(KEEL_AIO_WAIT_WHILE(main_ctx, !keel_atomic_load_seq_cst(&wait_flag)), true,
+    KEEL_IS(KEEL_AIO_WAIT_WHILE(main_ctx, waiter_must_wait()), true,
             "wait: in the context's home thread it polls that context");
 
     /* Kicks with nobody waiting leave no work behind (a kick while a
