@@ -11,6 +11,9 @@
 # STEPS: words out of
 #   vmmtests  keel's own tests against this kernel (vmm tests, the guest
 #             tests, and every test that needs no QEMU peer with =all)
+#   suite     the rest of make check against this kernel: the library's
+#             loop, coroutine and block tests, the other KVM tests, ...
+#             (step_suite says what is left out and why)
 #   linux     a Linux guest through PVH and bzImage to a shell on ttyS0
 #   blk       Linux's virtio_blk on our device (ext4, fio, discard, ro,
 #             inject, fallbacks), the image checked from here afterwards
@@ -19,7 +22,7 @@
 #             new capacity (keel-vmm, and QEMU as the peer)
 #   boots     KVM_LAB_BOOTS (20) boots to the shell through PVH and bzImage
 #   smp       -smp 2 and a two-queue virtio-blk, the queues on two iothreads
-#             (QEMU 7.2 as the peer: one iothread); fio numjobs=2 verifies
+#             (a QEMU 7.2 peer: one iothread); fio numjobs=2 verifies
 #   tsan      vmm-smp-guest-test and friends in a --enable-tsan tree
 #             (KVM_LAB_TSAN_BUILD): ThreadSanitizer with SMP guests on KVM
 #   bench     1 vs 2 queues, keel-vmm against QEMU, interleaved rounds
@@ -249,20 +252,41 @@ make_check_tests() {  # BUILD LABEL LIST
     done
 }
 
-step_vmmtests() {
-    list=${KVM_LAB_VMMTESTS:-"tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh tests/vmm-blk-mq-test.sh tests/vmm-smp-guest-test.sh"}
-    if [ "$list" = all ]; then
-        # Everything but the tests that need QEMU as a peer.
-        list=$(make -s -C "$build" -f Makefile -f - print-tests <<'EOF' 2>/dev/null
+# Every test `make check` runs, by name.
+all_tests() {
+    # Only the test names: a make that regenerates its Makefile first
+    # prints that on stdout too.
+    make -s -C "$build" -f Makefile -f - print-tests <<'EOF' 2>/dev/null | tr ' ' '\n' | grep -e '^tests/'
 print-tests:
 	@echo $(TESTS)
 EOF
-)
-        # Only the test names: a make that regenerates its Makefile first
-        # prints that on stdout too.
-        list=$(echo "$list" | tr ' ' '\n' | grep -e '^tests/' | grep -v -e guest-qemu-test | tr '\n' ' ')
+}
+vmmtests_default="tests/vmm-guest-test.sh tests/vmm-blk-test.sh tests/vmm-linux-test.sh tests/vmm-blk-mq-test.sh tests/vmm-smp-guest-test.sh"
+step_vmmtests() {
+    list=${KVM_LAB_VMMTESTS:-$vmmtests_default}
+    if [ "$list" = all ]; then
+        # Everything but the tests that need QEMU as a peer.
+        list=$(all_tests | grep -v -e guest-qemu-test | tr '\n' ' ')
     fi
     make_check_tests "$build" vmmtests "$list"
+}
+
+# The rest of the suite on this kernel: every test of `make check` but
+# vmmtests' (run there), those that need QEMU as a peer (guest-qemu-test,
+# qmp-qemu-test, img-qemu-compat-test), and those whose outcome cannot
+# depend on the kernel: the fuzzers (pure functions over bytes),
+# cmdlines-test (parsing), matrix.sh (these same tests again with each
+# fallback forced and older kernels emulated by seccomp, which a real
+# kernel makes redundant) and embed-cxx-test / install-test (a compiler
+# and an install: minutes under TCG, and no kernel in them).
+suite_excluded='guest-qemu-test qmp-qemu-test img-qemu-compat-test fuzz- cmdlines-test matrix.sh embed-cxx-test install-test'
+step_suite() {
+    list=$(all_tests | tr '\n' ' ')
+    for t in $vmmtests_default; do list=$(echo " $list " | sed "s| $t | |"); done
+    for x in $suite_excluded; do
+        list=$(echo "$list" | tr ' ' '\n' | grep -v -F -e "$x" | tr '\n' ' ')
+    done
+    make_check_tests "$build" suite "$list"
 }
 
 # ThreadSanitizer over keel-vmm with an SMP guest on real KVM: the vCPU
@@ -606,6 +630,7 @@ for s in $steps; do
     case $s in
     features) step_features ;;
     vmmtests) step_vmmtests ;;
+    suite) step_suite ;;
     tsan) step_tsan ;;
     linux) step_linux keel ;;
     boots) step_boots keel ;;

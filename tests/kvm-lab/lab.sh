@@ -9,6 +9,7 @@
 # as it is.  Inside L1 (tests/kvm-lab/inner.sh) it runs the steps chosen:
 #   features  keel-features and keel-vmm --features on that kernel
 #   vmmtests  keel's own KVM tests (make check TESTS=...) against it
+#   suite     the rest of make check against it (library, other KVM tests)
 #   linux     a Linux guest (the same Debian kernel) through PVH and bzImage
 #             to an initramfs shell: a command on ttyS0, reboot -f → 0
 #   blk       Linux's virtio_blk on our device: ext4 across a restart, fio
@@ -28,7 +29,7 @@
 #
 # Environment:
 #   KERNELS          suites to run (default: bullseye bookworm trixie sid)
-#   KVM_LAB_STEPS    steps (default: features vmmtests linux blk qemu)
+#   KVM_LAB_STEPS    steps (default: features vmmtests suite linux blk qemu)
 #   KVM_LAB_CACHE    downloads + initramfs images (default BUILD/kvm-lab/cache)
 #   KVM_LAB_OUT      results (default BUILD/kvm-lab/out); per kernel OUT/SUITE/
 #                    holds the L1 console (l1-console.log), each guest run's
@@ -50,7 +51,7 @@ srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 here=$srcdir/tests/kvm-lab
 build=$(cd "${top_builddir:-.}" && pwd)
 kernels=${KERNELS:-bullseye bookworm trixie sid}
-steps=${KVM_LAB_STEPS:-features vmmtests linux blk qemu}
+steps=${KVM_LAB_STEPS:-features vmmtests suite linux blk qemu}
 cache=${KVM_LAB_CACHE:-$build/kvm-lab/cache}
 outroot=${KVM_LAB_OUT:-$build/kvm-lab/out}
 l1_timeout=${KVM_LAB_L1_TIMEOUT:-3600}
