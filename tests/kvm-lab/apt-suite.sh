@@ -3,7 +3,8 @@
 # With $suite and $cache set (and die() defined), sets $apt_opts so that
 # apt-get and apt-cache use their own sources list, lists and archive cache
 # for that Debian suite under CACHE/apt/SUITE, leaving the host's apt
-# configuration and state untouched, and refreshes lists older than a day.
+# configuration and state untouched, and refreshes lists older than a day;
+# apt_unpack fetches packages and unpacks them.
 # Environment: KEEL_DEBIAN_MIRROR (default http://deb.debian.org/debian).
 for t in apt-get apt-cache dpkg; do
     command -v $t >/dev/null 2>&1 || die "$t not found"
@@ -25,3 +26,19 @@ if [ -z "$(find "$apt_dir/lists" -name '*_Packages' -mmin -1440 2>/dev/null)" ];
     apt-get $apt_opts update >"$apt_dir/update.log" 2>&1 ||
         die "apt-get update for $suite failed: $(tail -n 1 "$apt_dir/update.log")"
 fi
+
+# apt_unpack WORK ROOT PACKAGE...: downloads the packages into WORK (made
+# afresh) and unpacks them all into ROOT with dpkg -x (nothing installed).
+apt_unpack() {
+    work=$1 root=$2
+    shift 2
+    rm -rf "$work" "$root"
+    mkdir -p "$work"
+    chmod 0777 "$work"
+    # shellcheck disable=SC2086
+    (cd "$work" && apt-get $apt_opts download -q "$@" >download.log 2>&1) ||
+        die "apt-get download $* failed: $(tail -n 1 "$work/download.log")"
+    for deb in "$work"/*.deb; do
+        dpkg -x "$deb" "$root"
+    done
+}

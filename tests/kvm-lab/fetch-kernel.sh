@@ -41,15 +41,8 @@ pkg=$(depends linux-image-amd64 linux-image- | head -n 1)
 pkgs="$pkg $(depends "$pkg" linux-binary-) $(depends "$pkg" linux-modules-) $(depends "$pkg" linux-base-)"
 
 work=$out/download
-rm -rf "$work" "$out/root"
-mkdir -p "$work"
-chmod 0777 "$work"
 # shellcheck disable=SC2086
-(cd "$work" && apt-get $apt_opts download -q $pkgs >download.log 2>&1) ||
-    die "apt-get download $pkgs failed: $(tail -n 1 "$work/download.log")"
-for deb in "$work"/*.deb; do
-    dpkg -x "$deb" "$out/root"
-done
+apt_unpack "$work" "$out/root" $pkgs
 vmlinuz=$(ls "$out"/root/boot/vmlinuz-* "$out"/root/usr/lib/modules/*/vmlinuz 2>/dev/null | head -n 1)
 [ -n "$vmlinuz" ] || die "no vmlinuz in $pkgs"
 kver=$(ls "$out/root/lib/modules" 2>/dev/null | head -n 1)

@@ -40,15 +40,9 @@ case " $pkgs " in
 esac
 
 work=$out/download
-rm -rf "$work" "$out/root" "$out/qemu-system-x86_64" "$out/version"
-mkdir -p "$work"
-chmod 0777 "$work"
+rm -f "$out/qemu-system-x86_64" "$out/version"
 # shellcheck disable=SC2086
-(cd "$work" && apt-get $apt_opts download -q $pkgs >download.log 2>&1) ||
-    die "apt-get download failed: $(tail -n 1 "$work/download.log")"
-for deb in "$work"/*.deb; do
-    dpkg -x "$deb" "$out/root"
-done
+apt_unpack "$work" "$out/root" $pkgs
 root=$out/root
 loader=$root/lib64/ld-linux-x86-64.so.2
 [ -e "$loader" ] || loader=$root/usr/lib64/ld-linux-x86-64.so.2
