@@ -230,12 +230,12 @@ step_features() {
 # prefixed).
 make_check_tests() {  # BUILD LABEL LIST
     tree=$1 label=$2 list=$3
-    t=$(now)
+    make_t0=$(now)
     # aio=native and cache=none need O_DIRECT in TMPDIR.
     scratch_fs && export TMPDIR=$scratch
     make -C "$tree" -k check TESTS="$list" >"$out/$label.log" 2>&1
     unset TMPDIR
-    log "$label: make check TESTS=... took $(( $(now) - t )) s"
+    log "$label: make check TESTS=... took $(( $(now) - make_t0 )) s"
     for test_path in $list; do
         res=$tree/$test_path.trs
         res=${res%.sh.trs}.trs
@@ -282,7 +282,7 @@ step_vmmtests() {
 suite_excluded='guest-qemu-test qmp-qemu-test img-qemu-compat-test fuzz- cmdlines-test matrix.sh embed-cxx-test install-test'
 step_suite() {
     list=$(all_tests | tr '\n' ' ')
-    for t in $vmmtests_default; do list=$(echo " $list " | sed "s| $t | |"); done
+    for x in $vmmtests_default; do list=$(echo " $list " | sed "s| $x | |"); done
     for x in $suite_excluded; do
         list=$(echo "$list" | tr ' ' '\n' | grep -v -F -e "$x" | tr '\n' ' ')
     done
@@ -561,9 +561,9 @@ step_bench() {
                 [ -n "$res" ] || show_run "bench $place $v q=$q round $r: no result"
                 # A sample missed (the VMM gone before the poll saw the end
                 # marker) leaves the round's CPU out, not its IOPS.
-                t=$((c1 - c0))
-                { [ "$c0" -gt 0 ] && [ "$c1" -gt 0 ]; } || t=-1
-                echo "$place $v q=$q round=$r vmm_ticks=$t $res" >>"$out/bench.txt"
+                ticks=$((c1 - c0))
+                { [ "$c0" -gt 0 ] && [ "$c1" -gt 0 ]; } || ticks=-1
+                echo "$place $v q=$q round=$r vmm_ticks=$ticks $res" >>"$out/bench.txt"
             done
         done
     done
@@ -625,7 +625,7 @@ trap '[ -n "$holder" ] && kill "$holder" 2>/dev/null' EXIT
 
 : >"$out/tap"
 for s in $steps; do
-    t=$(now)
+    step_t0=$(now)
     log "step $s"
     case $s in
     features) step_features ;;
@@ -655,5 +655,5 @@ for s in $steps; do
         ;;
     *) ok 1 "unknown step $s" ;;
     esac
-    log "step $s took $(( $(now) - t )) s; L1 kernel log: $(dmesg | grep -ci 'unhandled wrmsr') 'Unhandled WRMSR' lines so far: $(dmesg | grep -oi 'unhandled wrmsr[^=]*' | sort | uniq -c | tr '\n' ' ')"
+    log "step $s took $(( $(now) - step_t0 )) s; L1 kernel log: $(dmesg | grep -ci 'unhandled wrmsr') 'Unhandled WRMSR' lines so far: $(dmesg | grep -oi 'unhandled wrmsr[^=]*' | sort | uniq -c | tr '\n' ' ')"
 done
