@@ -148,7 +148,11 @@ int main(void)
             callbacks);
     KEEL_OK(begins > 0 && (ends == begins || ends + 1 == begins),
             "begin and end are paired (%u begins, %u ends)", begins, ends);
-    KEEL_OK(ends >= 10, "the context left busy-poll mode before sleeping, in quiet spells (%u)", ends);
+    /* How often busy-poll mode ends depends on the scheduler (hundreds of
+     * times here, 8 under the KVM lab's software CPU); that it ends before
+     * the context sleeps is the behaviour. */
+    KEEL_OK(ends >= 1, "the context left busy-poll mode before sleeping, in quiet spells (%u)",
+            ends);
     KEEL_OK(order_ok, "begin and end alternate");
     KEEL_OK(thread_ok, "every callback ran in the home thread");
 

@@ -171,7 +171,13 @@ static void probe_kvm(void)
     for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
         report(caps[i].name, ioctl(kvm, KVM_CHECK_EXTENSION, caps[i].cap));
     }
-    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    int vm;
+    /* KVM_CREATE_VM fails with EINTR when a signal is pending (5.10 took
+     * all of the mm's locks, interruptibly, seen in the KVM lab): retry,
+     * as keel-vmm and QEMU do. */
+    do {
+        vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    } while (vm < 0 && errno == EINTR);
     report("create-vm", vm < 0 ? -1 : 0);
     if (vm >= 0) {
         report("vm-cap-irqfd", ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD));

@@ -302,7 +302,9 @@ bool kvm_host_misses_xsetbv(int kvm_fd)
         has_xsave = leaf1 && (leaf1->ecx & (1u << 26));
     }
     run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-    if (!has_xsave || run_size <= 0 || (vm = ioctl(kvm_fd, KVM_CREATE_VM, 0)) < 0) {
+    /* EINTR: a signal was pending while KVM took the mm's locks (5.10). */
+    if (!has_xsave || run_size <= 0 ||
+        (vm = (int)KEEL_RETRY_EINTR(ioctl(kvm_fd, KVM_CREATE_VM, 0))) < 0) {
         goto out;
     }
     mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
