@@ -282,11 +282,9 @@ step_vmmtests() {
 # and an install: minutes under TCG, and no kernel in them).
 suite_excluded='guest-qemu-test qmp-qemu-test img-qemu-compat-test fuzz- cmdlines-test matrix.sh embed-cxx-test install-test'
 step_suite() {
-    list=$(all_tests | tr '\n' ' ')
-    for x in $vmmtests_default; do list=$(echo " $list " | sed "s| $x | |"); done
-    for x in $suite_excluded; do
-        list=$(echo "$list" | tr ' ' '\n' | grep -v -F -e "$x" | tr '\n' ' ')
-    done
+    # shellcheck disable=SC2046,SC2086  # one -e per word
+    list=$(all_tests | grep -v -x -F $(printf -- '-e %s ' $vmmtests_default) |
+           grep -v -F $(printf -- '-e %s ' $suite_excluded) | tr '\n' ' ')
     make_check_tests "$build" suite "$list"
 }
 
@@ -498,7 +496,6 @@ step_smp() {  # VMM
 # is sampled at the guest's start/end markers of the 10 s window.
 vmm_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 bench_setup() {  # SET-UP QUEUES → the VMM (keel or qemu) in $bench_vmm, guest_extra
-    set -- "$1" "$2"
     [ "$1" = qemu ] && [ -z "$qemu_vq_mapping" ] && set -- qemu-1io "$2"
     case $1 in
     keel|keel-nopoll|qemu)
